@@ -1,0 +1,648 @@
+// Copyright 2026 The mcdrop Authors.
+
+#include "core/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <thread>
+#include <unsupported/Eigen/SpecialFunctions>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "core/mask.h"
+
+namespace mcdrop {
+namespace {
+
+using MatrixMap = Eigen::Map<Eigen::MatrixXf, Eigen::Aligned32>;
+
+constexpr int kColumnAlign = 8;
+
+int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// out = w * x through Eigen's blocked GEMM kernel, always. Eigen's operator*
+// picks a coefficient-based or GEMV kernel for some runtime sizes, whose
+// summation order differs; calling the GEMM path directly (and keeping the
+// column count a multiple of kColumnAlign) makes each output column a function
+// of its input column alone, which the seed-determinism guarantee relies on.
+void Gemm(const Eigen::MatrixXf& w, const MatrixMap& x, MatrixMap& out) {
+  out.setZero();
+  Eigen::internal::generic_product_impl<
+      Eigen::MatrixXf, MatrixMap, Eigen::DenseShape, Eigen::DenseShape,
+      Eigen::GemmProduct>::scaleAndAddTo(out, w, x, 1.0f);
+}
+
+template <typename Block>
+void AddBiasAndActivate(Block&& z, const Eigen::VectorXf& bias,
+                        Activation activation, bool last) {
+  z.colwise() += bias;
+  if (last) return;
+  switch (activation) {
+    case Activation::kRelu:
+      z.array() = z.array().max(0.0f);
+      break;
+    case Activation::kTanh:
+      z.array() = z.array().tanh();
+      break;
+    case Activation::kSigmoid:
+      z.array() = z.array().logistic();
+      break;
+    case Activation::kGelu:
+      // Exact GELU, as PyTorch's default nn.GELU.
+      z.array() = 0.5f * z.array() *
+                  (1.0f + (z.array() * static_cast<float>(M_SQRT1_2)).erf());
+      break;
+    case Activation::kIdentity:
+      break;
+  }
+}
+
+// Softmax of one column of logits in double precision; returns the entropy of
+// the distribution (0 log 0 = 0) and writes the probabilities and argmax.
+double Softmax(const float* z, int n, double* p, int* argmax) {
+  int best = 0;
+  for (int i = 1; i < n; ++i) {
+    if (z[i] > z[best]) best = i;
+  }
+  const double zmax = z[best];
+  double sum = 0.0;
+  for (int i = 0; i < n; ++i) {
+    p[i] = std::exp(static_cast<double>(z[i]) - zmax);
+    sum += p[i];
+  }
+  double entropy = 0.0;
+  for (int i = 0; i < n; ++i) {
+    p[i] /= sum;
+    if (p[i] > 0.0) entropy -= p[i] * std::log(p[i]);
+  }
+  *argmax = best;
+  return entropy;
+}
+
+template <typename Vector>
+void Grow(Vector& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+struct Engine::Workspace {
+  std::vector<float, Eigen::aligned_allocator<float>> a, b;
+  std::vector<uint16_t, Eigen::aligned_allocator<uint16_t>> bits;
+  std::vector<MaskColumn> columns;
+};
+
+// One tile's finished output, waiting for its turn to be merged.
+struct TileOutput {
+  bool ready = false;
+  std::vector<float> values;    // [cols x D]: regression outputs
+  std::vector<double> probs;    // [cols x D]: classification
+  std::vector<double> entropy;  // [cols]
+  std::vector<int> argmax;      // [cols]
+};
+
+struct Engine::Request {
+  const Model* model = nullptr;
+  InputMatrix inputs{nullptr, 0, 0};
+  PredictOptions options;
+  Callback done;
+
+  // Plan, fixed before any tile runs.
+  int B = 0, D = 0, T = 0, L = 0, first = 0;
+  int rows_per_tile = 1, samples_per_tile = 1, chunks = 1, num_tiles = 0;
+  int64_t max_cols = 0;
+  int max_width = 0;
+  Eigen::MatrixXf prefix;          // [width(first) x B]
+  std::vector<DropoutMask> masks;  // by layer; unused where the rate is 0
+  int window = 1;
+
+  absl::Mutex mu;
+  int next_tile ABSL_GUARDED_BY(mu) = 0;
+  int next_merge ABSL_GUARDED_BY(mu) = 0;
+  int in_progress ABSL_GUARDED_BY(mu) = 0;
+  bool finalized ABSL_GUARDED_BY(mu) = false;
+  absl::Status stop_status ABSL_GUARDED_BY(mu);
+  std::vector<TileOutput> slots ABSL_GUARDED_BY(mu);
+
+  // Running statistics, touched only by the merging thread (under mu).
+  std::vector<double> run_mean, run_m2;  // regression [B x D]
+  std::vector<double> sum_p;             // classification [B x D]
+  std::vector<double> sum_entropy;       // [B]
+  std::vector<int> class_counts;         // [B x D]
+  Prediction result;
+
+  std::atomic<int64_t> mask_ns{0};
+};
+
+Engine::Engine(EngineOptions options)
+    : pool_(options.threads > 0
+                ? options.threads
+                : std::max(1u, std::thread::hardware_concurrency())) {
+  for (int i = 0; i < pool_.size(); ++i) {
+    workspaces_.push_back(std::make_unique<Workspace>());
+  }
+}
+
+Engine::~Engine() = default;
+
+absl::Status Engine::Validate(const Model& model,
+                              const Eigen::Ref<const RowMajorMatrixXf>& inputs,
+                              const PredictOptions& options) {
+  if (inputs.rows() < 1) {
+    return absl::InvalidArgumentError(
+        "the batch is empty: send at least one row");
+  }
+  if (inputs.cols() != model.input_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("each row must have ", model.input_size(),
+                     " values for this model, got ", inputs.cols()));
+  }
+  if (!inputs.allFinite()) {
+    for (Eigen::Index r = 0; r < inputs.rows(); ++r) {
+      for (Eigen::Index c = 0; c < inputs.cols(); ++c) {
+        if (!std::isfinite(inputs(r, c))) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("input row ", r, " column ", c,
+                           " is not a finite number (", inputs(r, c), ")"));
+        }
+      }
+    }
+  }
+  if (options.mode == PredictMode::kMonteCarlo && options.samples < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the number of samples must be >= 1, got ", options.samples));
+  }
+  if (options.samples_per_tile < 0 || options.rows_per_tile < 0) {
+    return absl::InvalidArgumentError("tile sizes must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Prediction> Engine::Predict(const Model& model,
+                                           InputMatrix inputs,
+                                           const PredictOptions& options) {
+  absl::StatusOr<Prediction> out;
+  absl::Notification done;
+  PredictAsync(model, inputs, options, [&](absl::StatusOr<Prediction> p) {
+    out = std::move(p);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return out;
+}
+
+void Engine::PredictAsync(const Model& model, InputMatrix inputs,
+                          PredictOptions options, Callback done) {
+  auto request = std::make_shared<Request>();
+  request->model = &model;
+  new (&request->inputs)
+      InputMatrix(inputs.data(), inputs.rows(), inputs.cols());
+  request->options = std::move(options);
+  request->done = std::move(done);
+  pool_.Schedule([this, request]() mutable { Start(std::move(request)); });
+}
+
+namespace {
+
+// Forward pass of layers [from, to) on columns of `h` (in place, returns the
+// result), deterministic (no masks). For the shared prefix and for the
+// deterministic mode.
+Eigen::MatrixXf ForwardDeterministic(const Model& model, Eigen::MatrixXf h,
+                                     int from, int to) {
+  for (int l = from; l < to; ++l) {
+    const DenseLayer& layer = model.layers()[l];
+    Eigen::MatrixXf z = layer.weight * h;
+    AddBiasAndActivate(z, layer.bias, model.activation(),
+                       l == model.num_layers() - 1);
+    h = std::move(z);
+  }
+  return h;
+}
+
+// Standardised inputs as columns: [Q x B].
+Eigen::MatrixXf StandardisedColumns(const Model& model,
+                                    const InputMatrix& inputs) {
+  Eigen::MatrixXf x = inputs.transpose();
+  const ModelSpec& spec = model.spec();
+  if (spec.input_mean.size() != 0) {
+    x.colwise() -= spec.input_mean;
+    x.array().colwise() /= spec.input_std.array();
+  }
+  return x;
+}
+
+}  // namespace
+
+void Engine::Start(std::shared_ptr<Request> req) {
+  const Model& model = *req->model;
+  const PredictOptions& opt = req->options;
+  absl::Status valid = Validate(model, req->inputs, opt);
+  if (!valid.ok()) {
+    req->done(valid);
+    return;
+  }
+  req->B = static_cast<int>(req->inputs.rows());
+  req->D = model.output_size();
+  req->L = model.num_layers();
+  const bool classification = model.task() == Task::kClassification;
+  const bool mc = opt.mode == PredictMode::kMonteCarlo;
+  req->T = mc ? opt.samples : 1;
+  req->first = mc ? model.first_stochastic_layer() : req->L;
+
+  Prediction& res = req->result;
+  res.task = model.task();
+  res.rows = req->B;
+  res.outputs = req->D;
+  res.samples = req->T;
+  const int B = req->B, D = req->D, T = req->T;
+
+  Eigen::MatrixXf x = StandardisedColumns(model, req->inputs);
+  req->prefix = ForwardDeterministic(model, std::move(x), 0, req->first);
+
+  if (req->first == req->L) {
+    // No stochastic layer runs: every pass gives the same output.
+    const Eigen::MatrixXf& y = req->prefix;  // [D x B]
+    res.mean.assign(static_cast<size_t>(B) * D, 0.0);
+    if (opt.return_samples)
+      res.sample_values.resize(static_cast<size_t>(T) * B * D);
+    if (classification) {
+      res.predicted_class.resize(B);
+      res.entropy.resize(B);
+      res.mutual_information.assign(B, 0.0);
+      res.variation_ratio.assign(B, 0.0);
+      std::vector<double> p(D);
+      for (int r = 0; r < B; ++r) {
+        res.entropy[r] =
+            Softmax(y.col(r).data(), D, p.data(), &res.predicted_class[r]);
+        for (int d = 0; d < D; ++d) res.mean[r * D + d] = p[d];
+      }
+    } else {
+      const ModelSpec& spec = model.spec();
+      res.variance.resize(static_cast<size_t>(B) * D);
+      res.model_variance.assign(static_cast<size_t>(B) * D, 0.0);
+      const double noise = opt.include_noise ? 1.0 / model.tau() : 0.0;
+      for (int r = 0; r < B; ++r) {
+        for (int d = 0; d < D; ++d) {
+          float v = y(d, r);
+          if (spec.output_mean.size())
+            v = v * spec.output_std[d] + spec.output_mean[d];
+          res.mean[r * D + d] = v;
+          res.variance[r * D + d] = noise;
+        }
+      }
+    }
+    if (opt.return_samples) {
+      for (int t = 0; t < T; ++t) {
+        for (int i = 0; i < B * D; ++i) {
+          res.sample_values[static_cast<size_t>(t) * B * D + i] =
+              static_cast<float>(res.mean[i]);
+        }
+      }
+    }
+    res.tiles = 0;
+    req->done(std::move(res));
+    return;
+  }
+
+  // Plan the tiles.
+  const std::vector<int> widths = model.widths();
+  req->max_width = *std::max_element(widths.begin() + req->first, widths.end());
+  const int64_t total = static_cast<int64_t>(B) * T;
+  int64_t target = std::clamp<int64_t>(262144 / req->max_width, 64, 4096);
+  const int threads = pool_.size();
+  if (total > 2 * threads * 128 &&
+      (total + target - 1) / target < 2 * threads) {
+    target = std::max<int64_t>(128, (total + 2 * threads - 1) / (2 * threads));
+  }
+  int S = opt.samples_per_tile, R = opt.rows_per_tile;
+  if (S == 0 && R == 0) {
+    if (T >= target) {
+      R = 1;
+      S = static_cast<int>(target);
+    } else {
+      S = T;
+      R = static_cast<int>(std::max<int64_t>(1, target / T));
+    }
+  } else if (S == 0) {
+    S = static_cast<int>(std::max<int64_t>(1, target / R));
+  } else if (R == 0) {
+    R = static_cast<int>(std::max<int64_t>(1, target / S));
+  }
+  S = std::min(S, T);
+  R = std::min(R, B);
+  req->samples_per_tile = S;
+  req->rows_per_tile = R;
+  req->chunks = (T + S - 1) / S;
+  const int groups = (B + R - 1) / R;
+  req->num_tiles = groups * req->chunks;
+  req->max_cols = RoundUp(static_cast<int64_t>(R) * S, kColumnAlign);
+  for (int l = 0; l < req->L; ++l) {
+    req->masks.emplace_back(opt.seed, static_cast<uint32_t>(l),
+                            model.layers()[l].drop_rate);
+  }
+
+  if (classification) {
+    req->sum_p.assign(static_cast<size_t>(B) * D, 0.0);
+    req->sum_entropy.assign(B, 0.0);
+    req->class_counts.assign(static_cast<size_t>(B) * D, 0);
+  } else {
+    req->run_mean.assign(static_cast<size_t>(B) * D, 0.0);
+    req->run_m2.assign(static_cast<size_t>(B) * D, 0.0);
+  }
+  if (opt.return_samples)
+    res.sample_values.resize(static_cast<size_t>(T) * B * D);
+
+  const int tasks = std::min(threads, req->num_tiles);
+  req->window = 2 * tasks + 2;
+  {
+    absl::MutexLock lock(&req->mu);
+    req->slots.resize(req->window);
+  }
+  for (int i = 1; i < tasks; ++i) {
+    pool_.Schedule([this, req] { Work(req); });
+  }
+  Work(req);
+}
+
+namespace {
+
+// Folds one finished tile into the running statistics, in sample order.
+void MergeTile(Engine::Request& req, int tile, const TileOutput& out);
+
+// Builds the final prediction from the running statistics.
+void Finish(Engine::Request& req);
+
+}  // namespace
+
+void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
+  Request& req = *req_ptr;
+  const Model& model = *req.model;
+  const PredictOptions& opt = req.options;
+  Workspace& ws = *workspaces_[std::max(0, ThreadPool::CurrentThreadIndex())];
+  const int D = req.D;
+  const bool classification = model.task() == Task::kClassification;
+  const ModelSpec& spec = model.spec();
+
+  Grow(ws.a, static_cast<size_t>(req.max_width) * req.max_cols);
+  Grow(ws.b, static_cast<size_t>(req.max_width) * req.max_cols);
+  Grow(ws.bits,
+       static_cast<size_t>(8) * DropoutMask::ScratchPerColumn(req.max_width));
+  Grow(ws.columns, static_cast<size_t>(req.max_cols));
+
+  while (true) {
+    // Cancellation and deadline, checked between tiles, outside the lock.
+    absl::Status stop;
+    if (opt.should_stop && opt.should_stop()) {
+      stop = absl::CancelledError("the request was cancelled");
+    } else if (absl::Now() > opt.deadline) {
+      stop = absl::DeadlineExceededError(
+          "the deadline passed before the passes finished");
+    }
+
+    int tile = -1;
+    std::function<void()> finish;
+    {
+      absl::MutexLock lock(&req.mu);
+      if (!stop.ok() && req.stop_status.ok()) req.stop_status = stop;
+      if (!req.stop_status.ok() || req.finalized ||
+          req.next_tile >= req.num_tiles) {
+        if (!req.stop_status.ok() && !req.finalized && req.in_progress == 0) {
+          req.finalized = true;
+          Callback done = std::move(req.done);
+          absl::Status status = req.stop_status;
+          finish = [done = std::move(done), status] { done(status); };
+        }
+      } else {
+        tile = req.next_tile++;
+        auto slot_free = [&req, tile]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(req.mu) {
+          return tile < req.next_merge + req.window || !req.stop_status.ok();
+        };
+        req.mu.Await(absl::Condition(&slot_free));
+        if (!req.stop_status.ok()) {
+          // Stopped while waiting: the tile is abandoned; finish if last.
+          if (!req.finalized && req.in_progress == 0) {
+            req.finalized = true;
+            Callback done = std::move(req.done);
+            absl::Status status = req.stop_status;
+            finish = [done = std::move(done), status] { done(status); };
+          }
+          tile = -1;
+        } else {
+          ++req.in_progress;
+        }
+      }
+    }
+    if (tile < 0) {
+      if (finish) finish();
+      return;
+    }
+
+    // Compute the tile.
+    const int S = req.samples_per_tile, R = req.rows_per_tile;
+    const int g = tile / req.chunks, k = tile % req.chunks;
+    const int r0 = g * R, r1 = std::min(req.B, r0 + R);
+    const int s0 = k * S, s1 = std::min(req.T, s0 + S);
+    const int ns = s1 - s0;
+    const int cols = (r1 - r0) * ns;
+    const int64_t cols_pad = RoundUp(cols, kColumnAlign);
+    for (int c = 0; c < cols; ++c) {
+      ws.columns[c] = {static_cast<uint32_t>(r0 + c / ns),
+                       static_cast<uint32_t>(s0 + c % ns)};
+    }
+
+    const int n0 = static_cast<int>(req.prefix.rows());
+    float* in = ws.a.data();
+    float* out_buf = ws.b.data();
+    {
+      MatrixMap x(in, n0, cols_pad);
+      for (int c = 0; c < cols; ++c)
+        x.col(c) = req.prefix.col(ws.columns[c].row);
+      x.rightCols(cols_pad - cols).setZero();
+    }
+    int64_t mask_ns = 0;
+    for (int l = req.first; l < req.L; ++l) {
+      const DenseLayer& layer = model.layers()[l];
+      const int n_in = static_cast<int>(layer.weight.cols());
+      const int n_out = static_cast<int>(layer.weight.rows());
+      if (layer.drop_rate > 0.0f) {
+        std::chrono::steady_clock::time_point t0;
+        if (opt.collect_timing) t0 = std::chrono::steady_clock::now();
+        req.masks[l].Apply(in, n_in, n_in, ws.columns.data(), cols,
+                           ws.bits.data());
+        if (opt.collect_timing) {
+          mask_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now() - t0)
+                         .count();
+        }
+      }
+      MatrixMap x(in, n_in, cols_pad);
+      MatrixMap z(out_buf, n_out, cols_pad);
+      Gemm(layer.weight, x, z);
+      AddBiasAndActivate(z, layer.bias, model.activation(), l == req.L - 1);
+      std::swap(in, out_buf);
+    }
+    if (mask_ns) req.mask_ns.fetch_add(mask_ns, std::memory_order_relaxed);
+    const float* y = in;  // [D x cols_pad]
+
+    // Per-sample outputs into a slot of our own (slots are indexed by tile
+    // modulo the window; the wait above guarantees this one is free).
+    TileOutput* slot;
+    {
+      absl::MutexLock lock(&req.mu);
+      slot = &req.slots[tile % req.window];
+    }
+    if (classification) {
+      Grow(slot->probs, static_cast<size_t>(cols) * D);
+      Grow(slot->entropy, cols);
+      Grow(slot->argmax, cols);
+      for (int c = 0; c < cols; ++c) {
+        slot->entropy[c] = Softmax(
+            y + static_cast<int64_t>(c) * D, D,
+            slot->probs.data() + static_cast<int64_t>(c) * D, &slot->argmax[c]);
+      }
+    } else {
+      Grow(slot->values, static_cast<size_t>(cols) * D);
+      for (int c = 0; c < cols; ++c) {
+        for (int d = 0; d < D; ++d) {
+          float v = y[static_cast<int64_t>(c) * D + d];
+          if (spec.output_mean.size())
+            v = v * spec.output_std[d] + spec.output_mean[d];
+          slot->values[static_cast<int64_t>(c) * D + d] = v;
+        }
+      }
+    }
+    if (opt.return_samples) {
+      float* samples = req.result.sample_values.data();
+      for (int c = 0; c < cols; ++c) {
+        const MaskColumn& mc = ws.columns[c];
+        float* dst =
+            samples + (static_cast<int64_t>(mc.sample) * req.B + mc.row) * D;
+        for (int d = 0; d < D; ++d) {
+          dst[d] = classification
+                       ? static_cast<float>(
+                             slot->probs[static_cast<int64_t>(c) * D + d])
+                       : slot->values[static_cast<int64_t>(c) * D + d];
+        }
+      }
+    }
+
+    // Merge every tile that is ready, in order.
+    {
+      absl::MutexLock lock(&req.mu);
+      slot->ready = true;
+      --req.in_progress;
+      while (req.next_merge < req.num_tiles &&
+             req.slots[req.next_merge % req.window].ready) {
+        TileOutput& ready = req.slots[req.next_merge % req.window];
+        if (req.stop_status.ok()) MergeTile(req, req.next_merge, ready);
+        ready.ready = false;
+        ++req.next_merge;
+      }
+      if (req.finalized) continue;
+      if (req.next_merge == req.num_tiles && req.stop_status.ok()) {
+        req.finalized = true;
+        Finish(req);
+        Callback done = std::move(req.done);
+        Prediction result = std::move(req.result);
+        finish = [done = std::move(done),
+                  result = std::move(result)]() mutable {
+          done(std::move(result));
+        };
+      } else if (!req.stop_status.ok() && req.in_progress == 0) {
+        req.finalized = true;
+        Callback done = std::move(req.done);
+        absl::Status status = req.stop_status;
+        finish = [done = std::move(done), status] { done(status); };
+      }
+    }
+    if (finish) {
+      finish();
+      return;
+    }
+  }
+}
+
+namespace {
+
+void MergeTile(Engine::Request& req, int tile, const TileOutput& out) {
+  const int S = req.samples_per_tile, R = req.rows_per_tile, D = req.D;
+  const int g = tile / req.chunks, k = tile % req.chunks;
+  const int r0 = g * R, r1 = std::min(req.B, r0 + R);
+  const int s0 = k * S, s1 = std::min(req.T, s0 + S);
+  const int ns = s1 - s0;
+  const bool classification = req.model->task() == Task::kClassification;
+  for (int r = r0; r < r1; ++r) {
+    const int64_t c0 = static_cast<int64_t>(r - r0) * ns;
+    if (classification) {
+      double* sp = &req.sum_p[static_cast<int64_t>(r) * D];
+      int* counts = &req.class_counts[static_cast<int64_t>(r) * D];
+      for (int s = 0; s < ns; ++s) {
+        const int64_t c = c0 + s;
+        const double* p = &out.probs[c * D];
+        for (int d = 0; d < D; ++d) sp[d] += p[d];
+        req.sum_entropy[r] += out.entropy[c];
+        ++counts[out.argmax[c]];
+      }
+    } else {
+      double* mean = &req.run_mean[static_cast<int64_t>(r) * D];
+      double* m2 = &req.run_m2[static_cast<int64_t>(r) * D];
+      for (int s = 0; s < ns; ++s) {
+        const double n = s0 + s + 1;
+        const float* v = &out.values[(c0 + s) * D];
+        for (int d = 0; d < D; ++d) {
+          // Welford's update, in sample order.
+          const double delta = v[d] - mean[d];
+          mean[d] += delta / n;
+          m2[d] += delta * (v[d] - mean[d]);
+        }
+      }
+    }
+  }
+}
+
+void Finish(Engine::Request& req) {
+  Prediction& res = req.result;
+  const int B = req.B, D = req.D, T = req.T;
+  res.tiles = req.num_tiles;
+  res.mask_seconds = req.mask_ns.load() * 1e-9;
+  if (req.model->task() == Task::kClassification) {
+    res.mean.resize(static_cast<size_t>(B) * D);
+    res.predicted_class.resize(B);
+    res.entropy.resize(B);
+    res.mutual_information.resize(B);
+    res.variation_ratio.resize(B);
+    for (int r = 0; r < B; ++r) {
+      double h = 0.0;
+      int best = 0, modal = 0;
+      for (int d = 0; d < D; ++d) {
+        const double p = req.sum_p[r * D + d] / T;
+        res.mean[r * D + d] = p;
+        if (p > 0.0) h -= p * std::log(p);
+        if (p > res.mean[r * D + best]) best = d;
+        modal = std::max(modal, req.class_counts[r * D + d]);
+      }
+      res.predicted_class[r] = best;
+      res.entropy[r] = h;
+      // MI >= 0 mathematically (Jensen); clamp the rounding residue.
+      res.mutual_information[r] = std::max(0.0, h - req.sum_entropy[r] / T);
+      res.variation_ratio[r] = 1.0 - static_cast<double>(modal) / T;
+    }
+  } else {
+    const double noise =
+        req.options.include_noise ? 1.0 / req.model->tau() : 0.0;
+    res.mean = std::move(req.run_mean);
+    res.model_variance.resize(static_cast<size_t>(B) * D);
+    res.variance.resize(static_cast<size_t>(B) * D);
+    for (int64_t i = 0; i < static_cast<int64_t>(B) * D; ++i) {
+      res.model_variance[i] = req.run_m2[i] / T;
+      res.variance[i] = res.model_variance[i] + noise;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mcdrop

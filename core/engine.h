@@ -1,0 +1,167 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// The Monte-Carlo-dropout inference engine.
+//
+// For each input row the engine runs T stochastic forward passes with dropout
+// left on (or one deterministic pass with dropout off) and reduces them to the
+// predictive statistics of Gal & Ghahramani (2016), docs/UNCERTAINTY.md:
+//
+//   regression:      mean_d = (1/T) sum_t y_td
+//                    var_d  = 1/tau + (1/T) sum_t y_td^2 - mean_d^2
+//   classification:  pbar = (1/T) sum_t softmax(z_t), class = argmax pbar,
+//                    H = -sum_c pbar_c log pbar_c,
+//                    MI = H - (1/T) sum_t H(softmax(z_t)),
+//                    variation ratio = 1 - (modal count of argmax_t) / T.
+//
+// How it runs (docs/performance.md): the (row, sample) pairs of a request are
+// cut into tiles; each tile stacks its pairs as the columns of one matrix and
+// goes through each layer as one GEMM. Layers before the first nonzero drop
+// rate are computed once per row. Masks come from Philox keyed by (seed, row,
+// sample, layer, unit) (mask.h). Tiles run on the engine's thread pool; their
+// per-sample outputs are folded into double-precision running statistics in
+// sample order, so memory is bounded independent of T (apart from returned
+// samples) and a seed gives bit-identical results whatever the number of
+// threads or the tile sizes.
+
+#ifndef MCDROP_CORE_ENGINE_H_
+#define MCDROP_CORE_ENGINE_H_
+
+#include <Eigen/Core>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/model.h"
+#include "core/thread_pool.h"
+
+namespace mcdrop {
+
+using RowMajorMatrixXf =
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+// A batch of inputs [B x Q], row-major, viewed in place (no copy).
+using InputMatrix = Eigen::Map<const RowMajorMatrixXf>;
+
+enum class PredictMode {
+  kMonteCarlo,     // T passes with dropout on
+  kDeterministic,  // one pass with dropout off: the standard network output
+};
+
+struct PredictOptions {
+  PredictMode mode = PredictMode::kMonteCarlo;
+  // T, the number of stochastic passes (MC mode); must be >= 1. Ignored in
+  // deterministic mode.
+  int samples = 100;
+  // Keys the dropout masks. The same seed, inputs and options give
+  // bit-identical results.
+  uint64_t seed = 1;
+  // Regression: add the observation noise 1/tau to the variance (the
+  // predictive variance); false gives the model (epistemic) part alone.
+  bool include_noise = true;
+  // Return every pass's output: regression values, or classification
+  // probabilities, laid out [T x B x D].
+  bool return_samples = false;
+  // Tiling: samples and rows per tile; 0 chooses automatically. They change
+  // only speed, never results.
+  int samples_per_tile = 0;
+  int rows_per_tile = 0;
+  // Checked between tiles; when it returns true the request stops with
+  // CANCELLED. May be called from any pool thread; must be thread-safe.
+  std::function<bool()> should_stop;
+  // Checked between tiles; once passed the request stops with
+  // DEADLINE_EXCEEDED.
+  absl::Time deadline = absl::InfiniteFuture();
+  // Measure the time spent making masks (a few clock reads per tile).
+  bool collect_timing = false;
+};
+
+struct Prediction {
+  Task task = Task::kRegression;
+  int rows = 0;     // B
+  int outputs = 0;  // D: regression outputs, or classes
+  int samples = 0;  // T actually run (1 in deterministic mode)
+
+  // [B x D], row-major. Regression: predictive mean in output units.
+  // Classification: mean probabilities pbar.
+  std::vector<double> mean;
+  // Regression only, [B x D]: the predictive variance (with 1/tau when
+  // include_noise) and the model (epistemic) part alone.
+  std::vector<double> variance;
+  std::vector<double> model_variance;
+
+  // Classification only, one per row.
+  std::vector<int> predicted_class;
+  std::vector<double> entropy;             // nats
+  std::vector<double> mutual_information;  // nats, >= 0
+  std::vector<double> variation_ratio;
+
+  // [T x B x D] when return_samples.
+  std::vector<float> sample_values;
+
+  // Work done.
+  int64_t tiles = 0;
+  double mask_seconds = 0.0;  // summed over threads; collect_timing only
+
+  double Mean(int row, int d) const { return mean[row * outputs + d]; }
+  double Variance(int row, int d) const { return variance[row * outputs + d]; }
+  float Sample(int t, int row, int d) const {
+    return sample_values[(static_cast<int64_t>(t) * rows + row) * outputs + d];
+  }
+};
+
+struct EngineOptions {
+  // Worker threads; 0 means one per hardware thread.
+  int threads = 0;
+};
+
+// Owns a fixed thread pool and runs predictions on it. Thread-safe: any number
+// of threads may call Predict / PredictAsync at once.
+class Engine {
+ public:
+  using Callback = std::function<void(absl::StatusOr<Prediction>)>;
+
+  explicit Engine(EngineOptions options = {});
+  ~Engine();  // finishes queued work first
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Checks a request without running it: inputs are [B x Q] with B >= 1, Q
+  // equal to the model's input size, every value finite; samples >= 1 in MC
+  // mode. InvalidArgument with a message saying what is wrong.
+  static absl::Status Validate(const Model& model,
+                               const Eigen::Ref<const RowMajorMatrixXf>& inputs,
+                               const PredictOptions& options);
+
+  // Runs the request on the pool and calls `done` exactly once, from a pool
+  // thread, with the prediction or an error (InvalidArgument from Validate,
+  // CANCELLED, DEADLINE_EXCEEDED). `model` and the memory behind `inputs` must
+  // stay valid until `done` has been called. Never blocks on the computation.
+  void PredictAsync(const Model& model, InputMatrix inputs,
+                    PredictOptions options, Callback done);
+
+  // Blocking form of PredictAsync. Must not be called from a pool thread.
+  absl::StatusOr<Prediction> Predict(const Model& model, InputMatrix inputs,
+                                     const PredictOptions& options);
+
+  int threads() const { return pool_.size(); }
+  // Pool threads computing right now.
+  int busy_threads() const { return pool_.busy(); }
+
+  struct Request;  // implementation detail, engine.cc
+  struct Workspace;
+
+ private:
+  friend struct Request;
+  void Start(std::shared_ptr<Request> request);
+  void Work(const std::shared_ptr<Request>& request);
+
+  ThreadPool pool_;
+  std::vector<std::unique_ptr<Workspace>> workspaces_;  // one per pool thread
+};
+
+}  // namespace mcdrop
+
+#endif  // MCDROP_CORE_ENGINE_H_

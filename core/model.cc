@@ -1,0 +1,454 @@
+// Copyright 2026 The mcdrop Authors.
+
+#include "core/model.h"
+
+#include <charconv>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "core/safetensors.h"
+#include "core/status_macros.h"
+
+namespace mcdrop {
+namespace {
+
+using RowMajorMatrixXf =
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Shortest text that reads back as the same value.
+template <typename Float>
+std::string Shortest(Float v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
+
+bool AllFinite(const Eigen::Ref<const Eigen::MatrixXf>& m) {
+  return m.allFinite();
+}
+
+absl::Status CheckVector(const Eigen::VectorXf& v, int size,
+                         absl::string_view name, bool positive) {
+  if (v.size() == 0) return absl::OkStatus();
+  if (v.size() != size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor \"", name, "\" has ", v.size(), " values, expected ", size));
+  }
+  if (!v.allFinite()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor \"", name, "\" holds a non-finite value"));
+  }
+  if (positive && (v.array() <= 0.0f).any()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor \"", name, "\" holds a value <= 0"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MetadataError(absl::string_view key, absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("metadata \"", key, "\": ", what));
+}
+
+absl::StatusOr<std::vector<double>> ParseDropout(const std::string& text,
+                                                 int num_layers) {
+  std::vector<double> rates;
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_number()) {
+    rates.assign(num_layers, j.get<double>());
+  } else if (j.is_array()) {
+    for (const auto& v : j) {
+      if (!v.is_number()) {
+        return MetadataError("dropout", "every element must be a number");
+      }
+      rates.push_back(v.get<double>());
+    }
+  } else {
+    return MetadataError(
+        "dropout",
+        absl::StrCat("expected a JSON list of drop rates, one per layer, or "
+                     "a single rate; got \"",
+                     text, "\""));
+  }
+  if (static_cast<int>(rates.size()) != num_layers) {
+    return MetadataError(
+        "dropout", absl::StrCat("has ", rates.size(), " rates for ", num_layers,
+                                " layers"));
+  }
+  return rates;
+}
+
+// Fetches a tensor as float, checking its rank and dimensions.
+absl::StatusOr<std::vector<float>> ReadTensor(const Safetensors& st,
+                                              const std::string& name,
+                                              std::vector<int64_t>* shape) {
+  *shape = st.tensors().at(name).shape;
+  return st.ReadAsFloat(name);
+}
+
+absl::StatusOr<Eigen::VectorXf> ReadVector(const Safetensors& st,
+                                           const std::string& name) {
+  std::vector<int64_t> shape;
+  MCDROP_ASSIGN_OR_RETURN(std::vector<float> v, ReadTensor(st, name, &shape));
+  if (shape.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor \"", name, "\" must have rank 1, has shape [",
+                     absl::StrJoin(shape, ", "), "]"));
+  }
+  return Eigen::Map<Eigen::VectorXf>(v.data(),
+                                     static_cast<Eigen::Index>(v.size()));
+}
+
+}  // namespace
+
+absl::string_view TaskName(Task task) {
+  return task == Task::kRegression ? "regression" : "classification";
+}
+
+absl::string_view ActivationName(Activation a) {
+  switch (a) {
+    case Activation::kRelu:
+      return "relu";
+    case Activation::kTanh:
+      return "tanh";
+    case Activation::kSigmoid:
+      return "sigmoid";
+    case Activation::kGelu:
+      return "gelu";
+    case Activation::kIdentity:
+      return "identity";
+  }
+  return "?";
+}
+
+absl::StatusOr<Task> ParseTask(absl::string_view name) {
+  if (name == "regression") return Task::kRegression;
+  if (name == "classification") return Task::kClassification;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown task \"", name, "\" (expected regression or classification)"));
+}
+
+absl::StatusOr<Activation> ParseActivation(absl::string_view name) {
+  for (Activation a :
+       {Activation::kRelu, Activation::kTanh, Activation::kSigmoid,
+        Activation::kGelu, Activation::kIdentity}) {
+    if (name == ActivationName(a)) return a;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown activation \"", name,
+                   "\" (expected relu, tanh, sigmoid, gelu or identity)"));
+}
+
+Model::Model(ModelSpec spec) : spec_(std::move(spec)) {
+  first_stochastic_layer_ = num_layers();
+  for (int i = 0; i < num_layers(); ++i) {
+    if (spec_.layers[i].drop_rate > 0.0f) {
+      first_stochastic_layer_ = i;
+      break;
+    }
+  }
+}
+
+absl::StatusOr<Model> Model::Create(ModelSpec spec) {
+  if (spec.layers.empty()) {
+    return absl::InvalidArgumentError("model has no layers");
+  }
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const DenseLayer& l = spec.layers[i];
+    const std::string w = absl::StrCat("layers.", i, ".weight");
+    const std::string b = absl::StrCat("layers.", i, ".bias");
+    if (l.weight.rows() == 0 || l.weight.cols() == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", w, "\" is empty"));
+    }
+    if (l.bias.size() != l.weight.rows()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", b, "\" has ", l.bias.size(), " values but \"", w,
+          "\" has ", l.weight.rows(), " outputs"));
+    }
+    if (i > 0 && l.weight.cols() != spec.layers[i - 1].weight.rows()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", w, "\" takes ", l.weight.cols(), " inputs but layer ",
+          i - 1, " has ", spec.layers[i - 1].weight.rows(), " outputs"));
+    }
+    if (!AllFinite(l.weight)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", w, "\" holds a non-finite value"));
+    }
+    if (!l.bias.allFinite()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", b, "\" holds a non-finite value"));
+    }
+    if (!(l.drop_rate >= 0.0f && l.drop_rate < 1.0f)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("metadata \"dropout\": rate ", l.drop_rate, " of layer ",
+                       i, " is outside [0, 1)"));
+    }
+  }
+  const int in = static_cast<int>(spec.layers.front().weight.cols());
+  const int out = static_cast<int>(spec.layers.back().weight.rows());
+  if ((spec.input_mean.size() == 0) != (spec.input_std.size() == 0)) {
+    return absl::InvalidArgumentError(
+        "input_mean and input_std must be given together");
+  }
+  if ((spec.output_mean.size() == 0) != (spec.output_std.size() == 0)) {
+    return absl::InvalidArgumentError(
+        "output_mean and output_std must be given together");
+  }
+  MCDROP_RETURN_IF_ERROR(CheckVector(spec.input_mean, in, "input_mean", false));
+  MCDROP_RETURN_IF_ERROR(CheckVector(spec.input_std, in, "input_std", true));
+  MCDROP_RETURN_IF_ERROR(
+      CheckVector(spec.output_mean, out, "output_mean", false));
+  MCDROP_RETURN_IF_ERROR(CheckVector(spec.output_std, out, "output_std", true));
+  if (spec.task == Task::kRegression) {
+    if (!(std::isfinite(spec.tau) && spec.tau > 0.0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metadata \"tau\": a regression model needs a finite tau > 0, got ",
+          spec.tau));
+    }
+  } else {
+    if (spec.output_mean.size() != 0) {
+      return absl::InvalidArgumentError(
+          "a classification model cannot have output_mean / output_std");
+    }
+    if (out < 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a classification model needs at least 2 outputs, has ", out));
+    }
+  }
+  if (spec.default_samples < 0) {
+    return absl::InvalidArgumentError(
+        "metadata \"default_samples\" must be >= 0");
+  }
+  return Model(std::move(spec));
+}
+
+namespace {
+
+absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
+  const auto& meta = st.metadata();
+  auto get = [&](const std::string& key) -> const std::string* {
+    auto it = meta.find(key);
+    return it == meta.end() ? nullptr : &it->second;
+  };
+  ModelSpec spec;
+
+  const std::string* format = get("format");
+  if (format == nullptr) {
+    return MetadataError(
+        "format", absl::StrCat("missing (expected \"", kModelFormat, "\")"));
+  }
+  if (*format != kModelFormat) {
+    return MetadataError(
+        "format", absl::StrCat("is \"", *format, "\", this build reads \"",
+                               kModelFormat, "\""));
+  }
+  const std::string* task = get("task");
+  if (task == nullptr) return MetadataError("task", "missing");
+  auto parsed_task = ParseTask(*task);
+  if (!parsed_task.ok())
+    return MetadataError("task", parsed_task.status().message());
+  spec.task = *parsed_task;
+
+  const std::string* activation = get("activation");
+  if (activation == nullptr) return MetadataError("activation", "missing");
+  auto parsed_act = ParseActivation(*activation);
+  if (!parsed_act.ok()) {
+    return MetadataError("activation", parsed_act.status().message());
+  }
+  spec.activation = *parsed_act;
+
+  // Tensor names: layers.{i}.weight, layers.{i}.bias and the standardisation.
+  static const std::set<std::string> kStandardisation = {
+      "input_mean", "input_std", "output_mean", "output_std"};
+  int num_layers = 0;
+  for (const auto& [name, info] : st.tensors()) {
+    if (kStandardisation.count(name)) continue;
+    absl::string_view rest = name;
+    int index = -1;
+    if (absl::ConsumePrefix(&rest, "layers.")) {
+      const size_t dot = rest.find('.');
+      const absl::string_view kind =
+          dot == absl::string_view::npos ? "" : rest.substr(dot + 1);
+      if (dot != absl::string_view::npos &&
+          (kind == "weight" || kind == "bias") &&
+          absl::SimpleAtoi(rest.substr(0, dot), &index) && index >= 0 &&
+          index < 100000 && absl::StrCat(index) == rest.substr(0, dot)) {
+        num_layers = std::max(num_layers, index + 1);
+        continue;
+      }
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor \"", name,
+        "\" is not part of the format (expected layers.{i}.weight, "
+        "layers.{i}.bias, input_mean, input_std, output_mean, output_std)"));
+  }
+  if (num_layers == 0) {
+    return absl::InvalidArgumentError(
+        "no tensor \"layers.0.weight\": model has no layers");
+  }
+
+  for (int i = 0; i < num_layers; ++i) {
+    const std::string wname = absl::StrCat("layers.", i, ".weight");
+    const std::string bname = absl::StrCat("layers.", i, ".bias");
+    if (!st.tensors().count(wname)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing tensor \"", wname, "\""));
+    }
+    if (!st.tensors().count(bname)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing tensor \"", bname, "\""));
+    }
+    std::vector<int64_t> shape;
+    MCDROP_ASSIGN_OR_RETURN(std::vector<float> w,
+                            ReadTensor(st, wname, &shape));
+    if (shape.size() != 2 || shape[0] == 0 || shape[1] == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", wname,
+                       "\" must have shape [out, in] with out, in > 0; has [",
+                       absl::StrJoin(shape, ", "), "]"));
+    }
+    DenseLayer layer;
+    layer.weight = Eigen::Map<RowMajorMatrixXf>(w.data(), shape[0], shape[1]);
+    MCDROP_ASSIGN_OR_RETURN(layer.bias, ReadVector(st, bname));
+    spec.layers.push_back(std::move(layer));
+  }
+
+  const std::string* dropout = get("dropout");
+  if (dropout == nullptr) return MetadataError("dropout", "missing");
+  MCDROP_ASSIGN_OR_RETURN(std::vector<double> rates,
+                          ParseDropout(*dropout, num_layers));
+  for (int i = 0; i < num_layers; ++i) {
+    if (!(rates[i] >= 0.0 && rates[i] < 1.0)) {
+      return MetadataError("dropout",
+                           absl::StrCat("rate ", rates[i], " of layer ", i,
+                                        " is outside [0, 1)"));
+    }
+    spec.layers[i].drop_rate = static_cast<float>(rates[i]);
+  }
+
+  for (const char* name :
+       {"input_mean", "input_std", "output_mean", "output_std"}) {
+    if (!st.tensors().count(name)) continue;
+    MCDROP_ASSIGN_OR_RETURN(Eigen::VectorXf v, ReadVector(st, name));
+    const std::string n = name;
+    if (n == "input_mean") spec.input_mean = std::move(v);
+    if (n == "input_std") spec.input_std = std::move(v);
+    if (n == "output_mean") spec.output_mean = std::move(v);
+    if (n == "output_std") spec.output_std = std::move(v);
+  }
+
+  if (const std::string* tau = get("tau")) {
+    if (!absl::SimpleAtod(*tau, &spec.tau)) {
+      return MetadataError("tau",
+                           absl::StrCat("\"", *tau, "\" is not a number"));
+    }
+  } else if (spec.task == Task::kRegression) {
+    return MetadataError("tau", "missing (a regression model needs tau > 0)");
+  }
+  if (const std::string* t = get("default_samples")) {
+    if (!absl::SimpleAtoi(*t, &spec.default_samples) ||
+        spec.default_samples < 0) {
+      return MetadataError("default_samples",
+                           absl::StrCat("\"", *t, "\" is not an integer >= 0"));
+    }
+  }
+  if (const std::string* n = get("name")) spec.name = *n;
+  if (const std::string* d = get("description")) spec.description = *d;
+  static const std::set<std::string> kKnown = {
+      "format",          "task", "activation", "dropout", "tau",
+      "default_samples", "name", "description"};
+  for (const auto& [k, v] : meta) {
+    if (!kKnown.count(k)) spec.extra_metadata[k] = v;
+  }
+  return Model::Create(std::move(spec));
+}
+
+}  // namespace
+
+absl::StatusOr<Model> Model::Load(const std::string& path) {
+  MCDROP_ASSIGN_OR_RETURN(Safetensors st, Safetensors::ReadFile(path));
+  auto model = FromSafetensors(st);
+  if (!model.ok()) {
+    return absl::Status(model.status().code(),
+                        absl::StrCat(path, ": ", model.status().message()));
+  }
+  return model;
+}
+
+absl::StatusOr<Model> Model::FromBytes(std::string bytes) {
+  MCDROP_ASSIGN_OR_RETURN(Safetensors st, Safetensors::Parse(std::move(bytes)));
+  return FromSafetensors(st);
+}
+
+absl::StatusOr<std::string> Model::ToBytes() const {
+  std::vector<TensorToWrite> tensors;
+  auto vec = [](const Eigen::VectorXf& v) {
+    return std::vector<float>(v.data(), v.data() + v.size());
+  };
+  for (int i = 0; i < num_layers(); ++i) {
+    const DenseLayer& l = spec_.layers[i];
+    RowMajorMatrixXf w = l.weight;
+    tensors.push_back({absl::StrCat("layers.", i, ".weight"),
+                       {w.rows(), w.cols()},
+                       std::vector<float>(w.data(), w.data() + w.size())});
+    tensors.push_back(
+        {absl::StrCat("layers.", i, ".bias"), {l.bias.size()}, vec(l.bias)});
+  }
+  if (spec_.input_mean.size()) {
+    tensors.push_back(
+        {"input_mean", {spec_.input_mean.size()}, vec(spec_.input_mean)});
+    tensors.push_back(
+        {"input_std", {spec_.input_std.size()}, vec(spec_.input_std)});
+  }
+  if (spec_.output_mean.size()) {
+    tensors.push_back(
+        {"output_mean", {spec_.output_mean.size()}, vec(spec_.output_mean)});
+    tensors.push_back(
+        {"output_std", {spec_.output_std.size()}, vec(spec_.output_std)});
+  }
+  std::map<std::string, std::string> meta = spec_.extra_metadata;
+  meta["format"] = std::string(kModelFormat);
+  meta["task"] = std::string(TaskName(spec_.task));
+  meta["activation"] = std::string(ActivationName(spec_.activation));
+  std::vector<std::string> rates;
+  for (const DenseLayer& l : spec_.layers)
+    rates.push_back(Shortest(l.drop_rate));
+  meta["dropout"] = absl::StrCat("[", absl::StrJoin(rates, ", "), "]");
+  if (spec_.task == Task::kRegression || spec_.tau > 0)
+    meta["tau"] = Shortest(spec_.tau);
+  if (spec_.default_samples > 0)
+    meta["default_samples"] = absl::StrCat(spec_.default_samples);
+  if (!spec_.name.empty()) meta["name"] = spec_.name;
+  if (!spec_.description.empty()) meta["description"] = spec_.description;
+  return SerializeSafetensors(tensors, meta);
+}
+
+absl::Status Model::Save(const std::string& path) const {
+  MCDROP_ASSIGN_OR_RETURN(std::string bytes, ToBytes());
+  return WriteFileAtomically(path, bytes);
+}
+
+std::vector<int> Model::widths() const {
+  std::vector<int> w = {input_size()};
+  for (const DenseLayer& l : spec_.layers)
+    w.push_back(static_cast<int>(l.weight.rows()));
+  return w;
+}
+
+int64_t Model::MultiplyAdds(int from) const {
+  int64_t n = 0;
+  for (int i = from; i < num_layers(); ++i) {
+    n += static_cast<int64_t>(spec_.layers[i].weight.size());
+  }
+  return n;
+}
+
+}  // namespace mcdrop

@@ -1,0 +1,122 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// A trained Monte-Carlo-dropout network and its file format
+// (docs/model-format.md).
+//
+// A model is a stack of dense layers. Layer i computes
+//
+//   h_{i+1} = act_i(W_i * drop_{p_i}(h_i) + b_i)
+//
+// where drop_p is inverted dropout (a unit is kept with probability 1 - p and
+// then scaled by 1 / (1 - p), as in PyTorch's nn.Dropout), act_i is the
+// model's hidden activation for every layer but the last, and the identity for
+// the last. h_0 is the input, standardised with input_mean / input_std when
+// those are present; the last layer's output is de-standardised with
+// output_mean / output_std (regression) or turned into probabilities with a
+// softmax (classification).
+
+#ifndef MCDROP_CORE_MODEL_H_
+#define MCDROP_CORE_MODEL_H_
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace mcdrop {
+
+enum class Task { kRegression, kClassification };
+enum class Activation { kRelu, kTanh, kSigmoid, kGelu, kIdentity };
+
+absl::string_view TaskName(Task task);
+absl::string_view ActivationName(Activation activation);
+absl::StatusOr<Task> ParseTask(absl::string_view name);
+absl::StatusOr<Activation> ParseActivation(absl::string_view name);
+
+// The value of the `format` metadata key this code reads and writes.
+inline constexpr absl::string_view kModelFormat = "mcdrop.v1";
+
+struct DenseLayer {
+  Eigen::MatrixXf weight;  // [out x in]
+  Eigen::VectorXf bias;    // [out]
+  float drop_rate = 0.0f;  // applied to this layer's input, in [0, 1)
+};
+
+// Everything a model file holds, as plain data. Build one by hand (or with the
+// trainer) and call Model::Create to validate it.
+struct ModelSpec {
+  Task task = Task::kRegression;
+  Activation activation = Activation::kRelu;
+  std::vector<DenseLayer> layers;
+  // Standardisation; empty vectors mean "none".
+  Eigen::VectorXf input_mean, input_std;    // [in]
+  Eigen::VectorXf output_mean, output_std;  // [out], regression only
+  // Model precision in output units (regression): the predictive variance
+  // includes 1 / tau. Must be > 0 for regression; ignored for classification.
+  double tau = 0.0;
+  std::string name;
+  std::string description;
+  int default_samples = 0;  // 0: let the caller choose
+  // Any other __metadata__ keys, kept and written back unchanged.
+  std::map<std::string, std::string> extra_metadata;
+};
+
+// An immutable, validated model. Cheap to share by const reference or
+// shared_ptr; every const method is safe to call from many threads at once.
+class Model {
+ public:
+  // Validates `spec`: at least one layer; each weight [out x in] with its bias
+  // [out]; layer i's input width equals layer i-1's output width; drop rates in
+  // [0, 1); every value finite; standardisation vectors of the right size with
+  // positive std; tau > 0 and finite for regression; no output
+  // standardisation for classification, which needs at least two outputs.
+  // Returns InvalidArgument naming the offending layer or key.
+  static absl::StatusOr<Model> Create(ModelSpec spec);
+
+  // Reads and validates a model file (docs/model-format.md). Every problem is
+  // reported as a status naming the tensor or metadata key: NotFound when the
+  // file cannot be opened, InvalidArgument for malformed content. Never
+  // crashes or reads out of bounds on a malformed file.
+  static absl::StatusOr<Model> Load(const std::string& path);
+
+  // Parses a model from the bytes of a model file, as Load does.
+  static absl::StatusOr<Model> FromBytes(std::string bytes);
+
+  // The model as model-file bytes (F32 tensors), and written to `path`
+  // atomically (temporary file and rename).
+  absl::StatusOr<std::string> ToBytes() const;
+  absl::Status Save(const std::string& path) const;
+
+  const ModelSpec& spec() const { return spec_; }
+  Task task() const { return spec_.task; }
+  Activation activation() const { return spec_.activation; }
+  const std::vector<DenseLayer>& layers() const { return spec_.layers; }
+  int num_layers() const { return static_cast<int>(spec_.layers.size()); }
+  int input_size() const {
+    return static_cast<int>(spec_.layers.front().weight.cols());
+  }
+  int output_size() const {
+    return static_cast<int>(spec_.layers.back().weight.rows());
+  }
+  double tau() const { return spec_.tau; }
+  // Index of the first layer with a nonzero drop rate, or num_layers() if the
+  // model has no dropout at all. Layers before it are deterministic.
+  int first_stochastic_layer() const { return first_stochastic_layer_; }
+  // Widths h_0 .. h_L: input size, then each layer's output size.
+  std::vector<int> widths() const;
+  // Multiply-adds of one forward pass from layer `from` on.
+  int64_t MultiplyAdds(int from = 0) const;
+
+ private:
+  explicit Model(ModelSpec spec);
+  ModelSpec spec_;
+  int first_stochastic_layer_ = 0;
+};
+
+}  // namespace mcdrop
+
+#endif  // MCDROP_CORE_MODEL_H_

@@ -1,0 +1,56 @@
+// Copyright 2026 The mcdrop Authors.
+
+#ifndef MCDROP_CORE_THREAD_POOL_H_
+#define MCDROP_CORE_THREAD_POOL_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace mcdrop {
+
+// A fixed set of worker threads running tasks in FIFO order.
+//
+// Thread-safe: Schedule may be called from any thread, including from a task.
+// The destructor runs every task already scheduled, then joins the threads;
+// scheduling from outside the pool during destruction is not allowed.
+class ThreadPool {
+ public:
+  // Starts `num_threads` (>= 1) worker threads.
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  // Queues `task` to run on some worker thread.
+  void Schedule(std::function<void()> task);
+
+  int size() const { return static_cast<int>(threads_.size()); }
+  // Workers running a task at this instant (a gauge for monitoring).
+  int busy() const { return busy_.load(std::memory_order_relaxed); }
+  // Tasks waiting for a worker at this instant.
+  int queued() const;
+
+  // The index in [0, size()) of the calling worker thread of *some* pool, or -1
+  // when called from a thread no pool owns.
+  static int CurrentThreadIndex();
+
+ private:
+  void WorkerLoop(int index);
+
+  mutable absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<int> busy_{0};
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace mcdrop
+
+#endif  // MCDROP_CORE_THREAD_POOL_H_

@@ -1,0 +1,427 @@
+// Copyright 2026 The mcdrop Authors.
+
+#include "core/engine.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <thread>
+
+#include "tests/testing/models.h"
+
+namespace mcdrop {
+namespace {
+
+using ::mcdrop::testing::RandomInputs;
+using ::mcdrop::testing::RandomSpec;
+using ::mcdrop::testing::ReferencePass;
+using ::mcdrop::testing::SoftmaxRef;
+using ::testing::HasSubstr;
+
+Model MustCreate(ModelSpec spec) {
+  auto m = Model::Create(std::move(spec));
+  EXPECT_TRUE(m.ok()) << m.status();
+  return *std::move(m);
+}
+
+InputMatrix View(const RowMajorMatrixXf& x) {
+  return InputMatrix(x.data(), x.rows(), x.cols());
+}
+
+void ExpectNear(double got, double want, double rel, const std::string& what) {
+  EXPECT_LE(std::abs(got - want), rel * std::max(1.0, std::abs(want)))
+      << what << ": got " << got << " want " << want;
+}
+
+class ReferenceTest : public ::testing::TestWithParam<Activation> {};
+
+TEST_P(ReferenceTest, RegressionEqualsPerSampleReference) {
+  const Model model = MustCreate(RandomSpec({5, 16, 12, 3}, {0.1f, 0.3f, 0.2f},
+                                            Task::kRegression, GetParam(), 7));
+  const RowMajorMatrixXf x = RandomInputs(3, 5, 11);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 37;
+  opt.seed = 42;
+  opt.return_samples = true;
+  opt.samples_per_tile = 5;  // several tiles, a ragged last one
+  auto pred = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(pred.ok()) << pred.status();
+  ASSERT_EQ(pred->sample_values.size(), 37u * 3 * 3);
+  for (int r = 0; r < 3; ++r) {
+    std::vector<double> sum(3, 0.0), sum2(3, 0.0);
+    for (int t = 0; t < 37; ++t) {
+      const std::vector<double> ref = ReferencePass(model, &x(r, 0), r, t, 42);
+      for (int d = 0; d < 3; ++d) {
+        ExpectNear(pred->Sample(t, r, d), ref[d], 1e-5,
+                   "sample t=" + std::to_string(t) + " r=" + std::to_string(r));
+        sum[d] += ref[d];
+        sum2[d] += ref[d] * ref[d];
+      }
+    }
+    for (int d = 0; d < 3; ++d) {
+      const double mean = sum[d] / 37;
+      const double var = sum2[d] / 37 - mean * mean;
+      ExpectNear(pred->Mean(r, d), mean, 1e-5, "mean");
+      ExpectNear(pred->model_variance[r * 3 + d], var, 1e-4, "model variance");
+      ExpectNear(pred->Variance(r, d), var + 1.0 / model.tau(), 1e-4,
+                 "variance");
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Activations, ReferenceTest,
+                         ::testing::Values(Activation::kRelu, Activation::kTanh,
+                                           Activation::kSigmoid,
+                                           Activation::kGelu,
+                                           Activation::kIdentity));
+
+TEST(EngineTest, ClassificationEqualsPerSampleReference) {
+  const Model model = MustCreate(RandomSpec(
+      {6, 20, 4}, {0.2f, 0.5f}, Task::kClassification, Activation::kRelu, 3));
+  const RowMajorMatrixXf x = RandomInputs(4, 6, 5);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 50;
+  opt.seed = 9;
+  opt.return_samples = true;
+  auto pred = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(pred.ok()) << pred.status();
+  for (int r = 0; r < 4; ++r) {
+    std::vector<double> pbar(4, 0.0);
+    std::vector<int> counts(4, 0);
+    double mean_h = 0.0;
+    for (int t = 0; t < 50; ++t) {
+      const std::vector<double> p =
+          SoftmaxRef(ReferencePass(model, &x(r, 0), r, t, 9));
+      int best = 0;
+      for (int c = 0; c < 4; ++c) {
+        ExpectNear(pred->Sample(t, r, c), p[c], 1e-5, "probability");
+        pbar[c] += p[c] / 50;
+        if (p[c] > 0) mean_h -= p[c] * std::log(p[c]) / 50;
+        if (p[c] > p[best]) best = c;
+      }
+      ++counts[best];
+    }
+    double h = 0.0;
+    int best = 0;
+    for (int c = 0; c < 4; ++c) {
+      ExpectNear(pred->Mean(r, c), pbar[c], 1e-5, "pbar");
+      h -= pbar[c] * std::log(pbar[c]);
+      if (pbar[c] > pbar[best]) best = c;
+    }
+    EXPECT_EQ(pred->predicted_class[r], best);
+    ExpectNear(pred->entropy[r], h, 1e-5, "entropy");
+    ExpectNear(pred->mutual_information[r], std::max(0.0, h - mean_h), 1e-5,
+               "MI");
+    const int modal = *std::max_element(counts.begin(), counts.end());
+    EXPECT_DOUBLE_EQ(pred->variation_ratio[r], 1.0 - modal / 50.0);
+  }
+}
+
+// Everything the engine returns, for bitwise comparison.
+std::vector<double> Flatten(const Prediction& p) {
+  std::vector<double> v;
+  for (const auto* part : {&p.mean, &p.variance, &p.model_variance, &p.entropy,
+                           &p.mutual_information, &p.variation_ratio}) {
+    v.insert(v.end(), part->begin(), part->end());
+  }
+  for (float s : p.sample_values) v.push_back(s);
+  for (int c : p.predicted_class) v.push_back(c);
+  return v;
+}
+
+TEST(EngineTest, SameSeedBitIdenticalAcrossThreadsAndTiles) {
+  for (Task task : {Task::kRegression, Task::kClassification}) {
+    const Model model = MustCreate(RandomSpec(
+        {7, 33, 29, 5}, {0.0f, 0.25f, 0.1f}, task, Activation::kTanh, 21));
+    const RowMajorMatrixXf x = RandomInputs(5, 7, 4);
+    std::vector<double> baseline;
+    for (int threads : {1, 2, 4}) {
+      Engine engine({.threads = threads});
+      for (auto [spt, rpt] : std::vector<std::pair<int, int>>{
+               {0, 0}, {1, 1}, {3, 2}, {7, 5}, {64, 1}, {200, 5}, {13, 0}}) {
+        PredictOptions opt;
+        opt.samples = 200;
+        opt.seed = 1234567890123ull;
+        opt.return_samples = true;
+        opt.samples_per_tile = spt;
+        opt.rows_per_tile = rpt;
+        auto pred = engine.Predict(model, View(x), opt);
+        ASSERT_TRUE(pred.ok()) << pred.status();
+        const std::vector<double> flat = Flatten(*pred);
+        if (baseline.empty()) {
+          baseline = flat;
+          continue;
+        }
+        ASSERT_EQ(flat.size(), baseline.size());
+        for (size_t i = 0; i < flat.size(); ++i) {
+          // Bitwise: compare the representations, not the values.
+          ASSERT_EQ(std::memcmp(&flat[i], &baseline[i], sizeof(double)), 0)
+              << "task " << TaskName(task) << " threads " << threads << " tile "
+              << spt << "x" << rpt << " element " << i << ": " << flat[i]
+              << " vs " << baseline[i];
+        }
+      }
+    }
+  }
+}
+
+TEST(EngineTest, DifferentSeedsDiffer) {
+  const Model model = MustCreate(RandomSpec(
+      {4, 10, 1}, {0.2f, 0.2f}, Task::kRegression, Activation::kRelu, 1));
+  const RowMajorMatrixXf x = RandomInputs(1, 4, 2);
+  Engine engine({.threads = 1});
+  PredictOptions a, b;
+  a.seed = 1;
+  b.seed = 2;
+  auto pa = engine.Predict(model, View(x), a);
+  auto pb = engine.Predict(model, View(x), b);
+  ASSERT_TRUE(pa.ok() && pb.ok());
+  EXPECT_NE(pa->Mean(0, 0), pb->Mean(0, 0));
+  EXPECT_NE(pa->Variance(0, 0), pb->Variance(0, 0));
+}
+
+// One linear layer with input dropout p: y = w.(m*x) + b with m_i in {0, 1/q}.
+// E[y] = w.x + b and Var[y] = p/(1-p) sum_i w_i^2 x_i^2, in closed form.
+TEST(EngineTest, LinearLayerMomentsConvergeToClosedForm) {
+  const double p = 0.3, tau = 2.5;
+  ModelSpec spec;
+  spec.task = Task::kRegression;
+  spec.tau = tau;
+  DenseLayer l;
+  l.weight.resize(1, 4);
+  l.weight << 0.5f, -1.25f, 2.0f, 0.75f;
+  l.bias.resize(1);
+  l.bias << 0.3f;
+  l.drop_rate = static_cast<float>(p);
+  spec.layers.push_back(l);
+  const Model model = MustCreate(spec);
+  RowMajorMatrixXf x(1, 4);
+  x << 1.0f, 2.0f, -0.5f, 3.0f;
+
+  double want_mean = l.bias[0], want_var = 0.0;
+  for (int i = 0; i < 4; ++i) {
+    want_mean += l.weight(0, i) * x(0, i);
+    const double wx = l.weight(0, i) * x(0, i);
+    want_var += p / (1 - p) * wx * wx;
+  }
+
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 100000;
+  opt.seed = 77;
+  opt.return_samples = true;
+  auto pred = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(pred.ok()) << pred.status();
+
+  // Monte-Carlo standard errors from the samples themselves.
+  const double mean = pred->Mean(0, 0);
+  double m2 = 0, m4 = 0;
+  for (int t = 0; t < opt.samples; ++t) {
+    const double d = pred->Sample(t, 0, 0) - mean;
+    m2 += d * d / opt.samples;
+    m4 += d * d * d * d / opt.samples;
+  }
+  const double se_mean = std::sqrt(m2 / opt.samples);
+  const double se_var = std::sqrt((m4 - m2 * m2) / opt.samples);
+  EXPECT_NEAR(mean, want_mean, 4 * se_mean);
+  EXPECT_NEAR(pred->model_variance[0], want_var, 4 * se_var);
+  EXPECT_NEAR(pred->Variance(0, 0), want_var + 1 / tau, 4 * se_var);
+  EXPECT_NEAR(pred->Variance(0, 0) - pred->model_variance[0], 1 / tau, 1e-12);
+
+  opt.include_noise = false;
+  opt.return_samples = false;
+  auto no_noise = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(no_noise.ok());
+  EXPECT_EQ(no_noise->Variance(0, 0), pred->model_variance[0]);
+}
+
+TEST(EngineTest, DeterministicModeIsThePlainNetwork) {
+  const Model model = MustCreate(RandomSpec(
+      {5, 8, 2}, {0.5f, 0.5f}, Task::kRegression, Activation::kRelu, 8));
+  const RowMajorMatrixXf x = RandomInputs(3, 5, 9);
+  Engine engine({.threads = 1});
+  PredictOptions opt;
+  opt.mode = PredictMode::kDeterministic;
+  opt.return_samples = true;
+  auto pred = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(pred.ok()) << pred.status();
+  EXPECT_EQ(pred->samples, 1);
+  for (int r = 0; r < 3; ++r) {
+    const std::vector<double> ref =
+        ReferencePass(model, &x(r, 0), r, 0, 0, /*mc=*/false);
+    for (int d = 0; d < 2; ++d) {
+      ExpectNear(pred->Mean(r, d), ref[d], 1e-5, "deterministic mean");
+      EXPECT_EQ(pred->model_variance[r * 2 + d], 0.0);
+      EXPECT_DOUBLE_EQ(pred->Variance(r, d), 1.0 / model.tau());
+      EXPECT_EQ(pred->Sample(0, r, d), static_cast<float>(pred->Mean(r, d)));
+    }
+  }
+}
+
+TEST(EngineTest, ModelWithoutDropoutGivesZeroModelUncertainty) {
+  const Model model = MustCreate(RandomSpec(
+      {3, 6, 3}, {0.0f, 0.0f}, Task::kClassification, Activation::kRelu, 2));
+  const RowMajorMatrixXf x = RandomInputs(2, 3, 3);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 25;
+  auto pred = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(pred.ok()) << pred.status();
+  for (int r = 0; r < 2; ++r) {
+    const std::vector<double> p =
+        SoftmaxRef(ReferencePass(model, &x(r, 0), r, 0, 0, false));
+    double h = 0;
+    for (int c = 0; c < 3; ++c) {
+      ExpectNear(pred->Mean(r, c), p[c], 1e-6, "probability");
+      h -= p[c] * std::log(p[c]);
+    }
+    ExpectNear(pred->entropy[r], h, 1e-6, "entropy");
+    EXPECT_EQ(pred->mutual_information[r], 0.0);
+    EXPECT_EQ(pred->variation_ratio[r], 0.0);
+  }
+}
+
+// Hand-computed classification statistics: one input x = 1 with input dropout
+// p = 0.5, so each pass has logits either 2w + b (kept) or b (dropped).
+TEST(EngineTest, ClassificationStatisticsByHand) {
+  ModelSpec spec;
+  spec.task = Task::kClassification;
+  DenseLayer l;
+  l.weight.resize(3, 1);
+  l.weight << 1.0f, -0.5f, 0.0f;
+  l.bias.resize(3);
+  l.bias << 0.0f, 0.0f, 0.5f;
+  l.drop_rate = 0.5f;
+  spec.layers.push_back(l);
+  const Model model = MustCreate(spec);
+  RowMajorMatrixXf x(1, 1);
+  x << 1.0f;
+  Engine engine({.threads = 1});
+  PredictOptions opt;
+  opt.samples = 1000;
+  opt.seed = 5;
+  opt.return_samples = true;
+  auto pred = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(pred.ok()) << pred.status();
+
+  // Kept: logits (2, -1, 0.5); dropped: (0, 0, 0.5).
+  const std::vector<double> kept = SoftmaxRef({2.0, -1.0, 0.5});
+  const std::vector<double> dropped = SoftmaxRef({0.0, 0.0, 0.5});
+  int n_kept = 0;
+  for (int t = 0; t < 1000; ++t) {
+    const bool k = std::abs(pred->Sample(t, 0, 0) - kept[0]) < 1e-6;
+    const bool d = std::abs(pred->Sample(t, 0, 0) - dropped[0]) < 1e-6;
+    ASSERT_TRUE(k != d) << "pass " << t << " is neither state";
+    n_kept += k;
+  }
+  EXPECT_NEAR(n_kept, 500, 4 * std::sqrt(1000 * 0.25));  // the mask rate
+  const double f = n_kept / 1000.0;
+  auto entropy = [](const std::vector<double>& p) {
+    double h = 0;
+    for (double v : p) h -= v * std::log(v);
+    return h;
+  };
+  std::vector<double> pbar(3);
+  for (int c = 0; c < 3; ++c) pbar[c] = f * kept[c] + (1 - f) * dropped[c];
+  const double h = entropy(pbar);
+  const double mi = h - (f * entropy(kept) + (1 - f) * entropy(dropped));
+  // Argmax is class 0 when kept, class 2 when dropped.
+  const double vr = 1.0 - std::max(f, 1 - f);
+  for (int c = 0; c < 3; ++c) EXPECT_NEAR(pred->Mean(0, c), pbar[c], 1e-6);
+  EXPECT_NEAR(pred->entropy[0], h, 1e-6);
+  EXPECT_NEAR(pred->mutual_information[0], mi, 1e-6);
+  EXPECT_NEAR(pred->variation_ratio[0], vr, 1e-12);
+  EXPECT_EQ(pred->predicted_class[0], pbar[0] > pbar[2] ? 0 : 2);
+}
+
+TEST(EngineTest, RejectsBadRequests) {
+  const Model model = MustCreate(RandomSpec(
+      {3, 4, 1}, {0.1f, 0.1f}, Task::kRegression, Activation::kRelu, 1));
+  Engine engine({.threads = 1});
+  RowMajorMatrixXf wrong_width = RandomInputs(2, 4, 1);
+  auto s = engine.Predict(model, View(wrong_width), {});
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.status().message(), HasSubstr("3 values"));
+
+  RowMajorMatrixXf empty(0, 3);
+  s = engine.Predict(model, View(empty), {});
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.status().message(), HasSubstr("empty"));
+
+  RowMajorMatrixXf nan = RandomInputs(2, 3, 1);
+  nan(1, 2) = std::nanf("");
+  s = engine.Predict(model, View(nan), {});
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.status().message(), HasSubstr("row 1 column 2"));
+
+  RowMajorMatrixXf ok = RandomInputs(2, 3, 1);
+  PredictOptions zero;
+  zero.samples = 0;
+  s = engine.Predict(model, View(ok), zero);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.status().message(), HasSubstr("samples"));
+  // The engine keeps working after bad requests.
+  EXPECT_TRUE(engine.Predict(model, View(ok), {}).ok());
+}
+
+TEST(EngineTest, CancellationStopsBetweenTiles) {
+  const Model model =
+      MustCreate(RandomSpec({8, 64, 64, 1}, {0.1f, 0.1f, 0.1f},
+                            Task::kRegression, Activation::kRelu, 1));
+  const RowMajorMatrixXf x = RandomInputs(1, 8, 1);
+  Engine engine({.threads = 2});
+  std::atomic<int> checks{0};
+  PredictOptions opt;
+  opt.samples = 100000;
+  opt.samples_per_tile = 100;  // 1000 tiles
+  opt.should_stop = [&] { return ++checks > 5; };
+  auto pred = engine.Predict(model, View(x), opt);
+  EXPECT_EQ(pred.status().code(), absl::StatusCode::kCancelled);
+  // Stopped after a handful of tiles, not after all 1000.
+  EXPECT_LT(checks.load(), 50);
+
+  PredictOptions late;
+  late.samples = 1000;
+  late.deadline = absl::Now() - absl::Seconds(1);
+  pred = engine.Predict(model, View(x), late);
+  EXPECT_EQ(pred.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(engine.Predict(model, View(x), {}).ok());
+}
+
+TEST(EngineTest, ConcurrentRequestsMatchSerialOnes) {
+  const Model model = MustCreate(RandomSpec(
+      {6, 40, 2}, {0.2f, 0.2f}, Task::kRegression, Activation::kRelu, 4));
+  Engine engine({.threads = 2});
+  std::vector<RowMajorMatrixXf> inputs;
+  std::vector<std::vector<double>> serial;
+  for (int i = 0; i < 8; ++i) {
+    inputs.push_back(RandomInputs(1 + i % 3, 6, 100 + i));
+    PredictOptions opt;
+    opt.samples = 300 + 50 * i;
+    opt.seed = i + 1;
+    auto p = engine.Predict(model, View(inputs.back()), opt);
+    ASSERT_TRUE(p.ok());
+    serial.push_back(Flatten(*p));
+  }
+  std::vector<std::thread> threads;
+  std::vector<std::vector<double>> concurrent(8);
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      PredictOptions opt;
+      opt.samples = 300 + 50 * i;
+      opt.seed = i + 1;
+      auto p = engine.Predict(model, View(inputs[i]), opt);
+      if (p.ok()) concurrent[i] = Flatten(*p);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(concurrent[i], serial[i]) << "request " << i;
+}
+
+}  // namespace
+}  // namespace mcdrop
