@@ -92,7 +92,7 @@ void Grow(Vector& v, size_t n) {
 
 struct Engine::Workspace {
   std::vector<float, Eigen::aligned_allocator<float>> a, b;
-  std::vector<uint16_t, Eigen::aligned_allocator<uint16_t>> bits;
+  std::vector<uint8_t> bits;
   std::vector<MaskColumn> columns;
 };
 
@@ -136,12 +136,18 @@ struct Engine::Request {
   Prediction result;
 
   std::atomic<int64_t> mask_ns{0};
+  std::atomic<int64_t> compute_ns{0};
 };
 
-Engine::Engine(EngineOptions options)
-    : pool_(options.threads > 0
-                ? options.threads
-                : std::max(1u, std::thread::hardware_concurrency())) {
+namespace {
+int ThreadCount(const EngineOptions& options) {
+  return options.threads > 0 ? options.threads
+                             : static_cast<int>(std::max(
+                                   1u, std::thread::hardware_concurrency()));
+}
+}  // namespace
+
+Engine::Engine(EngineOptions options) : pool_(ThreadCount(options)) {
   for (int i = 0; i < pool_.size(); ++i) {
     workspaces_.push_back(std::make_unique<Workspace>());
   }
@@ -387,12 +393,6 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
   const bool classification = model.task() == Task::kClassification;
   const ModelSpec& spec = model.spec();
 
-  Grow(ws.a, static_cast<size_t>(req.max_width) * req.max_cols);
-  Grow(ws.b, static_cast<size_t>(req.max_width) * req.max_cols);
-  Grow(ws.bits,
-       static_cast<size_t>(8) * DropoutMask::ScratchPerColumn(req.max_width));
-  Grow(ws.columns, static_cast<size_t>(req.max_cols));
-
   while (true) {
     // Cancellation and deadline, checked between tiles, outside the lock.
     absl::Status stop;
@@ -442,6 +442,12 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
     }
 
     // Compute the tile.
+    Grow(ws.a, static_cast<size_t>(req.max_width) * req.max_cols);
+    Grow(ws.b, static_cast<size_t>(req.max_width) * req.max_cols);
+    Grow(ws.bits, DropoutMask::ScratchSize(req.max_width));
+    Grow(ws.columns, static_cast<size_t>(req.max_cols));
+    std::chrono::steady_clock::time_point tile_start;
+    if (opt.collect_timing) tile_start = std::chrono::steady_clock::now();
     const int S = req.samples_per_tile, R = req.rows_per_tile;
     const int g = tile / req.chunks, k = tile % req.chunks;
     const int r0 = g * R, r1 = std::min(req.B, r0 + R);
@@ -530,6 +536,14 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
       }
     }
 
+    if (opt.collect_timing) {
+      req.compute_ns.fetch_add(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(
+              std::chrono::steady_clock::now() - tile_start)
+              .count(),
+          std::memory_order_relaxed);
+    }
+
     // Merge every tile that is ready, in order.
     {
       absl::MutexLock lock(&req.mu);
@@ -609,6 +623,7 @@ void Finish(Engine::Request& req) {
   const int B = req.B, D = req.D, T = req.T;
   res.tiles = req.num_tiles;
   res.mask_seconds = req.mask_ns.load() * 1e-9;
+  res.compute_seconds = req.compute_ns.load() * 1e-9;
   if (req.model->task() == Task::kClassification) {
     res.mean.resize(static_cast<size_t>(B) * D);
     res.predicted_class.resize(B);

@@ -103,7 +103,9 @@ struct Prediction {
 
   // Work done.
   int64_t tiles = 0;
-  double mask_seconds = 0.0;  // summed over threads; collect_timing only
+  // Summed over threads; filled only with collect_timing.
+  double mask_seconds = 0.0;     // making and applying masks
+  double compute_seconds = 0.0;  // whole tiles (masks included)
 
   double Mean(int row, int d) const { return mean[row * outputs + d]; }
   double Variance(int row, int d) const { return variance[row * outputs + d]; }
@@ -158,8 +160,10 @@ class Engine {
   void Start(std::shared_ptr<Request> request);
   void Work(const std::shared_ptr<Request>& request);
 
-  ThreadPool pool_;
+  // Declared before pool_ so that they outlive the pool's threads: the pool's
+  // destructor still runs queued tasks, which use them.
   std::vector<std::unique_ptr<Workspace>> workspaces_;  // one per pool thread
+  ThreadPool pool_;
 };
 
 }  // namespace mcdrop

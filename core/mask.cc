@@ -5,16 +5,15 @@
 #include <Random123/philox.h>
 
 #include <algorithm>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include <cmath>
 #include <cstring>
 
 namespace mcdrop {
 namespace {
 
-constexpr uint32_t kM0 = 0xD2511F53u;
-constexpr uint32_t kM1 = 0xCD9E8D57u;
-constexpr uint32_t kW0 = 0x9E3779B9u;
-constexpr uint32_t kW1 = 0xBB67AE85u;
 constexpr uint32_t kRefineBit = 0x80000000u;
 
 // The low 16 bits for the refinement of unit `unit` (see mask.h), from the
@@ -32,41 +31,6 @@ uint16_t RefinementBits(uint32_t k0, uint32_t k1, uint32_t layer, uint32_t row,
 
 }  // namespace
 
-void Philox4x32x8(const uint32_t c0[8], const uint32_t c1[8],
-                  const uint32_t c2[8], const uint32_t c3[8], uint32_t k0,
-                  uint32_t k1, uint32_t out0[8], uint32_t out1[8],
-                  uint32_t out2[8], uint32_t out3[8]) {
-  uint32_t a[8], b[8], c[8], d[8];
-  for (int i = 0; i < 8; ++i) {
-    a[i] = c0[i];
-    b[i] = c1[i];
-    c[i] = c2[i];
-    d[i] = c3[i];
-  }
-  for (int round = 0; round < 10; ++round) {
-    for (int i = 0; i < 8; ++i) {
-      const uint64_t p0 = static_cast<uint64_t>(kM0) * a[i];
-      const uint64_t p1 = static_cast<uint64_t>(kM1) * c[i];
-      const uint32_t na = static_cast<uint32_t>(p1 >> 32) ^ b[i] ^ k0;
-      const uint32_t nb = static_cast<uint32_t>(p1);
-      const uint32_t nc = static_cast<uint32_t>(p0 >> 32) ^ d[i] ^ k1;
-      const uint32_t nd = static_cast<uint32_t>(p0);
-      a[i] = na;
-      b[i] = nb;
-      c[i] = nc;
-      d[i] = nd;
-    }
-    k0 += kW0;
-    k1 += kW1;
-  }
-  for (int i = 0; i < 8; ++i) {
-    out0[i] = a[i];
-    out1[i] = b[i];
-    out2[i] = c[i];
-    out3[i] = d[i];
-  }
-}
-
 DropoutMask::DropoutMask(uint64_t seed, uint32_t layer, float drop_rate)
     : key0_(static_cast<uint32_t>(seed)),
       key1_(static_cast<uint32_t>(seed >> 32)),
@@ -77,6 +41,11 @@ DropoutMask::DropoutMask(uint64_t seed, uint32_t layer, float drop_rate)
   threshold_hi_ = static_cast<uint16_t>(threshold_ >> 16);
   threshold_lo_ = static_cast<uint16_t>(threshold_ & 0xFFFF);
   scale_ = static_cast<float>(1.0 / q);
+  multipliers_.resize(256 * 8);
+  for (int k = 0; k < 256; ++k) {
+    for (int j = 0; j < 8; ++j)
+      multipliers_[8 * k + j] = (k >> j) & 1 ? scale_ : 0.0f;
+  }
 }
 
 bool DropoutMask::Kept(uint32_t row, uint32_t sample, uint32_t unit) const {
@@ -92,53 +61,164 @@ bool DropoutMask::Kept(uint32_t row, uint32_t sample, uint32_t unit) const {
          threshold_lo_;
 }
 
+#if defined(__AVX2__)
+namespace {
+
+// Philox-4x32-10 on two independent sets of 8 lanes (16 counters), AVX2.
+struct Lanes16 {
+  __m256i w[4][2];  // word, half
+};
+
+inline void MulHiLo(__m256i a, __m256i m, __m256i* hi, __m256i* lo) {
+  const __m256i even = _mm256_mul_epu32(a, m);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+inline void Philox16(Lanes16& x, uint32_t k0, uint32_t k1) {
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  for (int round = 0; round < 10; ++round) {
+    const __m256i key0 = _mm256_set1_epi32(static_cast<int>(k0));
+    const __m256i key1 = _mm256_set1_epi32(static_cast<int>(k1));
+    for (int h = 0; h < 2; ++h) {
+      __m256i hi0, lo0, hi1, lo1;
+      MulHiLo(x.w[0][h], m0, &hi0, &lo0);
+      MulHiLo(x.w[2][h], m1, &hi1, &lo1);
+      const __m256i na =
+          _mm256_xor_si256(_mm256_xor_si256(hi1, x.w[1][h]), key0);
+      const __m256i nc =
+          _mm256_xor_si256(_mm256_xor_si256(hi0, x.w[3][h]), key1);
+      x.w[0][h] = na;
+      x.w[1][h] = lo1;
+      x.w[2][h] = nc;
+      x.w[3][h] = lo0;
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+}  // namespace
+#endif
+
 void DropoutMask::Apply(float* h, int64_t ld, int units,
                         const MaskColumn* columns, int num_columns,
-                        uint16_t* scratch) const {
+                        uint8_t* scratch) const {
+  constexpr int N = kLanes;
   const int blocks = (units + 7) / 8;
-  const int per_column = blocks * 8;
-  alignas(32) uint32_t c0[8], c1[8], c2[8], c3[8];
-  alignas(32) uint32_t r0[8], r1[8], r2[8], r3[8];
-  for (int base = 0; base < num_columns; base += 8) {
-    const int lanes = std::min(8, num_columns - base);
-    // Columns beyond `lanes` repeat the last one; their output is ignored.
-    for (int i = 0; i < 8; ++i) {
+  const int full_blocks = units / 8;
+  const uint32_t thr = threshold_hi_;
+  uint8_t* ties = scratch + N * blocks;
+  alignas(32) uint32_t ctr[4][N];
+  alignas(32) uint32_t keep_bytes[N], tie_bytes[N];
+  for (int base = 0; base < num_columns; base += N) {
+    const int lanes = std::min(N, num_columns - base);
+    // Lanes beyond `lanes` repeat the last column; their output is ignored.
+    for (int i = 0; i < N; ++i) {
       const MaskColumn& col = columns[base + std::min(i, lanes - 1)];
-      c1[i] = col.sample;
-      c2[i] = col.row;
-      c3[i] = layer_;
+      ctr[1][i] = col.sample;
+      ctr[2][i] = col.row;
+      ctr[3][i] = layer_;
     }
-    // Random bits for 8 columns, laid out per column: scratch[i * per_column +
-    // u].
+    // One keep byte per (lane, block): bit j decides unit 8 * block + j, from
+    // the 16-bit half j of the block's 128 random bits (keep if <= the
+    // threshold's high half; ties are settled exactly below).
+    uint32_t any_tie = 0;
     for (int b = 0; b < blocks; ++b) {
-      for (int i = 0; i < 8; ++i) c0[i] = static_cast<uint32_t>(b);
-      Philox4x32x8(c0, c1, c2, c3, key0_, key1_, r0, r1, r2, r3);
-      for (int i = 0; i < 8; ++i) {
-        uint32_t* dst =
-            reinterpret_cast<uint32_t*>(scratch + i * per_column + b * 8);
-        dst[0] = r0[i];
-        dst[1] = r1[i];
-        dst[2] = r2[i];
-        dst[3] = r3[i];
+#if defined(__AVX2__)
+      Lanes16 x;
+      const __m256i block = _mm256_set1_epi32(b);
+      for (int hh = 0; hh < 2; ++hh) {
+        x.w[0][hh] = block;
+        for (int w = 1; w < 4; ++w) {
+          x.w[w][hh] = _mm256_load_si256(
+              reinterpret_cast<const __m256i*>(&ctr[w][8 * hh]));
+        }
+      }
+      Philox16(x, key0_, key1_);
+      const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+      const __m256i t = _mm256_set1_epi32(static_cast<int>(thr));
+      __m256i tie_or = _mm256_setzero_si256();
+      for (int hh = 0; hh < 2; ++hh) {
+        __m256i keep = _mm256_setzero_si256(), tie = _mm256_setzero_si256();
+        for (int w = 0; w < 4; ++w) {
+          const __m256i lo = _mm256_and_si256(x.w[w][hh], low16);
+          const __m256i hi = _mm256_srli_epi32(x.w[w][hh], 16);
+          const __m256i bit_lo = _mm256_set1_epi32(1 << (2 * w));
+          const __m256i bit_hi = _mm256_set1_epi32(1 << (2 * w + 1));
+          // Values are below 2^16, so the signed compare is exact.
+          keep = _mm256_or_si256(
+              keep, _mm256_andnot_si256(_mm256_cmpgt_epi32(lo, t), bit_lo));
+          keep = _mm256_or_si256(
+              keep, _mm256_andnot_si256(_mm256_cmpgt_epi32(hi, t), bit_hi));
+          tie = _mm256_or_si256(
+              tie, _mm256_and_si256(_mm256_cmpeq_epi32(lo, t), bit_lo));
+          tie = _mm256_or_si256(
+              tie, _mm256_and_si256(_mm256_cmpeq_epi32(hi, t), bit_hi));
+        }
+        _mm256_store_si256(reinterpret_cast<__m256i*>(&keep_bytes[8 * hh]),
+                           keep);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(&tie_bytes[8 * hh]), tie);
+        tie_or = _mm256_or_si256(tie_or, tie);
+      }
+      any_tie |= !_mm256_testz_si256(tie_or, tie_or);
+#else
+      uint32_t r[4][N];
+      for (int i = 0; i < N; ++i) ctr[0][i] = static_cast<uint32_t>(b);
+      Philox4x32xN<N>(ctr, key0_, key1_, r);
+      for (int i = 0; i < N; ++i) {
+        uint32_t byte = 0, tie = 0;
+        for (int w = 0; w < 4; ++w) {
+          const uint32_t lo = r[w][i] & 0xFFFF, hi = r[w][i] >> 16;
+          byte |= static_cast<uint32_t>(lo <= thr) << (2 * w);
+          byte |= static_cast<uint32_t>(hi <= thr) << (2 * w + 1);
+          tie |= static_cast<uint32_t>(lo == thr) << (2 * w);
+          tie |= static_cast<uint32_t>(hi == thr) << (2 * w + 1);
+        }
+        keep_bytes[i] = byte;
+        tie_bytes[i] = tie;
+        any_tie |= tie;
+      }
+#endif
+      for (int i = 0; i < N; ++i) {
+        scratch[i * blocks + b] = static_cast<uint8_t>(keep_bytes[i]);
+        ties[i * blocks + b] = static_cast<uint8_t>(tie_bytes[i]);
       }
     }
     for (int i = 0; i < lanes; ++i) {
       float* col = h + (base + i) * ld;
-      const uint16_t* bits = scratch + i * per_column;
-      // Units whose high half ties the threshold are kept here and decided
-      // exactly below (probability 2^-16 per unit).
-      bool tie = false;
-      for (int u = 0; u < units; ++u) {
-        tie |= bits[u] == threshold_hi_;
-        col[u] = bits[u] <= threshold_hi_ ? col[u] * scale_ : 0.0f;
+      const uint8_t* keep = scratch + i * blocks;
+      for (int b = 0; b < full_blocks; ++b) {
+        const float* m = &multipliers_[8 * keep[b]];
+        float* x = col + 8 * b;
+#if defined(__AVX2__)
+        _mm256_storeu_ps(x,
+                         _mm256_mul_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(m)));
+#else
+        for (int j = 0; j < 8; ++j) x[j] *= m[j];
+#endif
       }
-      if (__builtin_expect(tie, 0)) {
+      for (int u = 8 * full_blocks; u < units; ++u) {
+        col[u] *= multipliers_[8 * keep[full_blocks] + (u & 7)];
+      }
+    }
+    if (__builtin_expect(any_tie != 0, 0)) {
+      // A unit whose high half equals the threshold's was kept above; decide
+      // it with the low 16 bits (probability 2^-16 per unit).
+      for (int i = 0; i < lanes; ++i) {
         const MaskColumn& mc = columns[base + i];
-        for (int u = 0; u < units; ++u) {
-          if (bits[u] == threshold_hi_ &&
-              RefinementBits(key0_, key1_, layer_, mc.row, mc.sample, u) >=
-                  threshold_lo_) {
-            col[u] = 0.0f;
+        float* col = h + (base + i) * ld;
+        for (int b = 0; b < blocks; ++b) {
+          const uint32_t tie = ties[i * blocks + b];
+          for (int j = 0; j < 8 && tie; ++j) {
+            const int u = 8 * b + j;
+            if ((tie >> j) & 1 && u < units &&
+                RefinementBits(key0_, key1_, layer_, mc.row, mc.sample, u) >=
+                    threshold_lo_) {
+              col[u] = 0.0f;
+            }
           }
         }
       }

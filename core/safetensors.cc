@@ -269,7 +269,9 @@ absl::StatusOr<std::vector<float>> Safetensors::ReadAsFloat(
   std::vector<float> out(n);
   const char* p = bytes_.data() + data_start_ + info.begin;
   const int size = DTypeSize(info.dtype);
-  if (info.dtype == DType::kF32) {
+  if (n == 0) {
+    return out;
+  } else if (info.dtype == DType::kF32) {
     std::memcpy(out.data(), p, n * sizeof(float));
   } else {
     for (int64_t i = 0; i < n; ++i) out[i] = ToFloat(info.dtype, p + i * size);
@@ -312,6 +314,7 @@ absl::StatusOr<std::string> SerializeSafetensors(
   out += text;
   out.reserve(out.size() + offset);
   for (const TensorToWrite& t : tensors) {
+    if (t.values.empty()) continue;
     out.append(reinterpret_cast<const char*>(t.values.data()),
                t.values.size() * sizeof(float));
   }

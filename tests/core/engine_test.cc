@@ -425,3 +425,24 @@ TEST(EngineTest, ConcurrentRequestsMatchSerialOnes) {
 
 }  // namespace
 }  // namespace mcdrop
+
+namespace mcdrop {
+namespace {
+
+// Helper tasks may still be queued when a request completes; destroying the
+// engine right away must let them run against live workspaces (a
+// use-after-free here once crashed mcdrop-model about one run in three).
+TEST(EngineTest, DestroyRightAfterPredictIsSafe) {
+  const Model model = MustCreate(RandomSpec({2, 1}, {0.1f}, Task::kRegression,
+                                            Activation::kRelu, 1, false));
+  const RowMajorMatrixXf x = RandomInputs(2, 2, 1);
+  for (int i = 0; i < 300; ++i) {
+    Engine engine({.threads = 2});
+    PredictOptions opt;
+    opt.samples = 10000;
+    ASSERT_TRUE(engine.Predict(model, View(x), opt).ok());
+  }
+}
+
+}  // namespace
+}  // namespace mcdrop

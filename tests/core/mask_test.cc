@@ -36,8 +36,7 @@ TEST(PhiloxTest, KnownAnswers) {
     for (int w = 0; w < 4; ++w) {
       for (int lane = 0; lane < 8; ++lane) c[w][lane] = k.ctr[w];
     }
-    Philox4x32x8(c[0], c[1], c[2], c[3], k.key[0], k.key[1], o[0], o[1], o[2],
-                 o[3]);
+    Philox4x32xN<8>(c, k.key[0], k.key[1], o);
     for (int w = 0; w < 4; ++w) {
       for (int lane = 0; lane < 8; ++lane) EXPECT_EQ(o[w][lane], k.out[w]);
     }
@@ -47,13 +46,13 @@ TEST(PhiloxTest, KnownAnswers) {
 TEST(PhiloxTest, VectorisedEqualsRandom123OnRandomCounters) {
   std::mt19937 gen(3);
   for (int trial = 0; trial < 1000; ++trial) {
-    uint32_t c[4][8], o[4][8];
+    uint32_t c[4][16], o[4][16];
     const uint32_t k0 = gen(), k1 = gen();
     for (int w = 0; w < 4; ++w) {
-      for (int lane = 0; lane < 8; ++lane) c[w][lane] = gen();
+      for (int lane = 0; lane < 16; ++lane) c[w][lane] = gen();
     }
-    Philox4x32x8(c[0], c[1], c[2], c[3], k0, k1, o[0], o[1], o[2], o[3]);
-    for (int lane = 0; lane < 8; ++lane) {
+    Philox4x32xN<16>(c, k0, k1, o);
+    for (int lane = 0; lane < 16; ++lane) {
       r123::Philox4x32 rng;
       const auto r =
           rng({{c[0][lane], c[1][lane], c[2][lane], c[3][lane]}}, {{k0, k1}});
@@ -73,7 +72,7 @@ TEST(DropoutMaskTest, ApplyMatchesKeptAndScales) {
       columns[c] = {static_cast<uint32_t>(c % 7),
                     static_cast<uint32_t>(c * 13)};
     std::vector<float> h(static_cast<size_t>(units) * cols, 2.0f);
-    std::vector<uint16_t> scratch(8 * DropoutMask::ScratchPerColumn(units));
+    std::vector<uint8_t> scratch(DropoutMask::ScratchSize(units));
     mask.Apply(h.data(), units, units, columns.data(), cols, scratch.data());
     const float kept_value = 2.0f * static_cast<float>(1.0 / (1.0 - p));
     int64_t kept = 0;

@@ -1,0 +1,194 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// Engine throughput against a plain Eigen GEMM of the same shapes, measured in
+// the same run. Networks:
+//   a: 13 -> 50 -> 1, drop 0.05 on the input and the hidden layer (UCI size)
+//   b: 784 -> 1024 -> 1024 -> 10, drop 0.5 before the two hidden-to-next
+//      layers, 0 on the input (MNIST size)
+// Arguments: net (0 = a, 1 = b), T, B, threads. bench/report.py turns the
+// JSON output into the table of docs/performance.md.
+
+#include <benchmark/benchmark.h>
+
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/blocking_counter.h"
+#include "core/engine.h"
+#include "core/thread_pool.h"
+
+namespace mcdrop {
+namespace {
+
+ModelSpec NetSpec(int net) {
+  const std::vector<int> widths = net == 0
+                                      ? std::vector<int>{13, 50, 1}
+                                      : std::vector<int>{784, 1024, 1024, 10};
+  const std::vector<float> drops = net == 0
+                                       ? std::vector<float>{0.05f, 0.05f}
+                                       : std::vector<float>{0.0f, 0.5f, 0.5f};
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  ModelSpec spec;
+  spec.task = net == 0 ? Task::kRegression : Task::kClassification;
+  spec.tau = 1.0;
+  for (size_t i = 0; i + 1 < widths.size(); ++i) {
+    DenseLayer l;
+    const float s = 1.0f / std::sqrt(static_cast<float>(widths[i]));
+    l.weight = Eigen::MatrixXf::NullaryExpr(widths[i + 1], widths[i],
+                                            [&] { return s * normal(rng); });
+    l.bias = Eigen::VectorXf::NullaryExpr(widths[i + 1],
+                                          [&] { return 0.1f * normal(rng); });
+    l.drop_rate = drops[i];
+    spec.layers.push_back(std::move(l));
+  }
+  return spec;
+}
+
+const Model& Net(int net) {
+  static const Model* models[2] = {new Model(*Model::Create(NetSpec(0))),
+                                   new Model(*Model::Create(NetSpec(1)))};
+  return *models[net];
+}
+
+Engine& EngineWith(int threads) {
+  static Engine* engines[3] = {nullptr, new Engine({.threads = 1}),
+                               new Engine({.threads = 2})};
+  return *engines[threads];
+}
+
+ThreadPool& GemmPool() {
+  static ThreadPool* pool = new ThreadPool(2);
+  return *pool;
+}
+
+// FLOPs the engine does for one request: the deterministic prefix once per
+// row, the stochastic layers once per (row, sample).
+double RequestFlops(const Model& m, int T, int B) {
+  const int first = m.first_stochastic_layer();
+  return 2.0 *
+         (static_cast<double>(B) * (m.MultiplyAdds() - m.MultiplyAdds(first)) +
+          static_cast<double>(B) * T * m.MultiplyAdds(first));
+}
+
+void BM_Engine(benchmark::State& state) {
+  const int net = state.range(0), T = state.range(1), B = state.range(2),
+            threads = state.range(3);
+  const Model& model = Net(net);
+  Engine& engine = EngineWith(threads);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal;
+  const RowMajorMatrixXf x = RowMajorMatrixXf::NullaryExpr(
+      B, model.input_size(), [&] { return normal(rng); });
+  PredictOptions opt;
+  opt.samples = T;
+  opt.collect_timing = true;
+  double mask = 0, compute = 0;
+  uint64_t seed = 1;
+  for (auto _ : state) {
+    opt.seed = seed++;
+    auto p = engine.Predict(model, InputMatrix(x.data(), B, x.cols()), opt);
+    if (!p.ok()) {
+      state.SkipWithError(p.status().ToString().c_str());
+      return;
+    }
+    mask += p->mask_seconds;
+    compute += p->compute_seconds;
+    benchmark::DoNotOptimize(p->mean.data());
+  }
+  state.counters["samples_per_s"] =
+      benchmark::Counter(static_cast<double>(T) * B,
+                         benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPs"] =
+      benchmark::Counter(RequestFlops(model, T, B) * 1e-9,
+                         benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["mask_share"] = compute > 0 ? mask / compute : 0.0;
+}
+
+// The same products as one request, as plain Eigen GEMMs on preallocated
+// buffers, columns split evenly over `threads` threads: the roof the engine
+// is measured against.
+void BM_PlainGemm(benchmark::State& state) {
+  const int net = state.range(0), T = state.range(1), B = state.range(2),
+            threads = state.range(3);
+  const Model& model = Net(net);
+  const int first = model.first_stochastic_layer();
+  const int64_t cols = static_cast<int64_t>(T) * B;
+  struct Part {
+    std::vector<Eigen::MatrixXf> acts;
+  };
+  std::vector<Part> parts(threads);
+  for (int t = 0; t < threads; ++t) {
+    const int64_t n = cols / threads + (t < cols % threads);
+    parts[t].acts.push_back(Eigen::MatrixXf::Random(model.widths()[first], n));
+    for (int l = first; l < model.num_layers(); ++l) {
+      parts[t].acts.push_back(Eigen::MatrixXf(model.widths()[l + 1], n));
+    }
+  }
+  Eigen::MatrixXf prefix_in = Eigen::MatrixXf::Random(model.input_size(), B);
+  std::vector<Eigen::MatrixXf> prefix_out;
+  for (int l = 0; l < first; ++l)
+    prefix_out.emplace_back(model.widths()[l + 1], B);
+  auto run = [&](int t) {
+    for (int l = first; l < model.num_layers(); ++l) {
+      parts[t].acts[l - first + 1].noalias() =
+          model.layers()[l].weight * parts[t].acts[l - first];
+    }
+  };
+  for (auto _ : state) {
+    const Eigen::MatrixXf* in = &prefix_in;
+    for (int l = 0; l < first; ++l) {
+      prefix_out[l].noalias() = model.layers()[l].weight * *in;
+      in = &prefix_out[l];
+    }
+    if (threads == 1) {
+      run(0);
+    } else {
+      // A persistent pool, as the engine has: no thread start-up in the loop.
+      absl::BlockingCounter done(threads);
+      for (int t = 0; t < threads; ++t) {
+        GemmPool().Schedule([&, t] {
+          run(t);
+          done.DecrementCount();
+        });
+      }
+      done.Wait();
+    }
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOPs"] =
+      benchmark::Counter(RequestFlops(model, T, B) * 1e-9,
+                         benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void Args(benchmark::internal::Benchmark* b) {
+  for (int net : {0, 1}) {
+    for (int T : {10, 100, 1000, 10000}) {
+      for (int B : {1, 32}) {
+        // Net b with B = 32, T = 10000 is 1.3 TFLOP a request (~20 s here).
+        if (net == 1 && B == 32 && T == 10000) continue;
+        for (int threads : {1, 2}) b->Args({net, T, B, threads});
+      }
+    }
+  }
+  b->ArgNames({"net", "T", "B", "threads"});
+  b->UseRealTime();
+  b->Unit(benchmark::kMicrosecond);
+}
+
+BENCHMARK(BM_Engine)->Apply(Args);
+BENCHMARK(BM_PlainGemm)->Apply(Args);
+
+}  // namespace
+}  // namespace mcdrop
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("build_arch", MCDROP_ARCH_FLAG);
+  benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
