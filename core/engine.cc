@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "core/mask.h"
+#include "core/nn.h"
 
 namespace mcdrop {
 namespace {
@@ -40,25 +41,7 @@ template <typename Block>
 void AddBiasAndActivate(Block&& z, const Eigen::VectorXf& bias,
                         Activation activation, bool last) {
   z.colwise() += bias;
-  if (last) return;
-  switch (activation) {
-    case Activation::kRelu:
-      z.array() = z.array().max(0.0f);
-      break;
-    case Activation::kTanh:
-      z.array() = z.array().tanh();
-      break;
-    case Activation::kSigmoid:
-      z.array() = z.array().logistic();
-      break;
-    case Activation::kGelu:
-      // Exact GELU, as PyTorch's default nn.GELU.
-      z.array() = 0.5f * z.array() *
-                  (1.0f + (z.array() * static_cast<float>(M_SQRT1_2)).erf());
-      break;
-    case Activation::kIdentity:
-      break;
-  }
+  if (!last) nn::Activate(activation, z);
 }
 
 // Softmax of one column of logits in double precision; returns the entropy of
@@ -107,7 +90,11 @@ struct TileOutput {
 
 struct Engine::Request {
   const Model* model = nullptr;
-  InputMatrix inputs{nullptr, 0, 0};
+  const float* input_data = nullptr;
+  Eigen::Index input_rows = 0, input_cols = 0;
+  InputMatrix inputs() const {
+    return InputMatrix(input_data, input_rows, input_cols);
+  }
   PredictOptions options;
   Callback done;
 
@@ -205,8 +192,9 @@ void Engine::PredictAsync(const Model& model, InputMatrix inputs,
                           PredictOptions options, Callback done) {
   auto request = std::make_shared<Request>();
   request->model = &model;
-  new (&request->inputs)
-      InputMatrix(inputs.data(), inputs.rows(), inputs.cols());
+  request->input_data = inputs.data();
+  request->input_rows = inputs.rows();
+  request->input_cols = inputs.cols();
   request->options = std::move(options);
   request->done = std::move(done);
   pool_.Schedule([this, request]() mutable { Start(std::move(request)); });
@@ -246,12 +234,12 @@ Eigen::MatrixXf StandardisedColumns(const Model& model,
 void Engine::Start(std::shared_ptr<Request> req) {
   const Model& model = *req->model;
   const PredictOptions& opt = req->options;
-  absl::Status valid = Validate(model, req->inputs, opt);
+  absl::Status valid = Validate(model, req->inputs(), opt);
   if (!valid.ok()) {
     req->done(valid);
     return;
   }
-  req->B = static_cast<int>(req->inputs.rows());
+  req->B = static_cast<int>(req->inputs().rows());
   req->D = model.output_size();
   req->L = model.num_layers();
   const bool classification = model.task() == Task::kClassification;
@@ -266,7 +254,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
   res.samples = req->T;
   const int B = req->B, D = req->D, T = req->T;
 
-  Eigen::MatrixXf x = StandardisedColumns(model, req->inputs);
+  Eigen::MatrixXf x = StandardisedColumns(model, req->inputs());
   req->prefix = ForwardDeterministic(model, std::move(x), 0, req->first);
 
   if (req->first == req->L) {

@@ -11,9 +11,9 @@ PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
   prometheus-cpp-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  librandom123-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  librandom123-dev zlib1g-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   clang clang-format libclang-rt-14-dev
-  prometheus curl
+  prometheus curl python3 time
 )
 
 missing=()

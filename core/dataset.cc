@@ -1,0 +1,184 @@
+// Copyright 2026 The mcdrop Authors.
+
+#include "core/dataset.h"
+
+#include <zlib.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/status_macros.h"
+
+namespace mcdrop {
+namespace {
+
+absl::StatusOr<std::string> ReadAll(const std::string& path) {
+  if (absl::EndsWith(path, ".gz")) {
+    gzFile f = gzopen(path.c_str(), "rb");
+    if (f == nullptr) {
+      return absl::NotFoundError(absl::StrCat("cannot open \"", path, "\""));
+    }
+    std::string out;
+    char buf[1 << 16];
+    int n;
+    while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
+    const bool error = n < 0;
+    gzclose(f);
+    if (error)
+      return absl::DataLossError(
+          absl::StrCat("\"", path, "\" is not valid gzip"));
+    return out;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return absl::NotFoundError(absl::StrCat("cannot open \"", path, "\""));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::vector<double>> ParseRow(absl::string_view line) {
+  std::vector<double> row;
+  for (absl::string_view tok :
+       absl::StrSplit(line, absl::ByAnyChar(", \t\r;"), absl::SkipEmpty())) {
+    double v;
+    if (!absl::SimpleAtod(tok, &v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", tok, "\" is not a number"));
+    }
+    row.push_back(v);
+  }
+  return row;
+}
+
+absl::StatusOr<std::vector<double>> ReadNumbers(const std::string& path) {
+  MCDROP_ASSIGN_OR_RETURN(Eigen::MatrixXd t, ReadTable(path));
+  return std::vector<double>(t.data(), t.data() + t.size());
+}
+
+}  // namespace
+
+absl::StatusOr<Eigen::MatrixXd> ReadTable(const std::string& path) {
+  MCDROP_ASSIGN_OR_RETURN(std::string text, ReadAll(path));
+  std::vector<std::vector<double>> rows;
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    auto row = ParseRow(line);
+    if (!row.ok()) {
+      if (rows.empty() && line_no == 1) continue;  // a header
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " line ", line_no, ": ", row.status().message()));
+    }
+    if (!rows.empty() && row->size() != rows.front().size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " line ", line_no, ": ", row->size(),
+                       " values, the first row has ", rows.front().size()));
+    }
+    rows.push_back(*std::move(row));
+  }
+  if (rows.empty() || rows.front().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no data"));
+  }
+  Eigen::MatrixXd t(rows.size(), rows.front().size());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    for (size_t c = 0; c < rows[r].size(); ++c) t(r, c) = rows[r][c];
+  }
+  return t;
+}
+
+absl::StatusOr<Dataset> MakeDataset(const Eigen::MatrixXd& table, Task task,
+                                    int target, std::vector<int> features) {
+  const int cols = static_cast<int>(table.cols());
+  if (target < 0) target += cols;
+  if (target < 0 || target >= cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "target column is outside the table's ", cols, " columns"));
+  }
+  if (features.empty()) {
+    for (int c = 0; c < cols; ++c) {
+      if (c != target) features.push_back(c);
+    }
+  }
+  for (int c : features) {
+    if (c < 0 || c >= cols || c == target) {
+      return absl::InvalidArgumentError(absl::StrCat("bad feature column ", c));
+    }
+  }
+  Dataset d;
+  d.x.resize(table.rows(), static_cast<Eigen::Index>(features.size()));
+  for (size_t j = 0; j < features.size(); ++j) {
+    d.x.col(j) = table.col(features[j]).cast<float>();
+  }
+  if (task == Task::kRegression) {
+    d.y = table.col(target).cast<float>();
+  } else {
+    for (Eigen::Index r = 0; r < table.rows(); ++r) {
+      const double v = table(r, target);
+      if (v < 0 || v != std::floor(v) || v > 1e6) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "row ", r, ": class label ", v, " is not a non-negative integer"));
+      }
+      d.labels.push_back(static_cast<int>(v));
+      d.num_classes = std::max(d.num_classes, static_cast<int>(v) + 1);
+    }
+  }
+  return d;
+}
+
+absl::StatusOr<UciData> UciData::Load(const std::string& dir) {
+  UciData u;
+  u.dir = dir;
+  u.name = dir.substr(dir.find_last_of('/', dir.size() - 2) + 1);
+  while (!u.name.empty() && u.name.back() == '/') u.name.pop_back();
+  MCDROP_ASSIGN_OR_RETURN(u.table, ReadTable(dir + "/data.txt"));
+  MCDROP_ASSIGN_OR_RETURN(std::vector<double> feats,
+                          ReadNumbers(dir + "/index_features.txt"));
+  for (double f : feats) u.features.push_back(static_cast<int>(f));
+  MCDROP_ASSIGN_OR_RETURN(std::vector<double> target,
+                          ReadNumbers(dir + "/index_target.txt"));
+  u.target = static_cast<int>(target.at(0));
+  auto one = [&](const char* file, int* out) -> absl::Status {
+    MCDROP_ASSIGN_OR_RETURN(std::vector<double> v,
+                            ReadNumbers(dir + "/" + file));
+    *out = static_cast<int>(v.at(0));
+    return absl::OkStatus();
+  };
+  MCDROP_RETURN_IF_ERROR(one("n_splits.txt", &u.n_splits));
+  MCDROP_RETURN_IF_ERROR(one("n_hidden.txt", &u.n_hidden));
+  MCDROP_RETURN_IF_ERROR(one("n_epochs.txt", &u.n_epochs));
+  MCDROP_ASSIGN_OR_RETURN(u.dropout_rates,
+                          ReadNumbers(dir + "/dropout_rates.txt"));
+  MCDROP_ASSIGN_OR_RETURN(u.tau_values, ReadNumbers(dir + "/tau_values.txt"));
+  return u;
+}
+
+absl::Status UciData::Split(int k, std::vector<int>* train,
+                            std::vector<int>* test) const {
+  for (auto [file, out] :
+       {std::pair{"index_train_", train}, std::pair{"index_test_", test}}) {
+    MCDROP_ASSIGN_OR_RETURN(
+        std::vector<double> v,
+        ReadNumbers(absl::StrCat(dir, "/", file, k, ".txt")));
+    out->clear();
+    for (double i : v) {
+      if (i < 0 || i >= table.rows()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(file, k, ".txt: row index ", i, " is out of range"));
+      }
+      out->push_back(static_cast<int>(i));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mcdrop
