@@ -67,6 +67,11 @@ absl::StatusOr<std::vector<double>> ReadNumbers(const std::string& path) {
 
 absl::StatusOr<Eigen::MatrixXd> ReadTable(const std::string& path) {
   MCDROP_ASSIGN_OR_RETURN(std::string text, ReadAll(path));
+  return ParseTable(text, path);
+}
+
+absl::StatusOr<Eigen::MatrixXd> ParseTable(absl::string_view text,
+                                           const std::string& path) {
   std::vector<std::vector<double>> rows;
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {

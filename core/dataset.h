@@ -21,6 +21,9 @@ namespace mcdrop {
 // NotFound if the file cannot be read; InvalidArgument (naming the line) for a
 // malformed table.
 absl::StatusOr<Eigen::MatrixXd> ReadTable(const std::string& path);
+// The same for text already in memory; `source` names it in errors.
+absl::StatusOr<Eigen::MatrixXd> ParseTable(absl::string_view text,
+                                           const std::string& source);
 
 // Splits a table into a data set: `target` is the target column (negative
 // counts from the end), `features` the feature columns (empty: every other

@@ -92,6 +92,7 @@ struct Engine::Request {
   const Model* model = nullptr;
   const float* input_data = nullptr;
   Eigen::Index input_rows = 0, input_cols = 0;
+  absl::Time submitted, started;
   InputMatrix inputs() const {
     return InputMatrix(input_data, input_rows, input_cols);
   }
@@ -197,6 +198,7 @@ void Engine::PredictAsync(const Model& model, InputMatrix inputs,
   request->input_cols = inputs.cols();
   request->options = std::move(options);
   request->done = std::move(done);
+  request->submitted = absl::Now();
   pool_.Schedule([this, request]() mutable { Start(std::move(request)); });
 }
 
@@ -234,6 +236,9 @@ Eigen::MatrixXf StandardisedColumns(const Model& model,
 void Engine::Start(std::shared_ptr<Request> req) {
   const Model& model = *req->model;
   const PredictOptions& opt = req->options;
+  req->started = absl::Now();
+  req->result.queue_seconds =
+      absl::ToDoubleSeconds(req->started - req->submitted);
   absl::Status valid = Validate(model, req->inputs(), opt);
   if (!valid.ok()) {
     req->done(valid);
@@ -298,6 +303,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
       }
     }
     res.tiles = 0;
+    res.run_seconds = absl::ToDoubleSeconds(absl::Now() - req->started);
     req->done(std::move(res));
     return;
   }
@@ -610,6 +616,7 @@ void Finish(Engine::Request& req) {
   Prediction& res = req.result;
   const int B = req.B, D = req.D, T = req.T;
   res.tiles = req.num_tiles;
+  res.run_seconds = absl::ToDoubleSeconds(absl::Now() - req.started);
   res.mask_seconds = req.mask_ns.load() * 1e-9;
   res.compute_seconds = req.compute_ns.load() * 1e-9;
   if (req.model->task() == Task::kClassification) {

@@ -103,6 +103,9 @@ struct Prediction {
 
   // Work done.
   int64_t tiles = 0;
+  // Wall-clock: waiting for a pool thread, and from start to the result.
+  double queue_seconds = 0.0;
+  double run_seconds = 0.0;
   // Summed over threads; filled only with collect_timing.
   double mask_seconds = 0.0;     // making and applying masks
   double compute_seconds = 0.0;  // whole tiles (masks included)
@@ -149,8 +152,9 @@ class Engine {
                                      const PredictOptions& options);
 
   int threads() const { return pool_.size(); }
-  // Pool threads computing right now.
+  // Pool threads computing right now, and tasks waiting for one.
   int busy_threads() const { return pool_.busy(); }
+  int queued_tasks() const { return pool_.queued(); }
 
   struct Request;  // implementation detail, engine.cc
   struct Workspace;

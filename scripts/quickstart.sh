@@ -1,19 +1,41 @@
 #!/usr/bin/env bash
-# Quick start: installs the dependencies, builds mcdrop and runs the
-# Monte-Carlo-dropout engine on the bundled model (concrete compressive
-# strength), printing the predictive mean, standard deviation and a 95%
-# interval for two mixes, and the deterministic (dropout off) prediction.
+# Quick start: installs the dependencies, builds mcdrop, starts mcdrop-server
+# on the bundled model(s) (gRPC on :50051, Prometheus metrics on :9464), and,
+# once it reports SERVING, shows a real prediction made through
+# mcdrop-client. The server then keeps running in the foreground until
+# Ctrl-C (or SIGTERM), when it drains and exits.
+#   MCDROP_PORT=50051 MCDROP_METRICS_PORT=9464 scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+port=${MCDROP_PORT:-50051}
+mport=${MCDROP_METRICS_PORT:-9464}
 bash scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j "$(nproc)" --target mcdrop-model mcdrop-train
-model=models/concrete.safetensors
+cmake --build build -j "$(nproc)" --target mcdrop-server mcdrop-client mcdrop-model mcdrop-train
+
+models=()
+for f in models/*.safetensors; do models+=(--model "$f"); done
+./build/server/mcdrop-server "${models[@]}" --port "$port" --metrics_port "$mport" &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server' INT TERM
+for _ in $(seq 1 100); do
+  ./build/client/mcdrop-client health --target "localhost:$port" --timeout 1s >/dev/null 2>&1 && break
+  sleep 0.1
+done
+./build/client/mcdrop-client health --target "localhost:$port"
+./build/client/mcdrop-client models --target "localhost:$port"
 echo
-./build/tools/mcdrop-model info "$model"
-echo
-# Two mixes from the UCI data: 28-day (79.99 MPa measured) and 270-day (40.27 MPa).
-rows="540,0,0,162,2.5,1040,676,28;332.5,142.5,0,228,0,932,594,270"
-./build/tools/mcdrop-model predict "$model" --input "$rows" --samples 10000 --seed 7
-echo
-./build/tools/mcdrop-model predict "$model" --input "$rows" --deterministic
+echo "Two concrete mixes (measured: 79.99 MPa at 28 days, 40.27 MPa at 270 days), T = 10000:"
+./build/client/mcdrop-client predict --target "localhost:$port" --model concrete \
+  --input "540,0,0,162,2.5,1040,676,28;332.5,142.5,0,228,0,932,594,270" \
+  --samples 10000 --seed 7 --intervals 0.9,0.95
+cat <<MSG
+
+mcdrop-server is running (pid $server): gRPC on localhost:$port, metrics on
+http://localhost:$mport/metrics. From another terminal:
+  build/client/mcdrop-client predict --target localhost:$port --input "540,0,0,162,2.5,1040,676,28" --samples 1000
+  build/client/mcdrop-client predict --target localhost:$port --file rows.csv --json
+  curl -s localhost:$mport/metrics | grep mcdrop_
+Ctrl-C stops it (it drains in-flight calls first).
+MSG
+wait $server

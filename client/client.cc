@@ -1,0 +1,99 @@
+// Copyright 2026 The mcdrop Authors.
+
+#include "client/client.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace mcdrop {
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
+    const ClientOptions& options) {
+  if (options.target.empty()) return absl::InvalidArgumentError("empty target");
+  if (!options.load_balancing.empty() &&
+      options.load_balancing != "round_robin" &&
+      options.load_balancing != "pick_first") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown load balancing \"", options.load_balancing,
+                     "\" (round_robin or pick_first)"));
+  }
+  auto c = std::make_unique<Client>();
+  c->options_ = options;
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  if (!options.load_balancing.empty())
+    args.SetLoadBalancingPolicyName(options.load_balancing);
+  c->channel_ = grpc::CreateCustomChannel(
+      options.target, grpc::InsecureChannelCredentials(), args);
+  if (c->channel_ == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot make a channel to \"", options.target, "\""));
+  }
+  c->stub_ = v1::Inference::NewStub(c->channel_);
+  c->health_ = grpc::health::v1::Health::NewStub(c->channel_);
+  return c;
+}
+
+namespace {
+void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout) {
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    absl::ToChronoMilliseconds(timeout));
+}
+}  // namespace
+
+absl::StatusOr<v1::PredictResponse> Client::Predict(
+    const v1::PredictRequest& request) const {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, options_.timeout);
+  v1::PredictResponse response;
+  grpc::Status s = stub_->Predict(&ctx, request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response;
+}
+
+absl::StatusOr<v1::ListModelsResponse> Client::ListModels() const {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, options_.timeout);
+  v1::ListModelsResponse response;
+  grpc::Status s = stub_->ListModels(&ctx, v1::ListModelsRequest(), &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response;
+}
+
+absl::StatusOr<v1::ModelMetadata> Client::GetModelMetadata(
+    const std::string& model, int64_t version) const {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, options_.timeout);
+  v1::GetModelMetadataRequest request;
+  request.set_model(model);
+  request.set_version(version);
+  v1::ModelMetadata response;
+  grpc::Status s = stub_->GetModelMetadata(&ctx, request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response;
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>
+Client::Health(const std::string& service) const {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, options_.timeout);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status s = health_->Check(&ctx, request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response.status();
+}
+
+}  // namespace mcdrop

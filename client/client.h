@@ -1,0 +1,72 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// A small C++ client of mcdrop-server. Every call returns absl::Status(Or);
+// gRPC errors keep their code and message.
+//
+//   auto client = mcdrop::Client::Connect({.target = "localhost:50051"});
+//   mcdrop::v1::PredictRequest req;
+//   req.add_shape(1); req.add_shape(8);
+//   for (float v : row) req.add_inputs(v);
+//   req.set_samples(1000);
+//   auto resp = (*client)->Predict(req);
+//   double mean = resp->rows(0).outputs(0).mean();
+
+#ifndef MCDROP_CLIENT_CLIENT_H_
+#define MCDROP_CLIENT_CLIENT_H_
+
+#include <grpcpp/channel.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "mcdrop/v1/inference.grpc.pb.h"
+
+namespace mcdrop {
+
+struct ClientOptions {
+  // Any gRPC target: "host:port", "dns:///name:port",
+  // "ipv4:127.0.0.1:5001,127.0.0.1:5002", ...
+  std::string target = "localhost:50051";
+  // "" (gRPC's default, pick_first) or "round_robin" to spread calls over
+  // every address of the target.
+  std::string load_balancing;
+  // Deadline of each call.
+  absl::Duration timeout = absl::Seconds(30);
+  int max_message_bytes = 64 << 20;
+};
+
+// Thread-safe: one Client may serve many threads.
+class Client {
+ public:
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(
+      const ClientOptions& options);
+
+  absl::StatusOr<v1::PredictResponse> Predict(
+      const v1::PredictRequest& request) const;
+  absl::StatusOr<v1::ListModelsResponse> ListModels() const;
+  absl::StatusOr<v1::ModelMetadata> GetModelMetadata(const std::string& model,
+                                                     int64_t version = 0) const;
+  // The server's grpc.health.v1 status for `service` ("" = the whole server).
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
+      const std::string& service = "") const;
+
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  v1::Inference::Stub& stub() const { return *stub_; }
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Inference::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+// The one conversion from grpc::Status on the client side.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace mcdrop
+
+#endif  // MCDROP_CLIENT_CLIENT_H_

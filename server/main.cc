@@ -1,0 +1,114 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// mcdrop-server: serves Monte-Carlo-dropout models over gRPC.
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::vector<std::string>, model, {},
+          "NAME=PATH of a model file, or a bare PATH (named after the file); "
+          "repeat the flag or "
+          "separate with commas. The first is the default model.");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on for gRPC");
+ABSL_FLAG(int, port, 50051, "gRPC port (0: pick a free one)");
+ABSL_FLAG(int, metrics_port, 9464,
+          "Port of the Prometheus /metrics endpoint (0: disabled)");
+ABSL_FLAG(std::string, metrics_host, "0.0.0.0",
+          "Address of the /metrics endpoint");
+ABSL_FLAG(int, threads, 0, "Engine threads (0: all cores)");
+ABSL_FLAG(int, max_inflight, 256,
+          "Requests admitted at once; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, default_samples, 100,
+          "T for requests that ask for 0 when the model sets none");
+ABSL_FLAG(int, max_samples, 100000, "Largest T a request may ask for");
+ABSL_FLAG(int, max_batch_rows, 1024, "Most input rows per request");
+ABSL_FLAG(int, max_message_bytes, 64 << 20,
+          "Largest request or response message");
+ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(10),
+          "On SIGTERM/SIGINT: time in-flight calls get to finish");
+
+namespace {
+
+// absl flags keep the last occurrence; --model is documented as repeatable,
+// so join every occurrence into one comma-separated value first.
+std::vector<char*> JoinRepeatedModelFlags(int argc, char** argv,
+                                          std::vector<std::string>* store) {
+  std::vector<std::string> models;
+  std::vector<char*> out = {argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--model" || a == "-model") {
+      if (i + 1 < argc) models.push_back(argv[++i]);
+    } else if (a.rfind("--model=", 0) == 0 || a.rfind("-model=", 0) == 0) {
+      models.push_back(a.substr(a.find('=') + 1));
+    } else {
+      out.push_back(argv[i]);
+    }
+  }
+  if (!models.empty()) {
+    std::string joined = "--model=";
+    for (size_t i = 0; i < models.size(); ++i)
+      joined += (i ? "," : "") + models[i];
+    store->push_back(joined);
+    out.push_back(store->back().data());
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "mcdrop-server --model NAME=PATH [--port 50051] [flags]");
+  std::vector<std::string> store;
+  store.reserve(1);
+  std::vector<char*> args = JoinRepeatedModelFlags(argc, argv, &store);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  spdlog::set_default_logger(spdlog::stderr_color_mt("mcdrop-server"));
+
+  // Signals are taken synchronously by this thread: block them before any
+  // other thread starts, so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  mcdrop::server::ServerOptions options;
+  options.models = absl::GetFlag(FLAGS_model);
+  options.host = absl::GetFlag(FLAGS_host);
+  options.port = absl::GetFlag(FLAGS_port);
+  if (absl::GetFlag(FLAGS_metrics_port) > 0) {
+    options.metrics_address =
+        absl::StrCat(absl::GetFlag(FLAGS_metrics_host), ":",
+                     absl::GetFlag(FLAGS_metrics_port));
+  }
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.limits.max_inflight = absl::GetFlag(FLAGS_max_inflight);
+  options.limits.default_samples = absl::GetFlag(FLAGS_default_samples);
+  options.limits.max_samples = absl::GetFlag(FLAGS_max_samples);
+  options.limits.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
+  options.limits.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+
+  auto server = mcdrop::server::Server::Start(options);
+  if (!server.ok()) {
+    spdlog::error("cannot start: {}", server.status().ToString());
+    return 1;
+  }
+  int signal = 0;
+  sigwait(&signals, &signal);
+  spdlog::info("received {}", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->Shutdown(absl::GetFlag(FLAGS_grace_period));
+  return 0;
+}

@@ -1,0 +1,246 @@
+// Copyright 2026 The mcdrop Authors.
+
+#include "server/metrics.h"
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+
+#include <cmath>
+#include <exception>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "server/status_util.h"
+
+namespace mcdrop::server {
+namespace {
+
+using prometheus::Histogram;
+
+const grpc::StatusCode kCodes[] = {
+    grpc::StatusCode::OK,
+    grpc::StatusCode::CANCELLED,
+    grpc::StatusCode::INVALID_ARGUMENT,
+    grpc::StatusCode::DEADLINE_EXCEEDED,
+    grpc::StatusCode::NOT_FOUND,
+    grpc::StatusCode::RESOURCE_EXHAUSTED,
+    grpc::StatusCode::UNAVAILABLE,
+    grpc::StatusCode::INTERNAL,
+    grpc::StatusCode::UNAUTHENTICATED,
+};
+
+const Histogram::BucketBoundaries kSecondsBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25,   0.5,   1,      2.5,   5,    10,    30};
+const Histogram::BucketBoundaries kRowsBuckets = {
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+
+Histogram::BucketBoundaries Scaled(double scale,
+                                   std::initializer_list<double> factors) {
+  Histogram::BucketBoundaries b;
+  for (double f : factors) b.push_back(scale * f);
+  return b;
+}
+
+// Thread-pool gauges read at scrape time.
+class PoolCollector : public prometheus::Collectable {
+ public:
+  explicit PoolCollector(const Engine* engine) : engine_(engine) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    auto gauge = [](const char* name, const char* help, double v) {
+      prometheus::MetricFamily f;
+      f.name = name;
+      f.help = help;
+      f.type = prometheus::MetricType::Gauge;
+      prometheus::ClientMetric m;
+      m.gauge.value = v;
+      f.metric.push_back(m);
+      return f;
+    };
+    return {
+        gauge("mcdrop_threadpool_threads", "Threads in the engine's pool.",
+              engine_->threads()),
+        gauge("mcdrop_threadpool_busy_threads", "Pool threads computing now.",
+              engine_->busy_threads()),
+        gauge("mcdrop_threadpool_queued_tasks",
+              "Engine tasks waiting for a thread.", engine_->queued_tasks())};
+  }
+
+ private:
+  const Engine* engine_;
+};
+
+}  // namespace
+
+void ModelMetrics::CountRequest(grpc::StatusCode code) const {
+  auto it = requests.find(code);
+  (it == requests.end() ? unknown_code : it->second)->Increment();
+}
+
+void ModelMetrics::Observe(const Prediction& p) const {
+  queue->Observe(p.queue_seconds);
+  compute->Observe(p.run_seconds);
+  batch_rows->Observe(p.rows);
+  passes->Increment(static_cast<double>(p.rows) * p.samples);
+  if (p.task == Task::kRegression) {
+    for (int r = 0; r < p.rows; ++r) {
+      for (int d = 0;
+           d < p.outputs && d < static_cast<int>(predictive_std.size()); ++d) {
+        predictive_std[d]->Observe(std::sqrt(p.Variance(r, d)));
+      }
+    }
+  } else {
+    for (int r = 0; r < p.rows; ++r) {
+      entropy->Observe(p.entropy[r]);
+      mutual_information->Observe(p.mutual_information[r]);
+    }
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
+    const std::string& address, const Engine* engine) {
+  std::unique_ptr<Metrics> m(new Metrics());
+  try {
+    m->registry_ = std::make_shared<prometheus::Registry>();
+    auto& r = *m->registry_;
+    m->requests_ = &prometheus::BuildCounter()
+                        .Name("mcdrop_requests_total")
+                        .Help("Predict requests by model and gRPC status code.")
+                        .Register(r);
+    m->duration_ =
+        &prometheus::BuildHistogram()
+             .Name("mcdrop_request_duration_seconds")
+             .Help("Server-side Predict latency, from arrival to answer.")
+             .Register(r);
+    m->queue_ = &prometheus::BuildHistogram()
+                     .Name("mcdrop_request_queue_seconds")
+                     .Help("Time a Predict waited for an engine thread.")
+                     .Register(r);
+    m->compute_ = &prometheus::BuildHistogram()
+                       .Name("mcdrop_request_compute_seconds")
+                       .Help("Time the engine computed a Predict.")
+                       .Register(r);
+    m->batch_rows_ = &prometheus::BuildHistogram()
+                          .Name("mcdrop_request_batch_rows")
+                          .Help("Input rows per successful Predict.")
+                          .Register(r);
+    m->passes_ = &prometheus::BuildCounter()
+                      .Name("mcdrop_stochastic_passes_total")
+                      .Help("Forward passes computed (rows x T).")
+                      .Register(r);
+    m->std_ = &prometheus::BuildHistogram()
+                   .Name("mcdrop_predictive_std")
+                   .Help(
+                       "Predictive standard deviation per row and output, in "
+                       "output units "
+                       "(regression models).")
+                   .Register(r);
+    m->entropy_ =
+        &prometheus::BuildHistogram()
+             .Name("mcdrop_predictive_entropy_nats")
+             .Help("Predictive entropy per row (classification models).")
+             .Register(r);
+    m->mi_ =
+        &prometheus::BuildHistogram()
+             .Name("mcdrop_mutual_information_nats")
+             .Help("Mutual information (BALD) per row (classification models).")
+             .Register(r);
+    m->model_info_ =
+        &prometheus::BuildGauge()
+             .Name("mcdrop_model_info")
+             .Help(
+                 "1 for each served model, labelled with its version and task.")
+             .Register(r);
+    m->inflight_ = &prometheus::BuildGauge()
+                        .Name("mcdrop_inflight_requests")
+                        .Help("Predict requests admitted and not yet answered.")
+                        .Register(r)
+                        .Add({});
+    m->unknown_ = m->MakeChildren("", nullptr);
+    m->pool_collector_ = std::make_shared<PoolCollector>(engine);
+    if (!address.empty()) {
+      m->exposer_ = std::make_unique<prometheus::Exposer>(address);
+      m->exposer_->RegisterCollectable(m->registry_);
+      m->exposer_->RegisterCollectable(m->pool_collector_);
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(
+        "cannot start the metrics endpoint on \"", address, "\": ", e.what()));
+  }
+  return m;
+}
+
+Metrics::~Metrics() = default;
+
+ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
+                                    const Model* model) {
+  auto mm = std::make_unique<ModelMetrics>();
+  const prometheus::Labels labels = {{"model", model_label}};
+  for (grpc::StatusCode code : kCodes) {
+    mm->requests[code] =
+        &requests_->Add({{"model", model_label}, {"code", CodeName(code)}});
+  }
+  mm->unknown_code =
+      &requests_->Add({{"model", model_label}, {"code", "UNKNOWN"}});
+  mm->duration = &duration_->Add(labels, kSecondsBuckets);
+  mm->queue = &queue_->Add(labels, kSecondsBuckets);
+  mm->compute = &compute_->Add(labels, kSecondsBuckets);
+  mm->batch_rows = &batch_rows_->Add(labels, kRowsBuckets);
+  mm->passes = &passes_->Add(labels);
+  if (model != nullptr && model->task() == Task::kRegression) {
+    // Buckets from the model's output scale (its training-target std when
+    // the file has one) and its noise floor sqrt(1/tau).
+    const ModelSpec& spec = model->spec();
+    constexpr int kMaxOutputs = 16;  // bound the label cardinality
+    for (int d = 0; d < model->output_size() && d < kMaxOutputs; ++d) {
+      const double scale = spec.output_std.size() ? spec.output_std[d] : 1.0;
+      mm->predictive_std.push_back(
+          &std_->Add({{"model", model_label}, {"output", absl::StrCat(d)}},
+                     Scaled(scale, {0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5,
+                                    0.75, 1, 1.5, 2, 5})));
+    }
+  } else if (model != nullptr) {
+    const double max_h = std::log(static_cast<double>(model->output_size()));
+    mm->entropy = &entropy_->Add(
+        labels, Scaled(max_h, {0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
+                               0.7, 0.8, 0.9, 1.0}));
+    mm->mutual_information =
+        &mi_->Add(labels, Scaled(max_h, {0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                         0.1, 0.2, 0.3, 0.5, 1.0}));
+  }
+  ModelMetrics* raw = mm.get();
+  owned_.push_back(std::move(mm));
+  return raw;
+}
+
+const ModelMetrics* Metrics::ForModel(const ServedModel& model) {
+  absl::MutexLock lock(&mu_);
+  const auto key = std::make_pair(model.name, model.version);
+  auto it = by_model_.find(key);
+  if (it != by_model_.end()) return it->second;
+  ModelMetrics* mm = MakeChildren(model.name, &model.model);
+  model_info_
+      ->Add({{"model", model.name},
+             {"version", absl::StrCat(model.version)},
+             {"task", std::string(TaskName(model.model.task()))}})
+      .Set(1);
+  by_model_[key] = mm;
+  return mm;
+}
+
+std::vector<int> Metrics::ports() const {
+  return exposer_ ? exposer_->GetListeningPorts() : std::vector<int>{};
+}
+
+std::string Metrics::Text() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (auto& f : pool_collector_->Collect()) families.push_back(std::move(f));
+  prometheus::TextSerializer serializer;
+  std::ostringstream out;
+  serializer.Serialize(out, families);
+  return out.str();
+}
+
+}  // namespace mcdrop::server

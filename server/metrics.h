@@ -1,0 +1,99 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// The server's Prometheus metrics (prometheus-cpp). Families and their
+// labelled children are made once, when the server starts or a model is
+// added, and kept by pointer: nothing on the request path looks a metric up
+// by its labels.
+
+#ifndef MCDROP_SERVER_METRICS_H_
+#define MCDROP_SERVER_METRICS_H_
+
+#include <grpcpp/support/status.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/engine.h"
+#include "server/model_registry.h"
+
+namespace mcdrop::server {
+
+// The children of one model's labels.
+struct ModelMetrics {
+  std::map<grpc::StatusCode, prometheus::Counter*> requests;  // by code
+  prometheus::Counter* unknown_code = nullptr;
+  prometheus::Histogram* duration = nullptr;
+  prometheus::Histogram* queue = nullptr;
+  prometheus::Histogram* compute = nullptr;
+  prometheus::Histogram* batch_rows = nullptr;
+  prometheus::Counter* passes = nullptr;
+  std::vector<prometheus::Histogram*> predictive_std;   // regression, by output
+  prometheus::Histogram* entropy = nullptr;             // classification
+  prometheus::Histogram* mutual_information = nullptr;  // classification
+
+  void CountRequest(grpc::StatusCode code) const;
+  // Records a finished prediction's work and uncertainty.
+  void Observe(const Prediction& p) const;
+};
+
+class Metrics {
+ public:
+  // Starts the /metrics endpoint on `address` ("host:port"; port 0 picks a
+  // free one); an empty address keeps the metrics in memory only. `engine`
+  // supplies the thread-pool gauges at scrape time and must outlive this.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(
+      const std::string& address, const Engine* engine);
+  ~Metrics();
+
+  // The children for `model`, made on first use and kept. Thread-safe.
+  const ModelMetrics* ForModel(const ServedModel& model);
+  // For requests that name no served model (label model="").
+  const ModelMetrics* Unknown() const { return unknown_; }
+
+  prometheus::Gauge& inflight() { return *inflight_; }
+  // Ports the endpoint listens on (empty without an endpoint).
+  std::vector<int> ports() const;
+  // The exposition text, as a scrape would return it.
+  std::string Text() const;
+
+ private:
+  Metrics() = default;
+  ModelMetrics* MakeChildren(const std::string& model_label,
+                             const Model* model);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Collectable> pool_collector_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* duration_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* queue_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* compute_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* batch_rows_ = nullptr;
+  prometheus::Family<prometheus::Counter>* passes_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* std_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* entropy_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* mi_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* model_info_ = nullptr;
+  prometheus::Gauge* inflight_ = nullptr;
+  ModelMetrics* unknown_ = nullptr;
+
+  absl::Mutex mu_;
+  std::map<std::pair<std::string, int64_t>, const ModelMetrics*> by_model_
+      ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<ModelMetrics>> owned_;  // every child set made
+};
+
+}  // namespace mcdrop::server
+
+#endif  // MCDROP_SERVER_METRICS_H_

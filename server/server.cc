@@ -1,0 +1,112 @@
+// Copyright 2026 The mcdrop Authors.
+
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace mcdrop::server {
+
+constexpr char kServiceName[] = "mcdrop.v1.Inference";
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(
+    const ServerOptions& options) {
+  std::unique_ptr<Server> s(new Server());
+  if (options.models.empty()) {
+    return absl::InvalidArgumentError("no model given: pass --model NAME=PATH");
+  }
+  for (const std::string& spec : options.models) {
+    std::string name, path;
+    ParseModelSpec(spec, &name, &path);
+    if (absl::Status st = s->models_.Load(name, path); !st.ok()) return st;
+    auto m = s->models_.Get(name, 0);
+    spdlog::info("model {}: {} {} from {} (default T {})", name,
+                 std::string(TaskName((*m)->model.task())),
+                 absl::StrJoin((*m)->model.widths(), "-"), path,
+                 (*m)->model.spec().default_samples);
+  }
+  s->engine_ =
+      std::make_unique<Engine>(EngineOptions{.threads = options.threads});
+  auto metrics = Metrics::Create(options.metrics_address, s->engine_.get());
+  if (!metrics.ok()) return metrics.status();
+  s->metrics_ = *std::move(metrics);
+  for (const auto& m : s->models_.List()) s->metrics_->ForModel(*m);
+  s->service_ = std::make_unique<InferenceService>(
+      &s->models_, s->engine_.get(), s->metrics_.get(), options.limits);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(
+      options.host.find(':') != std::string::npos ? "[" + options.host + "]"
+                                                  : options.host,
+      ":", options.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+                           &s->port_);
+  builder.RegisterService(s->service_.get());
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(options.limits.max_message_bytes));
+  builder.SetMaxSendMessageSize(
+      static_cast<int>(options.limits.max_message_bytes));
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
+  }
+  auto* health = s->server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus(kServiceName, true);
+  spdlog::info(
+      "listening on {}:{} (gRPC: {}, grpc.health.v1.Health, reflection)",
+      options.host, s->port_, kServiceName);
+  if (!options.metrics_address.empty()) {
+    spdlog::info("metrics on http://{}/metrics (port {})",
+                 options.metrics_address,
+                 absl::StrJoin(s->metrics_->ports(), ","));
+  } else {
+    spdlog::info("metrics endpoint disabled");
+  }
+  spdlog::info(
+      "engine threads {}, max in flight {}, max T {}, max rows {}, default T "
+      "{}",
+      s->engine_->threads(), options.limits.max_inflight,
+      options.limits.max_samples, options.limits.max_batch_rows,
+      options.limits.default_samples);
+  return s;
+}
+
+void Server::StartDraining() {
+  if (draining_) return;
+  draining_ = true;
+  auto* health = server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  service_->StartDraining();
+}
+
+void Server::Shutdown(absl::Duration grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  spdlog::info(
+      "draining: health NOT_SERVING, {} request(s) in flight, grace {}",
+      service_->inflight(), absl::FormatDuration(grace));
+  StartDraining();
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    absl::ToChronoSeconds(grace));
+  server_->Wait();
+  spdlog::info("stopped");
+}
+
+Server::~Server() {
+  if (server_ != nullptr) Shutdown(absl::ZeroDuration());
+}
+
+}  // namespace mcdrop::server

@@ -1,0 +1,72 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// mcdrop-server as a library: loads the models, starts the engine, the gRPC
+// server (Inference, grpc.health.v1.Health, reflection) and the metrics
+// endpoint. main() only parses flags into ServerOptions and waits for a
+// signal.
+
+#ifndef MCDROP_SERVER_SERVER_H_
+#define MCDROP_SERVER_SERVER_H_
+
+#include <grpcpp/server.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/engine.h"
+#include "server/metrics.h"
+#include "server/model_registry.h"
+#include "server/service.h"
+
+namespace mcdrop::server {
+
+struct ServerOptions {
+  // "NAME=PATH" or "PATH" (named after the file). The first is the default.
+  std::vector<std::string> models;
+  std::string host = "0.0.0.0";
+  int port = 50051;             // 0 picks a free port
+  std::string metrics_address;  // "host:port" of /metrics; empty: none
+  int threads = 0;              // engine threads; 0: all cores
+  Limits limits;
+};
+
+class Server {
+ public:
+  // Loads every model and starts serving. Any model that fails to load fails
+  // the start, with the loader's message naming the file.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(
+      const ServerOptions& options);
+  ~Server();
+
+  // Health turns NOT_SERVING and new Predicts get UNAVAILABLE, while the
+  // server still answers health checks (so load balancers see it leave).
+  void StartDraining();
+  // Drains (StartDraining), stops accepting calls, gives calls in flight up
+  // to `grace` to finish, cancels the rest, and returns when every call is
+  // done. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  int port() const { return port_; }
+  std::vector<int> metrics_ports() const { return metrics_->ports(); }
+  Metrics& metrics() { return *metrics_; }
+  Engine& engine() { return *engine_; }
+  const ModelRegistry& models() const { return models_; }
+
+ private:
+  Server() = default;
+  ModelRegistry models_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+  bool draining_ = false;
+};
+
+}  // namespace mcdrop::server
+
+#endif  // MCDROP_SERVER_SERVER_H_

@@ -1,0 +1,464 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// Integration tests: the real server on an ephemeral loopback port, called
+// through the generated stub, checked against the engine called directly.
+
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <regex>
+#include <thread>
+
+#include "client/client.h"
+#include "core/intervals.h"
+#include "tests/testing/models.h"
+
+namespace mcdrop::server {
+namespace {
+
+using ::testing::HasSubstr;
+using v1::PredictRequest;
+using v1::PredictResponse;
+
+const std::string kConcrete =
+    std::string(MCDROP_SOURCE_DIR) + "/models/concrete.safetensors";
+
+std::string ClassifierPath() {
+  static const std::string path = [] {
+    const std::string p = ::testing::TempDir() + "/digits_like.safetensors";
+    auto m = Model::Create(testing::RandomSpec({16, 32, 5}, {0.1f, 0.3f},
+                                               Task::kClassification,
+                                               Activation::kRelu, 3));
+    EXPECT_TRUE(m.ok() && m->Save(p).ok());
+    return p;
+  }();
+  return path;
+}
+
+// GET /metrics over plain HTTP/1.0.
+std::string Scrape(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  close(fd);
+  return out;
+}
+
+// The value of one sample line, e.g. Metric(text, "mcdrop_requests_total",
+// "code=\"OK\",model=\"concrete\"").
+double Metric(const std::string& text, const std::string& name,
+              const std::string& labels) {
+  const std::string key =
+      labels.empty() ? "\n" + name + " " : name + "{" + labels + "} ";
+  const size_t at = text.find(key);
+  if (at == std::string::npos) return NAN;
+  return std::stod(text.substr(at + key.size()));
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void StartServer(Limits limits = {}) {
+    ServerOptions o;
+    o.models = {"concrete=" + kConcrete, "digits=" + ClassifierPath()};
+    o.host = "127.0.0.1";
+    o.port = 0;
+    o.metrics_address = "127.0.0.1:0";
+    o.threads = 2;
+    o.limits = limits;
+    auto s = Server::Start(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = *std::move(s);
+    channel_ =
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                            grpc::InsecureChannelCredentials());
+    stub_ = v1::Inference::NewStub(channel_);
+    ClientOptions co;
+    co.target = "127.0.0.1:" + std::to_string(server_->port());
+    auto c = Client::Connect(co);
+    ASSERT_TRUE(c.ok());
+    client_ = *std::move(c);
+  }
+  void SetUp() override { StartServer(); }
+
+  grpc::Status Call(const PredictRequest& req, PredictResponse* resp,
+                    absl::Duration timeout = absl::Seconds(30)) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     absl::ToChronoMilliseconds(timeout));
+    return stub_->Predict(&ctx, req, resp);
+  }
+
+  static PredictRequest Request(const std::string& model,
+                                const RowMajorMatrixXf& x, int T,
+                                uint64_t seed) {
+    PredictRequest r;
+    r.set_model(model);
+    r.add_shape(x.rows());
+    r.add_shape(x.cols());
+    for (Eigen::Index i = 0; i < x.size(); ++i) r.add_inputs(x.data()[i]);
+    r.set_samples(T);
+    r.set_seed(seed);
+    return r;
+  }
+
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Inference::Stub> stub_;
+  std::unique_ptr<Client> client_;
+};
+
+RowMajorMatrixXf ConcreteRows() {
+  RowMajorMatrixXf x(3, 8);
+  x << 540, 0, 0, 162, 2.5, 1040, 676, 28,     //
+      332.5, 142.5, 0, 228, 0, 932, 594, 270,  //
+      198.6, 132.4, 0, 192, 0, 978.4, 825.5, 90;
+  return x;
+}
+
+TEST_F(ServerTest, RegressionMatchesTheEngine) {
+  const RowMajorMatrixXf x = ConcreteRows();
+  PredictRequest req = Request("concrete", x, 500, 42);
+  req.add_interval_levels(0.9);
+  req.set_return_samples(true);
+  PredictResponse resp;
+  ASSERT_TRUE(Call(req, &resp).ok());
+  EXPECT_EQ(resp.model(), "concrete");
+  EXPECT_EQ(resp.version(), 1);
+  EXPECT_EQ(resp.task(), v1::REGRESSION);
+  EXPECT_EQ(resp.samples(), 500);
+  EXPECT_EQ(resp.seed(), 42u);
+  EXPECT_GE(resp.compute_seconds(), 0);
+
+  auto model = Model::Load(kConcrete);
+  ASSERT_TRUE(model.ok());
+  Engine engine({.threads = 1});
+  PredictOptions opt;
+  opt.samples = 500;
+  opt.seed = 42;
+  opt.return_samples = true;
+  auto p = engine.Predict(*model, InputMatrix(x.data(), 3, 8), opt);
+  ASSERT_TRUE(p.ok());
+  ASSERT_EQ(resp.rows_size(), 3);
+  std::vector<double> scratch;
+  for (int r = 0; r < 3; ++r) {
+    const auto& o = resp.rows(r).outputs(0);
+    EXPECT_EQ(o.mean(),
+              p->Mean(r, 0));  // bit-identical: same engine, same seed
+    EXPECT_EQ(o.variance(), p->Variance(r, 0));
+    EXPECT_EQ(o.model_variance(), p->model_variance[r]);
+    EXPECT_DOUBLE_EQ(o.std(), std::sqrt(p->Variance(r, 0)));
+    const IntervalBounds b = PredictiveInterval(
+        p->sample_values.data() + r, 3, 500, 1.0 / model->tau(), 0.9, &scratch);
+    ASSERT_EQ(o.intervals_size(), 1);
+    EXPECT_EQ(o.intervals(0).level(), 0.9);
+    EXPECT_DOUBLE_EQ(o.intervals(0).lower(), b.lower);
+    EXPECT_DOUBLE_EQ(o.intervals(0).upper(), b.upper);
+  }
+  ASSERT_EQ(resp.sample_shape_size(), 3);
+  EXPECT_EQ(resp.sample_shape(0), 500);
+  EXPECT_EQ(resp.sample_shape(1), 3);
+  EXPECT_EQ(resp.sample_shape(2), 1);
+  for (int i = 0; i < 1500; ++i)
+    ASSERT_EQ(resp.sample_values(i), p->sample_values[i]);
+}
+
+TEST_F(ServerTest, ClassificationMatchesTheEngine) {
+  const RowMajorMatrixXf x = testing::RandomInputs(4, 16, 8);
+  PredictResponse resp;
+  ASSERT_TRUE(Call(Request("digits", x, 200, 9), &resp).ok());
+  EXPECT_EQ(resp.task(), v1::CLASSIFICATION);
+  auto model = Model::Load(ClassifierPath());
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 200;
+  opt.seed = 9;
+  auto p = engine.Predict(*model, InputMatrix(x.data(), 4, 16), opt);
+  ASSERT_TRUE(p.ok());
+  for (int r = 0; r < 4; ++r) {
+    const auto& c = resp.rows(r).classification();
+    ASSERT_EQ(c.probabilities_size(), 5);
+    for (int k = 0; k < 5; ++k) EXPECT_EQ(c.probabilities(k), p->Mean(r, k));
+    EXPECT_EQ(c.predicted_class(), p->predicted_class[r]);
+    EXPECT_EQ(c.entropy(), p->entropy[r]);
+    EXPECT_EQ(c.mutual_information(), p->mutual_information[r]);
+    EXPECT_EQ(c.variation_ratio(), p->variation_ratio[r]);
+  }
+}
+
+TEST_F(ServerTest, SeedsReproduceOverTheWire) {
+  const RowMajorMatrixXf x = ConcreteRows();
+  PredictResponse a, b, fresh, again;
+  ASSERT_TRUE(Call(Request("concrete", x, 300, 5), &a).ok());
+  ASSERT_TRUE(Call(Request("concrete", x, 300, 5), &b).ok());
+  EXPECT_EQ(a.SerializeAsString().size(), b.SerializeAsString().size());
+  for (int r = 0; r < 3; ++r)
+    EXPECT_EQ(a.rows(r).outputs(0).mean(), b.rows(r).outputs(0).mean());
+  // Seed 0: the server picks one, reports it, and it reproduces the answer.
+  ASSERT_TRUE(Call(Request("", x, 300, 0), &fresh).ok());
+  EXPECT_NE(fresh.seed(), 0u);
+  EXPECT_EQ(fresh.model(), "concrete");  // the default model
+  ASSERT_TRUE(Call(Request("concrete", x, 300, fresh.seed()), &again).ok());
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(fresh.rows(r).outputs(0).mean(), again.rows(r).outputs(0).mean());
+    EXPECT_EQ(fresh.rows(r).outputs(0).variance(),
+              again.rows(r).outputs(0).variance());
+  }
+  EXPECT_NE(a.rows(0).outputs(0).mean(), fresh.rows(0).outputs(0).mean());
+}
+
+TEST_F(ServerTest, DeterministicModeIsOnePassWithDropoutOff) {
+  const RowMajorMatrixXf x = ConcreteRows();
+  PredictRequest req = Request("concrete", x, 0, 1);
+  req.set_mode(v1::DETERMINISTIC);
+  PredictResponse resp;
+  ASSERT_TRUE(Call(req, &resp).ok());
+  EXPECT_EQ(resp.samples(), 1);
+  auto model = Model::Load(kConcrete);
+  const std::vector<double> ref =
+      testing::ReferencePass(*model, &x(1, 0), 1, 0, 0, false);
+  EXPECT_NEAR(resp.rows(1).outputs(0).mean(), ref[0], 1e-4);
+  EXPECT_EQ(resp.rows(1).outputs(0).model_variance(), 0.0);
+}
+
+struct BadCase {
+  std::string name;
+  std::function<void(PredictRequest&)> mutate;
+  grpc::StatusCode code;
+  std::string message;
+};
+
+TEST_F(ServerTest, BadInputGetsAClearErrorAndServingContinues) {
+  const std::vector<BadCase> cases = {
+      {"wrong width", [](PredictRequest& r) { r.set_shape(1, 7); },
+       grpc::StatusCode::INVALID_ARGUMENT, "takes 8 values per row, not 7"},
+      {"empty batch",
+       [](PredictRequest& r) {
+         r.set_shape(0, 0);
+         r.clear_inputs();
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "empty"},
+      {"values do not fill the shape",
+       [](PredictRequest& r) { r.mutable_inputs()->RemoveLast(); },
+       grpc::StatusCode::INVALID_ARGUMENT, "needs 24 input values, got 23"},
+      {"no shape", [](PredictRequest& r) { r.clear_shape(); },
+       grpc::StatusCode::INVALID_ARGUMENT, "shape must be"},
+      {"NaN", [](PredictRequest& r) { r.set_inputs(9, NAN); },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "row 1 column 1 is not a finite number"},
+      {"infinity", [](PredictRequest& r) { r.set_inputs(0, INFINITY); },
+       grpc::StatusCode::INVALID_ARGUMENT, "not a finite number"},
+      {"T over the limit", [](PredictRequest& r) { r.set_samples(5000); },
+       grpc::StatusCode::INVALID_ARGUMENT, "exceed the server's limit of 2000"},
+      {"negative T", [](PredictRequest& r) { r.set_samples(-4); },
+       grpc::StatusCode::INVALID_ARGUMENT, "samples must be >= 0"},
+      {"too many rows",
+       [](PredictRequest& r) {
+         r.set_shape(0, 20);
+         for (int i = 0; i < 17 * 8; ++i) r.add_inputs(1);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "exceed the server's limit of 10 rows"},
+      {"bad interval", [](PredictRequest& r) { r.add_interval_levels(1.5); },
+       grpc::StatusCode::INVALID_ARGUMENT, "interval level 1.5"},
+      {"unknown model", [](PredictRequest& r) { r.set_model("nope"); },
+       grpc::StatusCode::NOT_FOUND, "no model named \"nope\""},
+      {"unknown version", [](PredictRequest& r) { r.set_version(7); },
+       grpc::StatusCode::NOT_FOUND, "no version 7"},
+  };
+  server_.reset();
+  Limits limits;
+  limits.max_samples = 2000;
+  limits.max_batch_rows = 10;
+  StartServer(limits);
+  const PredictRequest good = Request("concrete", ConcreteRows(), 100, 3);
+  for (const BadCase& c : cases) {
+    PredictRequest bad = good;
+    c.mutate(bad);
+    PredictResponse resp;
+    grpc::Status s = Call(bad, &resp);
+    EXPECT_EQ(s.error_code(), c.code) << c.name << ": " << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr(c.message)) << c.name;
+    PredictResponse ok;
+    EXPECT_TRUE(Call(good, &ok).ok()) << "after " << c.name;
+  }
+}
+
+TEST_F(ServerTest, DeadlineStopsAHugeRequestPromptly) {
+  RowMajorMatrixXf x(64, 8);
+  for (int r = 0; r < 64; ++r) x.row(r) = ConcreteRows().row(r % 3);
+  PredictResponse resp;
+  const absl::Time start = absl::Now();
+  grpc::Status s =
+      Call(Request("concrete", x, 100000, 1), &resp, absl::Milliseconds(100));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(took, absl::Seconds(1));  // 6.4M passes would take several seconds
+  // No work continues for it: the engine goes idle and the request is
+  // counted, as DEADLINE_EXCEEDED, within a moment.
+  bool idle = false;
+  for (int i = 0; i < 100 && !idle; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+    idle = server_->engine().busy_threads() == 0 &&
+           server_->engine().queued_tasks() == 0;
+  }
+  EXPECT_TRUE(idle);
+  absl::SleepFor(absl::Milliseconds(50));
+  const std::string text = Scrape(server_->metrics_ports().at(0));
+  EXPECT_EQ(Metric(text, "mcdrop_requests_total",
+                   "code=\"DEADLINE_EXCEEDED\",model=\"concrete\""),
+            1);
+}
+
+TEST_F(ServerTest, AdmissionLimitAnswersResourceExhausted) {
+  server_.reset();
+  Limits limits;
+  limits.max_inflight = 1;
+  StartServer(limits);
+  RowMajorMatrixXf x(64, 8);
+  for (int r = 0; r < 64; ++r) x.row(r) = ConcreteRows().row(r % 3);
+  // One long request holds the only slot...
+  std::thread long_call([&] {
+    PredictResponse resp;
+    EXPECT_TRUE(Call(Request("concrete", x, 30000, 1), &resp).ok());
+  });
+  for (int i = 0; i < 200 && server_->engine().busy_threads() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  // ... so the next one is refused at once.
+  PredictResponse resp;
+  const absl::Time start = absl::Now();
+  grpc::Status s = Call(Request("concrete", ConcreteRows(), 10, 1), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("limit of 1 requests in flight"));
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(500));
+  long_call.join();
+  EXPECT_TRUE(Call(Request("concrete", ConcreteRows(), 10, 1), &resp).ok());
+}
+
+TEST_F(ServerTest, HealthTurnsNotServingWhileDraining) {
+  auto status = client_->Health();
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(*status, grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(*client_->Health("mcdrop.v1.Inference"),
+            grpc::health::v1::HealthCheckResponse::SERVING);
+  server_->StartDraining();
+  EXPECT_EQ(*client_->Health(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(*client_->Health("mcdrop.v1.Inference"),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  PredictResponse resp;
+  EXPECT_EQ(
+      Call(Request("concrete", ConcreteRows(), 10, 1), &resp).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(ServerTest, MetadataAndListModels) {
+  auto list = client_->ListModels();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->models_size(), 2);
+  const auto& c = list->models(0);
+  EXPECT_EQ(c.name(), "concrete");
+  EXPECT_TRUE(c.is_default());
+  EXPECT_EQ(c.task(), v1::REGRESSION);
+  EXPECT_EQ(c.input_size(), 8);
+  EXPECT_EQ(c.output_size(), 1);
+  EXPECT_THAT(std::vector<int>(c.layer_sizes().begin(), c.layer_sizes().end()),
+              ::testing::ElementsAre(8, 50, 1));
+  EXPECT_EQ(c.activation(), "relu");
+  EXPECT_NEAR(c.dropout(0), 0.01, 1e-7);
+  EXPECT_NEAR(c.tau(), 0.075, 1e-12);
+  EXPECT_EQ(c.default_samples(), 100);
+  EXPECT_GT(c.load_time(), 1.7e9);
+  auto d = client_->GetModelMetadata("digits");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->task(), v1::CLASSIFICATION);
+  EXPECT_FALSE(d->is_default());
+  EXPECT_EQ(client_->GetModelMetadata("nope").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, ScrapedMetricsMatchTheRequestsSent) {
+  const RowMajorMatrixXf x = ConcreteRows();
+  PredictResponse resp;
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(Call(Request("concrete", x, 250, i + 1), &resp).ok());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(
+        Call(Request("digits", testing::RandomInputs(5, 16, i), 40, 1), &resp)
+            .ok());
+  }
+  PredictRequest bad = Request("concrete", x, 10, 1);
+  bad.set_shape(1, 3);
+  EXPECT_FALSE(Call(bad, &resp).ok());
+  EXPECT_FALSE(Call(Request("nope", x, 10, 1), &resp).ok());
+
+  const std::string text = Scrape(server_->metrics_ports().at(0));
+  ASSERT_THAT(text, HasSubstr("200 OK"));
+  EXPECT_EQ(
+      Metric(text, "mcdrop_requests_total", "code=\"OK\",model=\"concrete\""),
+      4);
+  EXPECT_EQ(
+      Metric(text, "mcdrop_requests_total", "code=\"OK\",model=\"digits\""), 2);
+  EXPECT_EQ(Metric(text, "mcdrop_requests_total",
+                   "code=\"INVALID_ARGUMENT\",model=\"concrete\""),
+            1);
+  EXPECT_EQ(
+      Metric(text, "mcdrop_requests_total", "code=\"NOT_FOUND\",model=\"\""),
+      1);
+  EXPECT_EQ(Metric(text, "mcdrop_request_duration_seconds_count",
+                   "model=\"concrete\""),
+            4);
+  EXPECT_EQ(
+      Metric(text, "mcdrop_request_queue_seconds_count", "model=\"concrete\""),
+      4);
+  EXPECT_EQ(Metric(text, "mcdrop_request_compute_seconds_count",
+                   "model=\"concrete\""),
+            4);
+  EXPECT_EQ(
+      Metric(text, "mcdrop_stochastic_passes_total", "model=\"concrete\""),
+      4 * 3 * 250);
+  EXPECT_EQ(Metric(text, "mcdrop_stochastic_passes_total", "model=\"digits\""),
+            2 * 5 * 40);
+  EXPECT_EQ(
+      Metric(text, "mcdrop_request_batch_rows_count", "model=\"concrete\""), 4);
+  EXPECT_EQ(Metric(text, "mcdrop_request_batch_rows_sum", "model=\"concrete\""),
+            12);
+  EXPECT_EQ(Metric(text, "mcdrop_predictive_std_count",
+                   "model=\"concrete\",output=\"0\""),
+            12);
+  EXPECT_EQ(
+      Metric(text, "mcdrop_predictive_entropy_nats_count", "model=\"digits\""),
+      10);
+  EXPECT_EQ(
+      Metric(text, "mcdrop_mutual_information_nats_count", "model=\"digits\""),
+      10);
+  EXPECT_EQ(Metric(text, "mcdrop_model_info",
+                   "model=\"concrete\",task=\"regression\",version=\"1\""),
+            1);
+  EXPECT_EQ(Metric(text, "mcdrop_inflight_requests", ""), 0);
+  EXPECT_THAT(text, HasSubstr("mcdrop_threadpool_threads 2"));
+}
+
+}  // namespace
+}  // namespace mcdrop::server
