@@ -53,10 +53,13 @@ for i in 1 2 3; do
     --timeout 60s > "$tmp/long$i.txt" 2>&1 &
   cpids+=($!)
 done
-for _ in $(seq 1 100); do
-  grep -q 'mcdrop_inflight_requests [1-9]' <(curl -s "http://127.0.0.1:$mport/metrics") && break
-  sleep 0.05
+# Wait until all three are admitted (each first asks for the metadata).
+for _ in $(seq 1 400); do
+  grep -q '^mcdrop_inflight_requests 3' <(curl -s "http://127.0.0.1:$mport/metrics") && break
+  sleep 0.025
 done
+grep -q '^mcdrop_inflight_requests 3' <(curl -s "http://127.0.0.1:$mport/metrics") \
+  || { echo "FAIL: the three long requests were not in flight together"; exit 1; }
 start=$(date +%s.%N)
 kill -TERM "$spid"
 sleep 0.2
