@@ -312,11 +312,18 @@ void Engine::Start(std::shared_ptr<Request> req) {
   const std::vector<int> widths = model.widths();
   req->max_width = *std::max_element(widths.begin() + req->first, widths.end());
   const int64_t total = static_cast<int64_t>(B) * T;
+  // Columns per tile: enough to keep a layer's activations in L2, and, when
+  // that leaves fewer than two tiles per thread, fewer columns so every
+  // thread gets work -- but never tiles so small (under ~256k multiply-adds)
+  // that scheduling them costs more than it saves.
   int64_t target = std::clamp<int64_t>(262144 / req->max_width, 64, 4096);
   const int threads = pool_.size();
-  if (total > 2 * threads * 128 &&
-      (total + target - 1) / target < 2 * threads) {
-    target = std::max<int64_t>(128, (total + 2 * threads - 1) / (2 * threads));
+  const int64_t macs_per_column = std::max<int64_t>(1, model.MultiplyAdds(req->first));
+  const int64_t min_cols = RoundUp(
+      std::max<int64_t>(kColumnAlign, 262144 / macs_per_column), kColumnAlign);
+  if ((total + target - 1) / target < 2 * threads) {
+    const int64_t even = RoundUp((total + 2 * threads - 1) / (2 * threads), kColumnAlign);
+    target = std::min(target, std::max(min_cols, even));
   }
   int S = opt.samples_per_tile, R = opt.rows_per_tile;
   if (S == 0 && R == 0) {
