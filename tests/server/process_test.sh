@@ -26,6 +26,8 @@ done
 "$client" health --target "$target" | grep -qx SERVING
 echo "ok: health SERVING"
 
+/usr/bin/python3 "$(dirname "$0")/reflection_check.py" "$target"
+
 "$client" predict --target "$target" --input "540,0,0,162,2.5,1040,676,28" --samples 500 \
   --seed 3 --intervals 0.9 | tee "$tmp/predict.txt"
 grep -q "row 0  mean" "$tmp/predict.txt"
