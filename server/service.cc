@@ -214,6 +214,8 @@ void DescribeModel(const ServedModel& served, bool is_default,
       absl::ToDoubleSeconds(served.load_time - absl::UnixEpoch()));
   out->set_is_default(is_default);
   out->set_source(served.source);
+  for (float v : m.spec().input_mean) out->add_input_mean(v);
+  for (float v : m.spec().input_std) out->add_input_std(v);
 }
 
 InferenceService::InferenceService(const ModelRegistry* models, Engine* engine,

@@ -1,0 +1,57 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// A closed-loop load generator in the manner of ghz: `concurrency` calls are
+// kept in flight over gRPC's asynchronous API, each completion immediately
+// starting the next, from one thread. Calls started during the warm-up are
+// not measured; every measured call is counted exactly once.
+
+#ifndef MCDROP_CLIENT_LOAD_GENERATOR_H_
+#define MCDROP_CLIENT_LOAD_GENERATOR_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+
+namespace mcdrop {
+
+struct LoadOptions {
+  enum class Rpc { kPredict, kHealth };
+  Rpc rpc = Rpc::kPredict;
+  int concurrency = 1;
+  // Stop after `requests` measured calls when > 0, else after `duration`.
+  int64_t requests = 0;
+  absl::Duration duration = absl::Seconds(10);
+  absl::Duration warmup = absl::Seconds(1);
+  absl::Duration timeout = absl::Seconds(30);
+};
+
+struct LoadReport {
+  int64_t count = 0;          // measured calls
+  int64_t errors = 0;         // measured calls that did not return OK
+  int64_t warmup_calls = 0;   // calls started during the warm-up
+  double seconds = 0.0;       // first measured start to last measured completion
+  double requests_per_second = 0.0;
+  double rows_per_second = 0.0;
+  double passes_per_second = 0.0;  // rows x T of the OK calls
+  // Latency of the measured calls, seconds, from the recorded values.
+  double min = 0, mean = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
+  std::map<std::string, int64_t> codes;  // by status code name
+};
+
+// Runs the load against `client`. Predict calls cycle through `requests`
+// (which must not be empty for Rpc::kPredict). InvalidArgument for bad
+// options.
+absl::StatusOr<LoadReport> RunLoad(const Client& client, const LoadOptions& options,
+                                   const std::vector<v1::PredictRequest>& requests);
+
+// The q-quantile (0..1) of sorted values, nearest rank.
+double Quantile(const std::vector<double>& sorted, double q);
+
+}  // namespace mcdrop
+
+#endif  // MCDROP_CLIENT_LOAD_GENERATOR_H_
