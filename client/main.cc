@@ -227,15 +227,6 @@ int Predict() {
   return 0;
 }
 
-absl::StatusOr<std::vector<int>> ParseInts(const std::string& text) {
-  std::vector<int> out;
-  for (absl::string_view t : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    int v;
-    if (!absl::SimpleAtoi(t, &v)) return absl::InvalidArgumentError(absl::StrCat("bad column \"", t, "\""));
-    out.push_back(v);
-  }
-  return out;
-}
 
 // Requests for the load generator: rows from --file/--input, else random
 // rows within the model's standardisation range (mean +- 2 std).
@@ -348,7 +339,7 @@ int Eval() {
   const bool regression = meta->task() == mcdrop::v1::REGRESSION;
   std::vector<int> features;
   if (!absl::GetFlag(FLAGS_features).empty()) {
-    auto f = ParseInts(absl::GetFlag(FLAGS_features));
+    auto f = mcdrop::ParseIntList(absl::GetFlag(FLAGS_features));
     if (!f.ok()) return Fail(f.status());
     features = *f;
   }

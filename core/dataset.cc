@@ -65,6 +65,18 @@ absl::StatusOr<std::vector<double>> ReadNumbers(const std::string& path) {
 
 }  // namespace
 
+absl::StatusOr<std::vector<int>> ParseIntList(absl::string_view text) {
+  std::vector<int> out;
+  for (absl::string_view t : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int v;
+    if (!absl::SimpleAtoi(t, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", t, "\" is not an integer"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
 absl::StatusOr<Eigen::MatrixXd> ReadTable(const std::string& path) {
   MCDROP_ASSIGN_OR_RETURN(std::string text, ReadAll(path));
   return ParseTable(text, path);

@@ -25,6 +25,9 @@ absl::StatusOr<Eigen::MatrixXd> ReadTable(const std::string& path);
 absl::StatusOr<Eigen::MatrixXd> ParseTable(absl::string_view text,
                                            const std::string& source);
 
+// Parses "0, 3,5" into {0, 3, 5}; InvalidArgument naming a bad item.
+absl::StatusOr<std::vector<int>> ParseIntList(absl::string_view text);
+
 // Splits a table into a data set: `target` is the target column (negative
 // counts from the end), `features` the feature columns (empty: every other
 // column). Classification targets must be non-negative integers; the number

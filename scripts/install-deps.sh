@@ -16,6 +16,9 @@ PACKAGES=(
   prometheus curl python3 python3-grpcio time
 )
 
+# Optional extras: --with-plots adds gnuplot for the experiment figures.
+if [ "${1:-}" = "--with-plots" ]; then PACKAGES+=(gnuplot-nox); fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

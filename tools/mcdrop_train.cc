@@ -98,19 +98,6 @@ int Fail(const absl::Status& s) {
   return 1;
 }
 
-absl::StatusOr<std::vector<int>> ParseInts(const std::string& text) {
-  std::vector<int> out;
-  for (absl::string_view t :
-       absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    int v;
-    if (!absl::SimpleAtoi(t, &v)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("\"", t, "\" is not an integer"));
-    }
-    out.push_back(v);
-  }
-  return out;
-}
 
 int Threads() {
   const int t = absl::GetFlag(FLAGS_threads);
@@ -127,7 +114,7 @@ absl::StatusOr<TrainConfig> ConfigFromFlags() {
   auto act = ParseActivation(absl::GetFlag(FLAGS_activation));
   if (!act.ok()) return act.status();
   c.activation = *act;
-  auto hidden = ParseInts(absl::GetFlag(FLAGS_hidden));
+  auto hidden = ParseIntList(absl::GetFlag(FLAGS_hidden));
   if (!hidden.ok()) return hidden.status();
   c.hidden = *hidden;
   c.dropout = absl::GetFlag(FLAGS_dropout);
@@ -172,7 +159,7 @@ int Fit(const std::string& command_line) {
     if (!table.ok()) return Fail(table.status());
     std::vector<int> features;
     if (!absl::GetFlag(FLAGS_features).empty()) {
-      auto f = ParseInts(absl::GetFlag(FLAGS_features));
+      auto f = ParseIntList(absl::GetFlag(FLAGS_features));
       if (!f.ok()) return Fail(f.status());
       features = *f;
     }

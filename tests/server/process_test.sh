@@ -14,7 +14,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 port=$(free_port)
 mport=$(free_port)
-"$server" --model "concrete=$model" --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 \
+digits="$(dirname "$model")/digits.safetensors"
+"$server" --model "concrete=$model" --model "digits=$digits" --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 \
   --metrics_port "$mport" --threads 2 --grace_period 20s 2> "$tmp/server.log" &
 spid=$!
 pids+=("$spid")
@@ -41,10 +42,19 @@ else
   echo "FAIL: a 3-value row was accepted"; exit 1
 fi
 
+# The bundled classifier: a blank image and a clear "0" from the digits data.
+"$client" predict --target "$target" --model digits --samples 100 --input \
+  "$(python3 -c 'print(",".join(["0"]*64))');0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0" \
+  | tee "$tmp/digits.txt"
+grep -q "row 1  class 0" "$tmp/digits.txt"
+echo "ok: the bundled digits model reads a 0"
+
 curl -sf "http://127.0.0.1:$mport/metrics" > "$tmp/metrics.txt"
 promtool check metrics < "$tmp/metrics.txt"
 grep -q 'mcdrop_requests_total{code="OK",model="concrete"} 1' "$tmp/metrics.txt"
 grep -q 'mcdrop_requests_total{code="INVALID_ARGUMENT",model="concrete"} 1' "$tmp/metrics.txt"
+grep -q 'mcdrop_predictive_entropy_nats_count{model="digits"} 2' "$tmp/metrics.txt"
+grep -q 'mcdrop_mutual_information_nats_count{model="digits"} 2' "$tmp/metrics.txt"
 echo "ok: promtool check metrics, counts"
 
 # Three long requests in flight (~1-3 s each on 2 cores), then SIGTERM.

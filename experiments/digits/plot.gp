@@ -1,0 +1,45 @@
+# gnuplot -e "dir='docs/figures'" experiments/digits/plot.gp
+if (!exists("dir")) dir = "docs/figures"
+set terminal svg size 1100,820 dynamic font "sans,12" background "white" noenhanced
+set output dir."/digits_uncertainty.svg"
+set multiplot layout 2,2 title "MC dropout on 8x8 digits (mcdrop-server, T = 100)"
+set grid
+set key outside bottom center horizontal
+set xlabel "rotation (degrees)"
+set xrange [0:180]
+set xtics 30
+
+set title "one test digit '1' rotated: mean MC probabilities (solid) vs dropout-off softmax (dashed)"
+set ylabel "probability"
+set yrange [0:1.05]
+plot dir."/digits_rotation_one.dat" u 1:2 w lp lw 2 pt 7 lc 1 t columnhead(2), \
+     "" u 1:3 w lp lw 2 pt 7 lc 2 t columnhead(3), \
+     "" u 1:4 w lp lw 2 pt 7 lc 3 t columnhead(4), \
+     "" u 1:5 w l dt 2 lw 2 lc 1 t columnhead(5), \
+     "" u 1:6 w l dt 2 lw 2 lc 2 t columnhead(6), \
+     "" u 1:7 w l dt 2 lw 2 lc 3 t columnhead(7)
+
+set title "one test digit '1' rotated: uncertainty"
+set ylabel "nats / ratio"
+set yrange [0:*]
+plot dir."/digits_rotation_one.dat" u 1:8 w lp lw 2 pt 7 t "predictive entropy", \
+     "" u 1:9 w lp lw 2 pt 5 t "mutual information", \
+     "" u 1:10 w lp lw 2 pt 9 t "variation ratio"
+
+set title "all 449 test digits rotated (means)"
+set ylabel ""
+set yrange [0:*]
+plot dir."/digits_rotation_all.dat" u 1:2 w lp lw 2 t "accuracy", \
+     "" u 1:3 w lp lw 2 t "entropy (nats)", \
+     "" u 1:4 w lp lw 2 t "mutual information (nats)", \
+     "" u 1:6 w l dt 2 lw 2 t "max softmax, dropout off"
+
+set title "all test digits with Gaussian pixel noise (means)"
+set xlabel "noise std (pixel range 0-16)"
+set xrange [0:16]
+set xtics 2
+plot dir."/digits_noise_all.dat" u 1:2 w lp lw 2 t "accuracy", \
+     "" u 1:3 w lp lw 2 t "entropy (nats)", \
+     "" u 1:4 w lp lw 2 t "mutual information (nats)", \
+     "" u 1:6 w l dt 2 lw 2 t "max softmax, dropout off"
+unset multiplot
