@@ -29,6 +29,12 @@ echo "Two concrete mixes (measured: 79.99 MPa at 28 days, 40.27 MPa at 270 days)
 ./build/client/mcdrop-client predict --target "localhost:$port" --model concrete \
   --input "540,0,0,162,2.5,1040,676,28;332.5,142.5,0,228,0,932,594,270" \
   --samples 10000 --seed 7 --intervals 0.9,0.95
+echo
+echo "The digits classifier on a clear handwritten 0 and on a blank image (T = 100):"
+zero="0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0"
+blank=$(printf '0%.0s,' $(seq 1 63))0
+./build/client/mcdrop-client predict --target "localhost:$port" --model digits \
+  --input "$zero;$blank" --samples 100 --seed 7
 cat <<MSG
 
 mcdrop-server is running (pid $server): gRPC on localhost:$port, metrics on
