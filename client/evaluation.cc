@@ -16,12 +16,14 @@ absl::Status RegressionEvaluator::Add(const v1::PredictResponse& response,
   if (B == 0) return absl::OkStatus();
   const int D = response.rows(0).outputs_size();
   if (static_cast<int>(targets.size()) != B * D) {
-    return absl::InvalidArgumentError(absl::StrCat("have ", targets.size(), " targets for ", B,
+    return absl::InvalidArgumentError(absl::StrCat("have ", targets.size(),
+                                                   " targets for ", B,
                                                    " rows of ", D, " outputs"));
   }
   if (response.sample_shape_size() != 3 || response.sample_shape(1) != B ||
       response.sample_shape(2) != D) {
-    return absl::InvalidArgumentError("the response has no samples (ask return_samples)");
+    return absl::InvalidArgumentError(
+        "the response has no samples (ask return_samples)");
   }
   const int T = static_cast<int>(response.sample_shape(0));
   const int L = static_cast<int>(CoverageLevels().size());
@@ -34,7 +36,8 @@ absl::Status RegressionEvaluator::Add(const v1::PredictResponse& response,
       const double e = y[d] - o.mean();
       squared_error_ += e * e;
       if (o.intervals_size() != L) {
-        return absl::InvalidArgumentError("the response lacks the coverage intervals");
+        return absl::InvalidArgumentError(
+            "the response lacks the coverage intervals");
       }
       for (int l = 0; l < L; ++l) {
         const auto& iv = o.intervals(l);
@@ -43,8 +46,9 @@ absl::Status RegressionEvaluator::Add(const v1::PredictResponse& response,
       }
       ++values_;
     }
-    log_likelihood_ += SampleLogLikelihood(response.sample_values().data() + r * D,
-                                           static_cast<int64_t>(B) * D, T, D, y, tau_);
+    log_likelihood_ +=
+        SampleLogLikelihood(response.sample_values().data() + r * D,
+                            static_cast<int64_t>(B) * D, T, D, y, tau_);
     ++n_;
   }
   return absl::OkStatus();
@@ -73,7 +77,8 @@ absl::Status ClassificationEvaluator::Add(const v1::PredictResponse& response,
     const auto& c = response.rows(r).classification();
     const int y = labels[r];
     if (y < 0 || y >= c.probabilities_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("label ", y, " is not a class of the model"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("label ", y, " is not a class of the model"));
     }
     const double p_true = c.probabilities(y);
     nll_ -= std::log(std::max(p_true, 1e-300));
@@ -84,8 +89,9 @@ absl::Status ClassificationEvaluator::Add(const v1::PredictResponse& response,
     const double confidence = c.probabilities(c.predicted_class());
     const bool correct = c.predicted_class() == y;
     correct_ += correct;
-    const int bin = std::min(ClassificationEvaluation::kBins - 1,
-                             static_cast<int>(confidence * ClassificationEvaluation::kBins));
+    const int bin = std::min(
+        ClassificationEvaluation::kBins - 1,
+        static_cast<int>(confidence * ClassificationEvaluation::kBins));
     bin_n_[bin] += 1;
     bin_correct_[bin] += correct;
     bin_conf_[bin] += confidence;
@@ -105,7 +111,8 @@ ClassificationEvaluation ClassificationEvaluator::Result() const {
   e.brier = brier_ / n_;
   for (int b = 0; b < ClassificationEvaluation::kBins; ++b) {
     if (bin_n_[b] > 0) {
-      e.ece += bin_n_[b] / n_ * std::abs(bin_correct_[b] / bin_n_[b] - bin_conf_[b] / bin_n_[b]);
+      e.ece += bin_n_[b] / n_ *
+               std::abs(bin_correct_[b] / bin_n_[b] - bin_conf_[b] / bin_n_[b]);
     }
   }
   e.mean_entropy = entropy_ / n_;

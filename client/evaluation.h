@@ -33,7 +33,8 @@ class RegressionEvaluator {
  public:
   explicit RegressionEvaluator(double tau) : tau_(tau) {}
   // `targets`: B x D, row-major, for the rows of `response`.
-  absl::Status Add(const v1::PredictResponse& response, const std::vector<float>& targets);
+  absl::Status Add(const v1::PredictResponse& response,
+                   const std::vector<float>& targets);
   RegressionEvaluation Result() const;
 
  private:
@@ -52,14 +53,16 @@ struct ClassificationEvaluation {
 
 class ClassificationEvaluator {
  public:
-  absl::Status Add(const v1::PredictResponse& response, const std::vector<int>& labels);
+  absl::Status Add(const v1::PredictResponse& response,
+                   const std::vector<int>& labels);
   ClassificationEvaluation Result() const;
 
  private:
   int n_ = 0, correct_ = 0;
   double nll_ = 0, brier_ = 0, entropy_ = 0, mi_ = 0;
   // Per confidence bin: count, correct, sum of confidences.
-  std::vector<double> bin_n_ = std::vector<double>(ClassificationEvaluation::kBins, 0.0);
+  std::vector<double> bin_n_ =
+      std::vector<double>(ClassificationEvaluation::kBins, 0.0);
   std::vector<double> bin_correct_ = bin_n_, bin_conf_ = bin_n_;
 };
 

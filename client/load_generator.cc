@@ -19,12 +19,23 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 const char* CodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {
-      "OK",        "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",      "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   const int c = static_cast<int>(code);
   return c >= 0 && c < 17 ? kNames[c] : "UNKNOWN";
 }
@@ -39,7 +50,9 @@ struct Call {
   v1::PredictResponse predict_response;
   grpc::health::v1::HealthCheckResponse health_response;
   std::unique_ptr<grpc::ClientAsyncResponseReader<v1::PredictResponse>> predict;
-  std::unique_ptr<grpc::ClientAsyncResponseReader<grpc::health::v1::HealthCheckResponse>> health;
+  std::unique_ptr<
+      grpc::ClientAsyncResponseReader<grpc::health::v1::HealthCheckResponse>>
+      health;
 };
 
 }  // namespace
@@ -50,22 +63,27 @@ double Quantile(const std::vector<double>& sorted, double q) {
   return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
-absl::StatusOr<LoadReport> RunLoad(const Client& client, const LoadOptions& options,
-                                   const std::vector<v1::PredictRequest>& requests) {
-  if (options.concurrency < 1) return absl::InvalidArgumentError("concurrency must be >= 1");
+absl::StatusOr<LoadReport> RunLoad(
+    const Client& client, const LoadOptions& options,
+    const std::vector<v1::PredictRequest>& requests) {
+  if (options.concurrency < 1)
+    return absl::InvalidArgumentError("concurrency must be >= 1");
   if (options.rpc == LoadOptions::Rpc::kPredict && requests.empty()) {
     return absl::InvalidArgumentError("no Predict request to send");
   }
   if (options.requests <= 0 && options.duration <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("give a number of requests or a duration > 0");
+    return absl::InvalidArgumentError(
+        "give a number of requests or a duration > 0");
   }
   grpc::CompletionQueue cq;
   const grpc::health::v1::HealthCheckRequest health_request;
   auto health_stub = grpc::health::v1::Health::NewStub(client.channel());
 
   const Clock::time_point t0 = Clock::now();
-  const Clock::time_point measure_from = t0 + absl::ToChronoNanoseconds(options.warmup);
-  const Clock::time_point stop_at = measure_from + absl::ToChronoNanoseconds(options.duration);
+  const Clock::time_point measure_from =
+      t0 + absl::ToChronoNanoseconds(options.warmup);
+  const Clock::time_point stop_at =
+      measure_from + absl::ToChronoNanoseconds(options.duration);
   int64_t measured_started = 0, next_request = 0, outstanding = 0;
 
   LoadReport report;
@@ -79,7 +97,8 @@ absl::StatusOr<LoadReport> RunLoad(const Client& client, const LoadOptions& opti
     const Clock::time_point now = Clock::now();
     const bool measuring = now >= measure_from;
     if (measuring) {
-      if (options.requests > 0 ? measured_started >= options.requests : now >= stop_at) {
+      if (options.requests > 0 ? measured_started >= options.requests
+                               : now >= stop_at) {
         return false;
       }
       ++measured_started;
@@ -91,14 +110,17 @@ absl::StatusOr<LoadReport> RunLoad(const Client& client, const LoadOptions& opti
     call->context.set_deadline(std::chrono::system_clock::now() +
                                absl::ToChronoNanoseconds(options.timeout));
     call->start = Clock::now();
-    if (measuring) first_measured_start = std::min(first_measured_start, call->start);
+    if (measuring)
+      first_measured_start = std::min(first_measured_start, call->start);
     if (options.rpc == LoadOptions::Rpc::kPredict) {
-      const v1::PredictRequest& req = requests[next_request++ % requests.size()];
+      const v1::PredictRequest& req =
+          requests[next_request++ % requests.size()];
       call->rows = req.shape_size() == 2 ? req.shape(0) : 1;
       call->predict = client.stub().AsyncPredict(&call->context, req, &cq);
       call->predict->Finish(&call->predict_response, &call->status, call);
     } else {
-      call->health = health_stub->AsyncCheck(&call->context, health_request, &cq);
+      call->health =
+          health_stub->AsyncCheck(&call->context, health_request, &cq);
       call->health->Finish(&call->health_response, &call->status, call);
     }
     ++outstanding;
@@ -115,14 +137,16 @@ absl::StatusOr<LoadReport> RunLoad(const Client& client, const LoadOptions& opti
     const Clock::time_point end = Clock::now();
     --outstanding;
     if (call->measured) {
-      latencies.push_back(std::chrono::duration<double>(end - call->start).count());
+      latencies.push_back(
+          std::chrono::duration<double>(end - call->start).count());
       last_measured_end = std::max(last_measured_end, end);
       ++report.codes[CodeName(call->status.error_code())];
       if (!call->status.ok()) {
         ++report.errors;
       } else if (options.rpc == LoadOptions::Rpc::kPredict) {
         rows += call->rows;
-        passes += static_cast<double>(call->rows) * call->predict_response.samples();
+        passes +=
+            static_cast<double>(call->rows) * call->predict_response.samples();
       }
     }
     start_call();
@@ -133,11 +157,14 @@ absl::StatusOr<LoadReport> RunLoad(const Client& client, const LoadOptions& opti
 
   report.count = static_cast<int64_t>(latencies.size());
   if (report.count > 0) {
-    report.seconds = std::chrono::duration<double>(last_measured_end - first_measured_start).count();
+    report.seconds =
+        std::chrono::duration<double>(last_measured_end - first_measured_start)
+            .count();
     std::sort(latencies.begin(), latencies.end());
     report.min = latencies.front();
     report.max = latencies.back();
-    report.mean = std::accumulate(latencies.begin(), latencies.end(), 0.0) / report.count;
+    report.mean =
+        std::accumulate(latencies.begin(), latencies.end(), 0.0) / report.count;
     report.p50 = Quantile(latencies, 0.50);
     report.p90 = Quantile(latencies, 0.90);
     report.p99 = Quantile(latencies, 0.99);

@@ -31,10 +31,10 @@ struct LoadOptions {
 };
 
 struct LoadReport {
-  int64_t count = 0;          // measured calls
-  int64_t errors = 0;         // measured calls that did not return OK
-  int64_t warmup_calls = 0;   // calls started during the warm-up
-  double seconds = 0.0;       // first measured start to last measured completion
+  int64_t count = 0;         // measured calls
+  int64_t errors = 0;        // measured calls that did not return OK
+  int64_t warmup_calls = 0;  // calls started during the warm-up
+  double seconds = 0.0;      // first measured start to last measured completion
   double requests_per_second = 0.0;
   double rows_per_second = 0.0;
   double passes_per_second = 0.0;  // rows x T of the OK calls
@@ -46,8 +46,9 @@ struct LoadReport {
 // Runs the load against `client`. Predict calls cycle through `requests`
 // (which must not be empty for Rpc::kPredict). InvalidArgument for bad
 // options.
-absl::StatusOr<LoadReport> RunLoad(const Client& client, const LoadOptions& options,
-                                   const std::vector<v1::PredictRequest>& requests);
+absl::StatusOr<LoadReport> RunLoad(
+    const Client& client, const LoadOptions& options,
+    const std::vector<v1::PredictRequest>& requests);
 
 // The q-quantile (0..1) of sorted values, nearest rank.
 double Quantile(const std::vector<double>& sorted, double q);

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <iostream>
 #include <iterator>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -28,12 +29,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include <random>
-
-#include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "client/evaluation.h"
 #include "client/load_generator.h"
@@ -61,17 +60,27 @@ ABSL_FLAG(bool, exclude_noise, false,
           "leave 1/tau out of variance and intervals");
 ABSL_FLAG(bool, return_samples, false, "ask for every pass's output");
 ABSL_FLAG(bool, json, false, "print the response as JSON");
-ABSL_FLAG(bool, csv, false, "predict: print CSV (and the samples as a second CSV block)");
+ABSL_FLAG(bool, csv, false,
+          "predict: print CSV (and the samples as a second CSV block)");
 ABSL_FLAG(std::string, service, "", "health: service name ('' = whole server)");
-ABSL_FLAG(std::string, rpc, "predict", "bench: predict, or health (the bare-RPC baseline)");
+ABSL_FLAG(std::string, rpc, "predict",
+          "bench: predict, or health (the bare-RPC baseline)");
 ABSL_FLAG(int, concurrency, 1, "bench: calls kept in flight");
-ABSL_FLAG(absl::Duration, duration, absl::Seconds(10), "bench: measured duration");
-ABSL_FLAG(int64_t, requests, 0, "bench: measured calls (overrides --duration when > 0)");
-ABSL_FLAG(absl::Duration, warmup, absl::Seconds(1), "bench: warm-up, not measured");
-ABSL_FLAG(int, batch_rows, 0, "bench: rows per request (default 1); eval: rows per batch (default 64)");
+ABSL_FLAG(absl::Duration, duration, absl::Seconds(10),
+          "bench: measured duration");
+ABSL_FLAG(int64_t, requests, 0,
+          "bench: measured calls (overrides --duration when > 0)");
+ABSL_FLAG(absl::Duration, warmup, absl::Seconds(1),
+          "bench: warm-up, not measured");
+ABSL_FLAG(
+    int, batch_rows, 0,
+    "bench: rows per request (default 1); eval: rows per batch (default 64)");
 ABSL_FLAG(bool, allow_errors, false, "bench: exit 0 even if some calls failed");
-ABSL_FLAG(int, target_column, -1, "eval: target column of --file (negative counts from the end)");
-ABSL_FLAG(std::string, features, "", "eval: feature columns, comma-separated (default: all but the target)");
+ABSL_FLAG(int, target_column, -1,
+          "eval: target column of --file (negative counts from the end)");
+ABSL_FLAG(
+    std::string, features, "",
+    "eval: feature columns, comma-separated (default: all but the target)");
 
 namespace {
 
@@ -157,14 +166,17 @@ int Predict() {
   if (absl::GetFlag(FLAGS_csv)) {
     if (regression) {
       std::string header = "row,output,mean,std,model_std";
-      for (double l : req.interval_levels()) absl::StrAppendFormat(&header, ",lower_%g,upper_%g", l, l);
+      for (double l : req.interval_levels())
+        absl::StrAppendFormat(&header, ",lower_%g,upper_%g", l, l);
       absl::PrintF("%s\n", header);
       for (int r = 0; r < resp->rows_size(); ++r) {
         for (int d = 0; d < resp->rows(r).outputs_size(); ++d) {
           const auto& o = resp->rows(r).outputs(d);
-          std::string line = absl::StrFormat("%d,%d,%.9g,%.9g,%.9g", r, d, o.mean(), o.std(),
-                                             std::sqrt(o.model_variance()));
-          for (const auto& iv : o.intervals()) absl::StrAppendFormat(&line, ",%.9g,%.9g", iv.lower(), iv.upper());
+          std::string line =
+              absl::StrFormat("%d,%d,%.9g,%.9g,%.9g", r, d, o.mean(), o.std(),
+                              std::sqrt(o.model_variance()));
+          for (const auto& iv : o.intervals())
+            absl::StrAppendFormat(&line, ",%.9g,%.9g", iv.lower(), iv.upper());
           absl::PrintF("%s\n", line);
         }
       }
@@ -176,17 +188,21 @@ int Predict() {
       for (int r = 0; r < resp->rows_size(); ++r) {
         const auto& c = resp->rows(r).classification();
         std::string line = absl::StrFormat("%d,%d", r, c.predicted_class());
-        for (double p : c.probabilities()) absl::StrAppendFormat(&line, ",%.9g", p);
-        absl::PrintF("%s,%.9g,%.9g,%.9g\n", line, c.entropy(), c.mutual_information(), c.variation_ratio());
+        for (double p : c.probabilities())
+          absl::StrAppendFormat(&line, ",%.9g", p);
+        absl::PrintF("%s,%.9g,%.9g,%.9g\n", line, c.entropy(),
+                     c.mutual_information(), c.variation_ratio());
       }
     }
     if (resp->sample_shape_size() == 3) {
       absl::PrintF("\nsample,row,output,value\n");
-      const int64_t T = resp->sample_shape(0), B = resp->sample_shape(1), D = resp->sample_shape(2);
+      const int64_t T = resp->sample_shape(0), B = resp->sample_shape(1),
+                    D = resp->sample_shape(2);
       for (int64_t t = 0; t < T; ++t) {
         for (int64_t r = 0; r < B; ++r) {
           for (int64_t d = 0; d < D; ++d) {
-            absl::PrintF("%d,%d,%d,%.9g\n", t, r, d, resp->sample_values((t * B + r) * D + d));
+            absl::PrintF("%d,%d,%d,%.9g\n", t, r, d,
+                         resp->sample_values((t * B + r) * D + d));
           }
         }
       }
@@ -227,21 +243,23 @@ int Predict() {
   return 0;
 }
 
-
 // Requests for the load generator: rows from --file/--input, else random
 // rows within the model's standardisation range (mean +- 2 std).
 absl::StatusOr<std::vector<mcdrop::v1::PredictRequest>> BenchRequests(
     const mcdrop::Client& client) {
-  auto meta = client.GetModelMetadata(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_version));
+  auto meta = client.GetModelMetadata(absl::GetFlag(FLAGS_model),
+                                      absl::GetFlag(FLAGS_version));
   if (!meta.ok()) return meta.status();
   const int q = meta->input_size();
   const int b = std::max(1, absl::GetFlag(FLAGS_batch_rows));
   Eigen::MatrixXd pool;
-  if (!absl::GetFlag(FLAGS_file).empty() || !absl::GetFlag(FLAGS_input).empty()) {
+  if (!absl::GetFlag(FLAGS_file).empty() ||
+      !absl::GetFlag(FLAGS_input).empty()) {
     auto rows = ReadRows();
     if (!rows.ok()) return rows.status();
     if (rows->cols() != q) {
-      return absl::InvalidArgumentError(absl::StrCat("the rows have ", rows->cols(), " values, the model takes ", q));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the rows have ", rows->cols(), " values, the model takes ", q));
     }
     pool = *rows;
   } else {
@@ -250,8 +268,10 @@ absl::StatusOr<std::vector<mcdrop::v1::PredictRequest>> BenchRequests(
     pool.resize(256, q);
     for (int r = 0; r < 256; ++r) {
       for (int c = 0; c < q; ++c) {
-        const double mean = meta->input_mean_size() == q ? meta->input_mean(c) : 0.0;
-        const double std = meta->input_std_size() == q ? meta->input_std(c) : 1.0;
+        const double mean =
+            meta->input_mean_size() == q ? meta->input_mean(c) : 0.0;
+        const double std =
+            meta->input_std_size() == q ? meta->input_std(c) : 1.0;
         pool(r, c) = mean + std * u(rng);
       }
     }
@@ -265,11 +285,13 @@ absl::StatusOr<std::vector<mcdrop::v1::PredictRequest>> BenchRequests(
     req.add_shape(b);
     req.add_shape(q);
     for (int r = 0; r < b; ++r) {
-      for (int c = 0; c < q; ++c) req.add_inputs(static_cast<float>(pool((i * b + r) % pool.rows(), c)));
+      for (int c = 0; c < q; ++c)
+        req.add_inputs(static_cast<float>(pool((i * b + r) % pool.rows(), c)));
     }
     req.set_samples(absl::GetFlag(FLAGS_samples));
     req.set_seed(absl::GetFlag(FLAGS_seed));
-    if (absl::GetFlag(FLAGS_deterministic)) req.set_mode(mcdrop::v1::DETERMINISTIC);
+    if (absl::GetFlag(FLAGS_deterministic))
+      req.set_mode(mcdrop::v1::DETERMINISTIC);
     out.push_back(std::move(req));
   }
   return out;
@@ -301,24 +323,31 @@ int Bench() {
   const mcdrop::LoadReport& r = *report;
   if (absl::GetFlag(FLAGS_json)) {
     std::string codes;
-    for (const auto& [code, n] : r.codes) absl::StrAppend(&codes, codes.empty() ? "" : ", ", "\"", code, "\": ", n);
+    for (const auto& [code, n] : r.codes)
+      absl::StrAppend(&codes, codes.empty() ? "" : ", ", "\"", code, "\": ", n);
     absl::PrintF(
         "{\"rpc\": \"%s\", \"concurrency\": %d, \"count\": %d, \"errors\": %d, "
-        "\"warmup_calls\": %d, \"seconds\": %.6f, \"requests_per_second\": %.3f, "
-        "\"rows_per_second\": %.3f, \"passes_per_second\": %.3f, \"latency_seconds\": "
-        "{\"min\": %.9f, \"mean\": %.9f, \"p50\": %.9f, \"p90\": %.9f, \"p99\": %.9f, "
+        "\"warmup_calls\": %d, \"seconds\": %.6f, \"requests_per_second\": "
+        "%.3f, "
+        "\"rows_per_second\": %.3f, \"passes_per_second\": %.3f, "
+        "\"latency_seconds\": "
+        "{\"min\": %.9f, \"mean\": %.9f, \"p50\": %.9f, \"p90\": %.9f, "
+        "\"p99\": %.9f, "
         "\"p999\": %.9f, \"max\": %.9f}, \"codes\": {%s}}\n",
-        rpc, o.concurrency, r.count, r.errors, r.warmup_calls, r.seconds, r.requests_per_second,
-        r.rows_per_second, r.passes_per_second, r.min, r.mean, r.p50, r.p90, r.p99, r.p999, r.max,
-        codes);
+        rpc, o.concurrency, r.count, r.errors, r.warmup_calls, r.seconds,
+        r.requests_per_second, r.rows_per_second, r.passes_per_second, r.min,
+        r.mean, r.p50, r.p90, r.p99, r.p999, r.max, codes);
   } else {
-    absl::PrintF("%s x %d concurrent: %d calls in %.2f s (after %d warm-up calls)\n", rpc,
-                 o.concurrency, r.count, r.seconds, r.warmup_calls);
-    absl::PrintF("  requests/s %.1f   rows/s %.1f   passes/s %.4g\n", r.requests_per_second,
-                 r.rows_per_second, r.passes_per_second);
-    absl::PrintF("  latency ms: min %.3f  mean %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n",
-                 r.min * 1e3, r.mean * 1e3, r.p50 * 1e3, r.p90 * 1e3, r.p99 * 1e3, r.p999 * 1e3,
-                 r.max * 1e3);
+    absl::PrintF(
+        "%s x %d concurrent: %d calls in %.2f s (after %d warm-up calls)\n",
+        rpc, o.concurrency, r.count, r.seconds, r.warmup_calls);
+    absl::PrintF("  requests/s %.1f   rows/s %.1f   passes/s %.4g\n",
+                 r.requests_per_second, r.rows_per_second, r.passes_per_second);
+    absl::PrintF(
+        "  latency ms: min %.3f  mean %.3f  p50 %.3f  p90 %.3f  p99 %.3f  "
+        "p99.9 %.3f  max %.3f\n",
+        r.min * 1e3, r.mean * 1e3, r.p50 * 1e3, r.p90 * 1e3, r.p99 * 1e3,
+        r.p999 * 1e3, r.max * 1e3);
     for (const auto& [code, n] : r.codes) absl::PrintF("  %s: %d\n", code, n);
   }
   if (r.errors > 0 && !absl::GetFlag(FLAGS_allow_errors)) {
@@ -329,12 +358,14 @@ int Bench() {
 }
 
 int Eval() {
-  if (absl::GetFlag(FLAGS_file).empty()) return Fail(absl::InvalidArgumentError("eval needs --file"));
+  if (absl::GetFlag(FLAGS_file).empty())
+    return Fail(absl::InvalidArgumentError("eval needs --file"));
   auto table = ReadRows();
   if (!table.ok()) return Fail(table.status());
   auto client = MakeClient();
   if (!client.ok()) return Fail(client.status());
-  auto meta = (*client)->GetModelMetadata(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_version));
+  auto meta = (*client)->GetModelMetadata(absl::GetFlag(FLAGS_model),
+                                          absl::GetFlag(FLAGS_version));
   if (!meta.ok()) return Fail(meta.status());
   const bool regression = meta->task() == mcdrop::v1::REGRESSION;
   std::vector<int> features;
@@ -343,15 +374,22 @@ int Eval() {
     if (!f.ok()) return Fail(f.status());
     features = *f;
   }
-  auto data = mcdrop::MakeDataset(*table, regression ? mcdrop::Task::kRegression : mcdrop::Task::kClassification,
-                                  absl::GetFlag(FLAGS_target_column), features);
+  auto data = mcdrop::MakeDataset(
+      *table,
+      regression ? mcdrop::Task::kRegression : mcdrop::Task::kClassification,
+      absl::GetFlag(FLAGS_target_column), features);
   if (!data.ok()) return Fail(data.status());
   const int q = static_cast<int>(data->x.cols());
   if (q != meta->input_size()) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat("the file has ", q, " feature columns, the model takes ", meta->input_size())));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("the file has ", q, " feature columns, the model takes ",
+                     meta->input_size())));
   }
-  const int batch = absl::GetFlag(FLAGS_batch_rows) > 0 ? absl::GetFlag(FLAGS_batch_rows) : 64;
-  const uint64_t seed = absl::GetFlag(FLAGS_seed) != 0 ? absl::GetFlag(FLAGS_seed) : 1;
+  const int batch = absl::GetFlag(FLAGS_batch_rows) > 0
+                        ? absl::GetFlag(FLAGS_batch_rows)
+                        : 64;
+  const uint64_t seed =
+      absl::GetFlag(FLAGS_seed) != 0 ? absl::GetFlag(FLAGS_seed) : 1;
   mcdrop::RegressionEvaluator reg(meta->tau());
   mcdrop::ClassificationEvaluator cls;
   for (int begin = 0; begin < data->size(); begin += batch) {
@@ -368,7 +406,8 @@ int Eval() {
     // The same seed schedule as mcdrop-train's evaluation, so both score the
     // same passes.
     req.set_seed(seed + begin);
-    if (absl::GetFlag(FLAGS_deterministic)) req.set_mode(mcdrop::v1::DETERMINISTIC);
+    if (absl::GetFlag(FLAGS_deterministic))
+      req.set_mode(mcdrop::v1::DETERMINISTIC);
     if (regression) {
       req.set_return_samples(true);
       for (double l : mcdrop::CoverageLevels()) req.add_interval_levels(l);
@@ -377,11 +416,14 @@ int Eval() {
     if (!resp.ok()) return Fail(resp.status());
     absl::Status added;
     if (regression) {
-      std::vector<float> y(data->y.data() + static_cast<int64_t>(begin) * data->y.cols(),
-                           data->y.data() + static_cast<int64_t>(begin + nb) * data->y.cols());
+      std::vector<float> y(
+          data->y.data() + static_cast<int64_t>(begin) * data->y.cols(),
+          data->y.data() + static_cast<int64_t>(begin + nb) * data->y.cols());
       added = reg.Add(*resp, y);
     } else {
-      added = cls.Add(*resp, std::vector<int>(data->labels.begin() + begin, data->labels.begin() + begin + nb));
+      added =
+          cls.Add(*resp, std::vector<int>(data->labels.begin() + begin,
+                                          data->labels.begin() + begin + nb));
     }
     if (!added.ok()) return Fail(added);
   }
@@ -391,33 +433,44 @@ int Eval() {
     if (json) {
       std::string cov;
       for (size_t l = 0; l < e.levels.size(); ++l) {
-        absl::StrAppendFormat(&cov, "%s{\"level\": %g, \"coverage\": %.6f, \"mean_width\": %.6f}",
-                              l ? ", " : "", e.levels[l], e.coverage[l], e.mean_width[l]);
+        absl::StrAppendFormat(
+            &cov, "%s{\"level\": %g, \"coverage\": %.6f, \"mean_width\": %.6f}",
+            l ? ", " : "", e.levels[l], e.coverage[l], e.mean_width[l]);
       }
-      absl::PrintF("{\"model\": \"%s\", \"task\": \"regression\", \"n\": %d, \"rmse\": %.9f, "
-                   "\"log_likelihood\": %.9f, \"intervals\": [%s]}\n",
-                   meta->name(), e.n, e.rmse, e.log_likelihood, cov);
+      absl::PrintF(
+          "{\"model\": \"%s\", \"task\": \"regression\", \"n\": %d, \"rmse\": "
+          "%.9f, "
+          "\"log_likelihood\": %.9f, \"intervals\": [%s]}\n",
+          meta->name(), e.n, e.rmse, e.log_likelihood, cov);
     } else {
-      absl::PrintF("%s: %d rows, T = %d\n  RMSE %.4f   test log-likelihood %.4f\n", meta->name(), e.n,
-                   absl::GetFlag(FLAGS_samples), e.rmse, e.log_likelihood);
+      absl::PrintF(
+          "%s: %d rows, T = %d\n  RMSE %.4f   test log-likelihood %.4f\n",
+          meta->name(), e.n, absl::GetFlag(FLAGS_samples), e.rmse,
+          e.log_likelihood);
       absl::PrintF("  interval  coverage  mean width\n");
       for (size_t l = 0; l < e.levels.size(); ++l) {
-        absl::PrintF("  %5.0f%%    %6.1f%%    %.4f\n", e.levels[l] * 100, e.coverage[l] * 100, e.mean_width[l]);
+        absl::PrintF("  %5.0f%%    %6.1f%%    %.4f\n", e.levels[l] * 100,
+                     e.coverage[l] * 100, e.mean_width[l]);
       }
     }
   } else {
     const mcdrop::ClassificationEvaluation e = cls.Result();
     if (json) {
-      absl::PrintF("{\"model\": \"%s\", \"task\": \"classification\", \"n\": %d, \"accuracy\": %.6f, "
-                   "\"nll\": %.6f, \"brier\": %.6f, \"ece\": %.6f, \"mean_entropy\": %.6f, "
-                   "\"mean_mutual_information\": %.6f}\n",
-                   meta->name(), e.n, e.accuracy, e.nll, e.brier, e.ece, e.mean_entropy,
-                   e.mean_mutual_information);
+      absl::PrintF(
+          "{\"model\": \"%s\", \"task\": \"classification\", \"n\": %d, "
+          "\"accuracy\": %.6f, "
+          "\"nll\": %.6f, \"brier\": %.6f, \"ece\": %.6f, \"mean_entropy\": "
+          "%.6f, "
+          "\"mean_mutual_information\": %.6f}\n",
+          meta->name(), e.n, e.accuracy, e.nll, e.brier, e.ece, e.mean_entropy,
+          e.mean_mutual_information);
     } else {
-      absl::PrintF("%s: %d rows\n  accuracy %.4f  NLL %.4f  Brier %.4f  ECE (15 bins) %.4f\n"
-                   "  mean entropy %.4f nats  mean mutual information %.4f nats\n",
-                   meta->name(), e.n, e.accuracy, e.nll, e.brier, e.ece, e.mean_entropy,
-                   e.mean_mutual_information);
+      absl::PrintF(
+          "%s: %d rows\n  accuracy %.4f  NLL %.4f  Brier %.4f  ECE (15 bins) "
+          "%.4f\n"
+          "  mean entropy %.4f nats  mean mutual information %.4f nats\n",
+          meta->name(), e.n, e.accuracy, e.nll, e.brier, e.ece, e.mean_entropy,
+          e.mean_mutual_information);
     }
   }
   return 0;
@@ -460,7 +513,8 @@ int Models() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("mcdrop-client predict|health|models|bench|eval [flags]");
+  absl::SetProgramUsageMessage(
+      "mcdrop-client predict|health|models|bench|eval [flags]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string cmd = args.size() == 2 ? args[1] : "";
   if (cmd == "predict") return Predict();

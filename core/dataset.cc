@@ -67,10 +67,12 @@ absl::StatusOr<std::vector<double>> ReadNumbers(const std::string& path) {
 
 absl::StatusOr<std::vector<int>> ParseIntList(absl::string_view text) {
   std::vector<int> out;
-  for (absl::string_view t : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+  for (absl::string_view t :
+       absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     int v;
     if (!absl::SimpleAtoi(t, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat("\"", t, "\" is not an integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", t, "\" is not an integer"));
     }
     out.push_back(v);
   }

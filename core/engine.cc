@@ -318,11 +318,13 @@ void Engine::Start(std::shared_ptr<Request> req) {
   // that scheduling them costs more than it saves.
   int64_t target = std::clamp<int64_t>(262144 / req->max_width, 64, 4096);
   const int threads = pool_.size();
-  const int64_t macs_per_column = std::max<int64_t>(1, model.MultiplyAdds(req->first));
+  const int64_t macs_per_column =
+      std::max<int64_t>(1, model.MultiplyAdds(req->first));
   const int64_t min_cols = RoundUp(
       std::max<int64_t>(kColumnAlign, 262144 / macs_per_column), kColumnAlign);
   if ((total + target - 1) / target < 2 * threads) {
-    const int64_t even = RoundUp((total + 2 * threads - 1) / (2 * threads), kColumnAlign);
+    const int64_t even =
+        RoundUp((total + 2 * threads - 1) / (2 * threads), kColumnAlign);
     target = std::min(target, std::max(min_cols, even));
   }
   int S = opt.samples_per_tile, R = opt.rows_per_tile;

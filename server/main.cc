@@ -20,6 +20,17 @@ ABSL_FLAG(std::vector<std::string>, model, {},
           "NAME=PATH of a model file, or a bare PATH (named after the file); "
           "repeat the flag or "
           "separate with commas. The first is the default model.");
+ABSL_FLAG(std::string, model_repository, "",
+          "Model repository DIR/<name>/<version>/model.safetensors; each model "
+          "serves its "
+          "highest available version");
+ABSL_FLAG(double, repository_poll_seconds, 5,
+          "Seconds between repository scans (new versions load, removed ones "
+          "unload); 0: once");
+ABSL_FLAG(std::string, default_model, "",
+          "Model of requests that name none (default: the first --model, else "
+          "the first "
+          "repository model)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on for gRPC");
 ABSL_FLAG(int, port, 50051, "gRPC port (0: pick a free one)");
 ABSL_FLAG(int, metrics_port, 9464,
@@ -87,6 +98,10 @@ int main(int argc, char** argv) {
 
   mcdrop::server::ServerOptions options;
   options.models = absl::GetFlag(FLAGS_model);
+  options.model_repository = absl::GetFlag(FLAGS_model_repository);
+  options.repository_poll =
+      absl::Seconds(absl::GetFlag(FLAGS_repository_poll_seconds));
+  options.default_model = absl::GetFlag(FLAGS_default_model);
   options.host = absl::GetFlag(FLAGS_host);
   options.port = absl::GetFlag(FLAGS_port);
   if (absl::GetFlag(FLAGS_metrics_port) > 0) {

@@ -153,6 +153,11 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
              .Help(
                  "1 for each served model, labelled with its version and task.")
              .Register(r);
+    m->load_failures_ =
+        &prometheus::BuildCounter()
+             .Name("mcdrop_model_load_failures_total")
+             .Help("Model versions that failed to load, by model.")
+             .Register(r);
     m->inflight_ = &prometheus::BuildGauge()
                         .Name("mcdrop_inflight_requests")
                         .Help("Predict requests admitted and not yet answered.")
@@ -217,17 +222,40 @@ ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
 
 const ModelMetrics* Metrics::ForModel(const ServedModel& model) {
   absl::MutexLock lock(&mu_);
-  const auto key = std::make_pair(model.name, model.version);
-  auto it = by_model_.find(key);
+  auto it = by_model_.find(model.name);
   if (it != by_model_.end()) return it->second;
+  // Children are per model name, made with the first version seen: later
+  // versions of the model reuse them (and their bucket scale).
   ModelMetrics* mm = MakeChildren(model.name, &model.model);
-  model_info_
-      ->Add({{"model", model.name},
-             {"version", absl::StrCat(model.version)},
-             {"task", std::string(TaskName(model.model.task()))}})
-      .Set(1);
-  by_model_[key] = mm;
+  by_model_[model.name] = mm;
   return mm;
+}
+
+void Metrics::SetServedModels(
+    const std::vector<std::shared_ptr<const ServedModel>>& models) {
+  absl::MutexLock lock(&mu_);
+  std::map<std::pair<std::string, int64_t>, prometheus::Gauge*> next;
+  for (const auto& m : models) {
+    const auto key = std::make_pair(m->name, m->version);
+    auto it = info_.find(key);
+    if (it != info_.end()) {
+      next[key] = it->second;
+      info_.erase(it);
+    } else {
+      prometheus::Gauge& g =
+          model_info_->Add({{"model", m->name},
+                            {"version", absl::StrCat(m->version)},
+                            {"task", std::string(TaskName(m->model.task()))}});
+      g.Set(1);
+      next[key] = &g;
+    }
+  }
+  for (auto& [key, gauge] : info_) model_info_->Remove(gauge);
+  info_ = std::move(next);
+}
+
+void Metrics::CountLoadFailure(const std::string& model) {
+  load_failures_->Add({{"model", model}}).Increment();
 }
 
 std::vector<int> Metrics::ports() const {

@@ -62,6 +62,11 @@ class Metrics {
   const ModelMetrics* Unknown() const { return unknown_; }
 
   prometheus::Gauge& inflight() { return *inflight_; }
+  // Sets mcdrop_model_info to exactly the given (name, version, task) set.
+  void SetServedModels(
+      const std::vector<std::shared_ptr<const ServedModel>>& models);
+  // Counts a model version that failed to load.
+  void CountLoadFailure(const std::string& model);
   // Ports the endpoint listens on (empty without an endpoint).
   std::vector<int> ports() const;
   // The exposition text, as a scrape would return it.
@@ -89,8 +94,10 @@ class Metrics {
   ModelMetrics* unknown_ = nullptr;
 
   absl::Mutex mu_;
-  std::map<std::pair<std::string, int64_t>, const ModelMetrics*> by_model_
+  std::map<std::string, const ModelMetrics*> by_model_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, int64_t>, prometheus::Gauge*> info_
       ABSL_GUARDED_BY(mu_);
+  prometheus::Family<prometheus::Counter>* load_failures_ = nullptr;
   std::vector<std::unique_ptr<ModelMetrics>> owned_;  // every child set made
 };
 

@@ -21,8 +21,10 @@ constexpr char kServiceName[] = "mcdrop.v1.Inference";
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     const ServerOptions& options) {
   std::unique_ptr<Server> s(new Server());
-  if (options.models.empty()) {
-    return absl::InvalidArgumentError("no model given: pass --model NAME=PATH");
+  s->options_ = options;
+  if (options.models.empty() && options.model_repository.empty()) {
+    return absl::InvalidArgumentError(
+        "no model given: pass --model NAME=PATH or --model_repository DIR");
   }
   for (const std::string& spec : options.models) {
     std::string name, path;
@@ -39,7 +41,32 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   auto metrics = Metrics::Create(options.metrics_address, s->engine_.get());
   if (!metrics.ok()) return metrics.status();
   s->metrics_ = *std::move(metrics);
+  if (!options.model_repository.empty()) {
+    absl::Status st = s->models_.SyncRepository(
+        options.model_repository,
+        [m = s->metrics_.get()](const std::string& name, int64_t,
+                                const std::string&) {
+          m->CountLoadFailure(name);
+        });
+    if (!st.ok()) return st;
+    spdlog::info("model repository {}: {} model(s), scanned every {}",
+                 options.model_repository, s->models_.Names().size(),
+                 options.repository_poll > absl::ZeroDuration()
+                     ? absl::FormatDuration(options.repository_poll)
+                     : std::string("(never: loaded once)"));
+  }
+  if (!options.default_model.empty()) {
+    if (!s->models_.Get(options.default_model, 0).ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--default_model \"", options.default_model, "\" is not served"));
+    }
+    s->models_.set_default_name(options.default_model);
+  }
+  if (s->models_.empty()) {
+    return absl::InvalidArgumentError("no model could be loaded");
+  }
   for (const auto& m : s->models_.List()) s->metrics_->ForModel(*m);
+  s->metrics_->SetServedModels(s->models_.List());
   s->service_ = std::make_unique<InferenceService>(
       &s->models_, s->engine_.get(), s->metrics_.get(), options.limits);
 
@@ -74,6 +101,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   } else {
     spdlog::info("metrics endpoint disabled");
   }
+  if (!options.model_repository.empty() &&
+      options.repository_poll > absl::ZeroDuration()) {
+    s->poller_ = std::thread([server = s.get()] { server->PollRepository(); });
+  }
   spdlog::info(
       "engine threads {}, max in flight {}, max T {}, max rows {}, default T "
       "{}",
@@ -81,6 +112,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       options.limits.max_samples, options.limits.max_batch_rows,
       options.limits.default_samples);
   return s;
+}
+
+void Server::PollRepository() {
+  while (
+      !stop_polling_.WaitForNotificationWithTimeout(options_.repository_poll)) {
+    absl::Status st = models_.SyncRepository(
+        options_.model_repository,
+        [this](const std::string& name, int64_t, const std::string&) {
+          metrics_->CountLoadFailure(name);
+        });
+    if (!st.ok())
+      spdlog::error("model repository: {}", std::string(st.message()));
+    for (const auto& m : models_.List()) metrics_->ForModel(*m);
+    metrics_->SetServedModels(models_.List());
+  }
 }
 
 void Server::StartDraining() {
@@ -99,6 +145,10 @@ void Server::Shutdown(absl::Duration grace) {
       "draining: health NOT_SERVING, {} request(s) in flight, grace {}",
       service_->inflight(), absl::FormatDuration(grace));
   StartDraining();
+  if (poller_.joinable()) {
+    stop_polling_.Notify();
+    poller_.join();
+  }
   server_->Shutdown(std::chrono::system_clock::now() +
                     absl::ToChronoSeconds(grace));
   server_->Wait();

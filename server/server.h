@@ -12,9 +12,11 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "core/engine.h"
 #include "server/metrics.h"
@@ -26,6 +28,13 @@ namespace mcdrop::server {
 struct ServerOptions {
   // "NAME=PATH" or "PATH" (named after the file). The first is the default.
   std::vector<std::string> models;
+  // A model repository ROOT/<name>/<version>/model.safetensors (empty: none),
+  // scanned every `repository_poll` (zero: once, at start).
+  std::string model_repository;
+  absl::Duration repository_poll = absl::Seconds(5);
+  // The model of requests that name none (empty: the first --model, else the
+  // repository's first model by name).
+  std::string default_model;
   std::string host = "0.0.0.0";
   int port = 50051;             // 0 picks a free port
   std::string metrics_address;  // "host:port" of /metrics; empty: none
@@ -62,6 +71,11 @@ class Server {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
+  void PollRepository();
+
+  ServerOptions options_;
+  std::thread poller_;
+  absl::Notification stop_polling_;
   int port_ = 0;
   bool shut_down_ = false;
   bool draining_ = false;

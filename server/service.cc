@@ -218,6 +218,30 @@ void DescribeModel(const ServedModel& served, bool is_default,
   for (float v : m.spec().input_std) out->add_input_std(v);
 }
 
+void DescribeVersions(const ModelRegistry& registry, const std::string& name,
+                      mcdrop::v1::ModelMetadata* out) {
+  for (const VersionStatus& v : registry.Versions(name)) {
+    auto* s = out->add_versions();
+    s->set_version(v.version);
+    switch (v.state) {
+      case VersionState::kLoading:
+        s->set_state(mcdrop::v1::ModelVersionStatus::LOADING);
+        break;
+      case VersionState::kAvailable:
+        s->set_state(mcdrop::v1::ModelVersionStatus::AVAILABLE);
+        break;
+      case VersionState::kFailed:
+        s->set_state(mcdrop::v1::ModelVersionStatus::FAILED);
+        break;
+    }
+    s->set_reason(v.reason);
+    if (v.state == VersionState::kAvailable) {
+      s->set_load_time(absl::ToDoubleSeconds(v.load_time - absl::UnixEpoch()));
+    }
+    s->set_source(v.source);
+  }
+}
+
 InferenceService::InferenceService(const ModelRegistry* models, Engine* engine,
                                    Metrics* metrics, Limits limits)
     : models_(models), engine_(engine), metrics_(metrics), limits_(limits) {}
@@ -314,10 +338,21 @@ grpc::ServerUnaryReactor* InferenceService::GetModelMetadata(
   auto* reactor = new SimpleReactor();
   auto served = models_->Get(request->model(), request->version());
   if (!served.ok()) {
+    // A model none of whose versions is available is still described, with
+    // the states and reasons of its versions.
+    const std::string name =
+        request->model().empty() ? models_->default_name() : request->model();
+    if (request->version() == 0 && !models_->Versions(name).empty()) {
+      response->set_name(name);
+      DescribeVersions(*models_, name, response);
+      reactor->Finish(grpc::Status::OK);
+      return reactor;
+    }
     reactor->Finish(ToGrpcStatus(served.status()));
     return reactor;
   }
   DescribeModel(**served, (*served)->name == models_->default_name(), response);
+  DescribeVersions(*models_, (*served)->name, response);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -327,8 +362,15 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(
     mcdrop::v1::ListModelsResponse* response) {
   auto* reactor = new SimpleReactor();
   const std::string default_name = models_->default_name();
-  for (const auto& m : models_->List()) {
-    DescribeModel(*m, m->name == default_name, response->add_models());
+  for (const std::string& name : models_->Names()) {
+    auto* out = response->add_models();
+    auto served = models_->Get(name, 0);
+    if (served.ok()) {
+      DescribeModel(**served, name == default_name, out);
+    } else {
+      out->set_name(name);
+    }
+    DescribeVersions(*models_, name, out);
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -98,7 +98,6 @@ int Fail(const absl::Status& s) {
   return 1;
 }
 
-
 int Threads() {
   const int t = absl::GetFlag(FLAGS_threads);
   return t > 0 ? t

@@ -4,6 +4,8 @@
 // server on loopback, and mcdrop-client's subcommands run as a user would,
 // their output parsed and checked against a direct computation.
 
+#include "client/client.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -12,7 +14,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "client/client.h"
 #include "client/evaluation.h"
 #include "client/load_generator.h"
 #include "core/intervals.h"
@@ -23,7 +24,8 @@
 namespace mcdrop {
 namespace {
 
-const std::string kConcrete = std::string(MCDROP_SOURCE_DIR) + "/models/concrete.safetensors";
+const std::string kConcrete =
+    std::string(MCDROP_SOURCE_DIR) + "/models/concrete.safetensors";
 
 std::string RunCommand(const std::string& command) {
   std::string out;
@@ -57,9 +59,11 @@ class ClientTest : public ::testing::Test {
   }
   double Served(const std::string& code) {
     const std::string text = server_->metrics().Text();
-    const std::string key = "mcdrop_requests_total{code=\"" + code + "\",model=\"concrete\"} ";
+    const std::string key =
+        "mcdrop_requests_total{code=\"" + code + "\",model=\"concrete\"} ";
     const size_t at = text.find(key);
-    return at == std::string::npos ? NAN : std::stod(text.substr(at + key.size()));
+    return at == std::string::npos ? NAN
+                                   : std::stod(text.substr(at + key.size()));
   }
   static v1::PredictRequest Row(int width = 8) {
     v1::PredictRequest r;
@@ -140,19 +144,22 @@ TEST_F(ClientTest, HealthLoadIsTheBareRpcBaseline) {
 }
 
 // The paper's log-likelihood, written out independently of the library.
-double DirectLogLikelihood(const std::vector<double>& ys, double y, double tau) {
+double DirectLogLikelihood(const std::vector<double>& ys, double y,
+                           double tau) {
   double m = -INFINITY;
   for (double v : ys) m = std::max(m, -0.5 * tau * (y - v) * (y - v));
   double s = 0;
   for (double v : ys) s += std::exp(-0.5 * tau * (y - v) * (y - v) - m);
-  return m + std::log(s) - std::log(ys.size()) - 0.5 * std::log(2 * M_PI) + 0.5 * std::log(tau);
+  return m + std::log(s) - std::log(ys.size()) - 0.5 * std::log(2 * M_PI) +
+         0.5 * std::log(tau);
 }
 
 TEST_F(ClientTest, RegressionEvaluatorMatchesADirectComputation) {
   v1::PredictRequest req;
   RowMajorMatrixXf x(5, 8);
   for (int r = 0; r < 5; ++r) {
-    x.row(r) << 540 - 40 * r, 10 * r, 0, 162 + 5 * r, 2.5, 1040, 676, 28 + 30 * r;
+    x.row(r) << 540 - 40 * r, 10 * r, 0, 162 + 5 * r, 2.5, 1040, 676,
+        28 + 30 * r;
   }
   req.add_shape(5);
   req.add_shape(8);
@@ -180,14 +187,16 @@ TEST_F(ClientTest, RegressionEvaluatorMatchesADirectComputation) {
     std::vector<double> scratch;
     for (int l = 0; l < 4; ++l) {
       std::vector<float> fs(ys.begin(), ys.end());
-      const IntervalBounds b = PredictiveInterval(fs.data(), 1, 400, 1 / tau, CoverageLevels()[l], &scratch);
+      const IntervalBounds b = PredictiveInterval(
+          fs.data(), 1, 400, 1 / tau, CoverageLevels()[l], &scratch);
       covered[l] += (y[r] >= b.lower && y[r] <= b.upper);
     }
   }
   EXPECT_EQ(e.n, 5);
   EXPECT_NEAR(e.rmse, std::sqrt(sq / 5), 1e-6);
   EXPECT_NEAR(e.log_likelihood, ll / 5, 1e-9);
-  for (int l = 0; l < 4; ++l) EXPECT_DOUBLE_EQ(e.coverage[l], covered[l] / 5) << l;
+  for (int l = 0; l < 4; ++l)
+    EXPECT_DOUBLE_EQ(e.coverage[l], covered[l] / 5) << l;
 }
 
 TEST(ClassificationEvaluatorTest, HandComputedScores) {
@@ -206,9 +215,12 @@ TEST(ClassificationEvaluatorTest, HandComputedScores) {
   ASSERT_TRUE(ev.Add(resp, {0, 0, 0}).ok());
   const ClassificationEvaluation e = ev.Result();
   EXPECT_NEAR(e.accuracy, 2.0 / 3, 1e-12);
-  EXPECT_NEAR(e.nll, -(std::log(0.9) + std::log(0.2) + std::log(0.6)) / 3, 1e-12);
+  EXPECT_NEAR(e.nll, -(std::log(0.9) + std::log(0.2) + std::log(0.6)) / 3,
+              1e-12);
   EXPECT_NEAR(e.brier, (0.01 + 0.01 + 0.64 + 0.64 + 0.16 + 0.16) / 3, 1e-12);
-  EXPECT_NEAR(e.ece, (std::abs(1 - 0.9) + std::abs(0 - 0.8) + std::abs(1 - 0.6)) / 3, 1e-12);
+  EXPECT_NEAR(e.ece,
+              (std::abs(1 - 0.9) + std::abs(0 - 0.8) + std::abs(1 - 0.6)) / 3,
+              1e-12);
   EXPECT_NEAR(e.mean_entropy, 0.5, 1e-12);
   EXPECT_NEAR(e.mean_mutual_information, 0.02, 1e-12);
 }
@@ -216,8 +228,9 @@ TEST(ClassificationEvaluatorTest, HandComputedScores) {
 TEST_F(ClientTest, CliPredictBenchAndEvalOutputsParseAndMatch) {
   const std::string cli = MCDROP_CLIENT;
   // predict --json equals the engine called directly with the same seed.
-  auto j = nlohmann::json::parse(RunCommand(cli + " predict --target " + target_ +
-                                     " --input 540,0,0,162,2.5,1040,676,28 --samples 300 --seed 11 --json"));
+  auto j = nlohmann::json::parse(RunCommand(
+      cli + " predict --target " + target_ +
+      " --input 540,0,0,162,2.5,1040,676,28 --samples 300 --seed 11 --json"));
   auto model = Model::Load(kConcrete);
   ASSERT_TRUE(model.ok());
   Engine engine({.threads = 1});
@@ -227,17 +240,21 @@ TEST_F(ClientTest, CliPredictBenchAndEvalOutputsParseAndMatch) {
   opt.seed = 11;
   auto p = engine.Predict(*model, InputMatrix(x, 1, 8), opt);
   ASSERT_TRUE(p.ok());
-  EXPECT_DOUBLE_EQ(j["rows"][0]["outputs"][0]["mean"].get<double>(), p->Mean(0, 0));
-  EXPECT_DOUBLE_EQ(j["rows"][0]["outputs"][0]["variance"].get<double>(), p->Variance(0, 0));
+  EXPECT_DOUBLE_EQ(j["rows"][0]["outputs"][0]["mean"].get<double>(),
+                   p->Mean(0, 0));
+  EXPECT_DOUBLE_EQ(j["rows"][0]["outputs"][0]["variance"].get<double>(),
+                   p->Variance(0, 0));
 
   // bench --json counts exactly the requests asked for.
-  auto b = nlohmann::json::parse(RunCommand(cli + " bench --target " + target_ +
-                                     " --requests 120 --concurrency 4 --warmup 0s --samples 50 --json"));
+  auto b = nlohmann::json::parse(RunCommand(
+      cli + " bench --target " + target_ +
+      " --requests 120 --concurrency 4 --warmup 0s --samples 50 --json"));
   EXPECT_EQ(b["count"].get<int>(), 120);
   EXPECT_EQ(b["errors"].get<int>(), 0);
   EXPECT_EQ(b["codes"]["OK"].get<int>(), 120);
   EXPECT_GT(b["requests_per_second"].get<double>(), 0);
-  EXPECT_LE(b["latency_seconds"]["p50"].get<double>(), b["latency_seconds"]["p99"].get<double>());
+  EXPECT_LE(b["latency_seconds"]["p50"].get<double>(),
+            b["latency_seconds"]["p99"].get<double>());
 
   // eval --json on a labelled file equals the same computation done here
   // through the engine with eval's seed schedule (seed + first row of batch).
@@ -254,8 +271,9 @@ TEST_F(ClientTest, CliPredictBenchAndEvalOutputsParseAndMatch) {
       f << y[r] << "\n";
     }
   }
-  auto e = nlohmann::json::parse(RunCommand(cli + " eval --target " + target_ + " --file " + csv +
-                                     " --samples 200 --json"));
+  auto e = nlohmann::json::parse(RunCommand(cli + " eval --target " + target_ +
+                                            " --file " + csv +
+                                            " --samples 200 --json"));
   EXPECT_EQ(e["n"].get<int>(), 70);
   double sq = 0, ll = 0;
   for (int begin = 0; begin < 70; begin += 64) {
@@ -264,7 +282,8 @@ TEST_F(ClientTest, CliPredictBenchAndEvalOutputsParseAndMatch) {
     o.samples = 200;
     o.seed = 1 + begin;
     o.return_samples = true;
-    auto q = engine.Predict(*model, InputMatrix(rows.row(begin).data(), nb, 8), o);
+    auto q =
+        engine.Predict(*model, InputMatrix(rows.row(begin).data(), nb, 8), o);
     ASSERT_TRUE(q.ok());
     for (int r = 0; r < nb; ++r) {
       sq += std::pow(y[begin + r] - q->Mean(r, 0), 2);

@@ -16,7 +16,7 @@ port=$(free_port)
 mport=$(free_port)
 digits="$(dirname "$model")/digits.safetensors"
 "$server" --model "concrete=$model" --model "digits=$digits" --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 \
-  --metrics_port "$mport" --threads 2 --grace_period 20s 2> "$tmp/server.log" &
+  --metrics_port "$mport" --threads 2 --grace_period 60s 2> "$tmp/server.log" &
 spid=$!
 pids+=("$spid")
 target="127.0.0.1:$port"
@@ -57,8 +57,9 @@ grep -q 'mcdrop_predictive_entropy_nats_count{model="digits"} 2' "$tmp/metrics.t
 grep -q 'mcdrop_mutual_information_nats_count{model="digits"} 2' "$tmp/metrics.txt"
 echo "ok: promtool check metrics, counts"
 
-# Three long requests in flight (~1-3 s each on 2 cores), then SIGTERM.
-rows=$(python3 -c 'print(";".join(["540,0,0,162,2.5,1040,676,28"] * 200))')
+# Three long requests in flight (0.3 s each on 2 idle cores, several seconds
+# under the sanitizers), then SIGTERM: all must finish within the grace period.
+rows=$(python3 -c 'print(";".join(["540,0,0,162,2.5,1040,676,28"] * 100))')
 cpids=()
 for i in 1 2 3; do
   "$client" predict --target "$target" --input "$rows" --samples 20000 --seed "$i" \
@@ -93,6 +94,6 @@ set -e
 end=$(date +%s.%N)
 took=$(python3 -c "print(round($end - $start, 2))")
 [ "$rc" -eq 0 ] || { echo "FAIL: server exited $rc"; cat "$tmp/server.log"; exit 1; }
-python3 -c "import sys; sys.exit(0 if $took < 20 else 1)" || { echo "FAIL: exit took $took s"; exit 1; }
+python3 -c "import sys; sys.exit(0 if $took < 60 else 1)" || { echo "FAIL: exit took $took s"; exit 1; }
 grep -q "received SIGTERM" "$tmp/server.log"
 echo "ok: exit 0, $took s after SIGTERM"

@@ -323,9 +323,9 @@ TEST_F(ServerTest, DeadlineStopsAHugeRequestPromptly) {
     absl::SleepFor(absl::Milliseconds(10));
     idle = server_->engine().busy_threads() == 0 &&
            server_->engine().queued_tasks() == 0;
-    counted = Metric(Scrape(server_->metrics_ports().at(0)),
-                     "mcdrop_requests_total",
-                     "code=\"DEADLINE_EXCEEDED\",model=\"concrete\"");
+    counted =
+        Metric(Scrape(server_->metrics_ports().at(0)), "mcdrop_requests_total",
+               "code=\"DEADLINE_EXCEEDED\",model=\"concrete\"");
   }
   EXPECT_TRUE(idle);
   EXPECT_EQ(counted, 1);
