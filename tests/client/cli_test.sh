@@ -34,6 +34,17 @@ done
 wait_healthy "127.0.0.1:${ports[0]}"
 wait_healthy "127.0.0.1:${ports[1]}"
 
+# models --json parses and describes the served model.
+"$client" models --target "127.0.0.1:${ports[0]}" --json > "$tmp/models.json"
+python3 - "$tmp/models.json" <<'PY2'
+import json, sys
+m = json.load(open(sys.argv[1]))["models"]
+assert [x["name"] for x in m] == ["yacht"], m
+assert m[0]["layer_sizes"] == [6, 50, 1] and m[0]["task"] == "REGRESSION", m[0]
+assert m[0]["versions"][0]["state"] == "AVAILABLE", m[0]
+print("ok: models --json")
+PY2
+
 # 1. Round robin.
 "$client" bench --target "ipv4:127.0.0.1:${ports[0]},127.0.0.1:${ports[1]}" --lb round_robin \
   --requests 400 --concurrency 8 --warmup 0s --samples 20 --json > "$tmp/bench.json"
