@@ -3,8 +3,10 @@
 # dependencies, builds (optimised, x86-64-v3), runs the CTest suite, then
 # rebuilds the core tests under AddressSanitizer + UndefinedBehaviorSanitizer
 # and runs them too.
+# Last, it builds the Docker image with buildah and tests it
+# (deploy/test-image.sh).
 #   scripts/test.sh            # everything
-#   MCDROP_SKIP_SANITIZERS=1 scripts/test.sh   # the optimised build only
+#   MCDROP_SKIP_SANITIZERS=1 MCDROP_SKIP_IMAGE=1 scripts/test.sh   # the optimised build only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +26,9 @@ if [ -z "${MCDROP_SKIP_SANITIZERS:-}" ]; then
   cmake --build build-asan -j "$jobs"
   echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
+fi
+
+if [ -z "${MCDROP_SKIP_IMAGE:-}" ]; then
+  echo "== Docker image (buildah)"
+  bash deploy/test-image.sh build/server/mcdrop-server build/client/mcdrop-client
 fi
