@@ -1,0 +1,104 @@
+"""A small client of mcdrop-server over grpcio, taking and returning NumPy
+arrays. Errors are grpc.RpcError (with .code() and .details())."""
+import json
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from mcdrop.v1 import inference_pb2, inference_pb2_grpc
+
+_HEALTH = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+class Prediction:
+    """What Predict answered, as arrays.
+
+    Regression: mean, variance, std, model_variance [B, D]; intervals
+    {level: (lower [B, D], upper [B, D])}. Classification: probabilities
+    [B, C], predicted_class [B], entropy, mutual_information,
+    variation_ratio [B]. Both: samples [T, B, D] when asked, and model,
+    version, task, T (samples_used), seed, compute_seconds."""
+
+    def __init__(self, resp):
+        self.model, self.version, self.seed = resp.model, resp.version, resp.seed
+        self.task = inference_pb2.Task.Name(resp.task).lower()
+        self.samples_used = resp.samples
+        self.compute_seconds = resp.compute_seconds
+        rows = resp.rows
+        if self.task == "regression":
+            def field(name):
+                return np.array([[getattr(o, name) for o in r.outputs] for r in rows])
+            self.mean, self.variance = field("mean"), field("variance")
+            self.std, self.model_variance = field("std"), field("model_variance")
+            self.intervals = {}
+            if rows and rows[0].outputs and rows[0].outputs[0].intervals:
+                for k, iv in enumerate(rows[0].outputs[0].intervals):
+                    lo = np.array([[o.intervals[k].lower for o in r.outputs] for r in rows])
+                    hi = np.array([[o.intervals[k].upper for o in r.outputs] for r in rows])
+                    self.intervals[iv.level] = (lo, hi)
+        else:
+            c = [r.classification for r in rows]
+            self.probabilities = np.array([list(x.probabilities) for x in c])
+            self.predicted_class = np.array([x.predicted_class for x in c])
+            self.entropy = np.array([x.entropy for x in c])
+            self.mutual_information = np.array([x.mutual_information for x in c])
+            self.variation_ratio = np.array([x.variation_ratio for x in c])
+        self.samples = (np.array(resp.sample_values, dtype=np.float32).reshape(tuple(resp.sample_shape))
+                        if resp.sample_shape else None)
+
+
+class Client:
+    def __init__(self, target="localhost:50051", timeout=30.0, load_balancing=None,
+                 max_message_bytes=64 << 20):
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        if load_balancing:
+            options.append(("grpc.service_config",
+                            json.dumps({"loadBalancingConfig": [{load_balancing: {}}]})))
+        self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = inference_pb2_grpc.InferenceStub(self._channel)
+        self._timeout = timeout
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def predict(self, x, model="", version=0, samples=0, seed=0, deterministic=False,
+                include_noise=True, intervals=(), return_samples=False):
+        """x: [B, Q] (or [Q]) array-like of the model's raw inputs."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2:
+            raise ValueError(f"inputs must be [rows, features], got shape {x.shape}")
+        req = inference_pb2.PredictRequest(
+            model=model, version=version, shape=list(x.shape), inputs=x.ravel().tolist(),
+            samples=samples, seed=seed, return_samples=return_samples,
+            mode=inference_pb2.DETERMINISTIC if deterministic else inference_pb2.MONTE_CARLO,
+            exclude_noise=not include_noise, interval_levels=list(intervals))
+        return Prediction(self._stub.Predict(req, timeout=self._timeout))
+
+    def metadata(self, model="", version=0):
+        m = self._stub.GetModelMetadata(
+            inference_pb2.GetModelMetadataRequest(model=model, version=version), timeout=self._timeout)
+        return json_format.MessageToDict(m, preserving_proto_field_name=True)
+
+    def models(self):
+        r = self._stub.ListModels(inference_pb2.ListModelsRequest(), timeout=self._timeout)
+        return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in r.models]
+
+    def health(self, service=""):
+        """grpc.health.v1 status: "SERVING", "NOT_SERVING", ... (the request
+        and response are two-field messages, encoded here directly)."""
+        name = service.encode()
+        request = (b"\x0a" + bytes([len(name)]) + name) if name else b""
+        check = self._channel.unary_unary("/grpc.health.v1.Health/Check")
+        resp = check(request, timeout=self._timeout)
+        status = resp[1] if len(resp) >= 2 and resp[0] == 0x08 else 0
+        return _HEALTH.get(status, "UNKNOWN")

@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""The PyTorch exporter end to end (needs python3-torch): export networks,
+load them in mcdrop, serve them, and compare with PyTorch; refuse what mcdrop
+cannot represent, with a clear message.
+  torch_export_test.py MCDROP_SERVER MCDROP_MODEL"""
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+import numpy as np
+import torch
+from torch import nn
+
+import mcdrop
+from mcdrop.torch_export import export_torch
+
+server_bin, model_bin = sys.argv[1:3]
+tmp = tempfile.mkdtemp()
+passed = failed = 0
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    passed += bool(cond)
+    failed += not cond
+    print(("ok: " if cond else "FAIL: ") + name + ("" if cond else f" {detail}"))
+
+
+class Paper(nn.Module):
+    """The common pattern: a module with a Dropout before each Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop0 = nn.Dropout(0.05)
+        self.fc0 = nn.Linear(3, 20)
+        self.act = nn.Tanh()
+        self.drop1 = nn.Dropout(0.05)
+        self.fc1 = nn.Linear(20, 1)
+
+    def forward(self, x):
+        return self.fc1(self.drop1(self.act(self.fc0(self.drop0(x)))))
+
+
+torch.manual_seed(0)
+nets = {
+    "sequential_relu": nn.Sequential(nn.Dropout(0.1), nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 2)),
+    "module_tanh": Paper(),
+    "sigmoid_no_input_dropout": nn.Sequential(nn.Linear(4, 6), nn.Sigmoid(), nn.Dropout(0.2), nn.Linear(6, 3)),
+}
+paths = {}
+for name, net in nets.items():
+    paths[name] = os.path.join(tmp, name + ".safetensors")
+    export_torch(net, paths[name], task="regression", tau=10.0, name=name)
+    info = subprocess.run([model_bin, "info", paths[name]], capture_output=True, text=True)
+    check(f"{name}: mcdrop loads the export", info.returncode == 0, info.stderr)
+
+refused = {
+    "conv": (nn.Sequential(nn.Conv1d(1, 1, 3), nn.Linear(3, 1)), "cannot be represented"),
+    "softmax at the end": (nn.Sequential(nn.Linear(3, 2), nn.Softmax(-1)), "applies softmax"),
+    "mixed activations": (nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)),
+                          "mixed activations"),
+    "dropout after the last layer": (nn.Sequential(nn.Linear(3, 1), nn.Dropout(0.1)), "after the last Linear"),
+    "tanh-approximate GELU": (nn.Sequential(nn.Linear(3, 3), nn.GELU(approximate="tanh"), nn.Linear(3, 1)),
+                              "approximate"),
+    "no bias": (nn.Sequential(nn.Linear(3, 1, bias=False)), "without bias"),
+}
+for name, (net, message) in refused.items():
+    try:
+        export_torch(net, os.path.join(tmp, "x.safetensors"), task="regression", tau=1.0)
+        check(f"refuses {name}", False, "no error")
+    except ValueError as e:
+        check(f"refuses {name}: {e}", message in str(e), str(e))
+
+# Serve the exports and compare with PyTorch.
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+port = s.getsockname()[1]
+s.close()
+args = [server_bin, "--host", "127.0.0.1", "--port", str(port), "--metrics_port", "0"]
+for name, path in paths.items():
+    args += ["--model", f"{name}={path}"]
+server = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+try:
+    c = mcdrop.Client(f"127.0.0.1:{port}")
+    for _ in range(100):
+        try:
+            if c.health() == "SERVING":
+                break
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    for name, net in nets.items():
+        q = net[0].in_features if isinstance(net, nn.Sequential) and isinstance(net[0], nn.Linear) else (
+            4 if name == "sequential_relu" else 3)
+        x = torch.randn(7, q)
+        net.eval()
+        with torch.no_grad():
+            want = net(x).double().numpy()
+        got = c.predict(x.numpy(), model=name, deterministic=True).mean
+        rel = np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want)))
+        check(f"{name}: served output == PyTorch eval() to 1e-5 (max rel diff {rel:.1e})", rel < 1e-5)
+        net.train()
+        with torch.no_grad():
+            ys = torch.stack([net(x) for _ in range(20000)]).double()
+        p = c.predict(x.numpy(), model=name, samples=20000, seed=5, include_noise=False)
+        se = np.sqrt(ys.var(0).numpy() / 20000 * 2) + 1e-9
+        z = np.abs(p.mean - ys.mean(0).numpy()) / se
+        check(f"{name}: MC mean within 4 standard errors of PyTorch's (max {z.max():.2f})", z.max() < 4)
+finally:
+    server.terminate()
+    server.wait()
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
