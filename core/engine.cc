@@ -5,14 +5,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <unsupported/Eigen/SpecialFunctions>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "core/mask.h"
 #include "core/nn.h"
 
@@ -108,7 +108,11 @@ struct Engine::Request {
   std::vector<DropoutMask> masks;  // by layer; unused where the rate is 0
   int window = 1;
 
-  absl::Mutex mu;
+  // std::mutex rather than absl::Mutex: Debian's abseil is not built with
+  // ThreadSanitizer annotations, so TSan could not see absl::Mutex's
+  // synchronisation; the standard primitives it intercepts.
+  std::mutex mu;
+  std::condition_variable slot_freed;  // next_merge or stop_status changed
   int next_tile ABSL_GUARDED_BY(mu) = 0;
   int next_merge ABSL_GUARDED_BY(mu) = 0;
   int in_progress ABSL_GUARDED_BY(mu) = 0;
@@ -180,12 +184,17 @@ absl::StatusOr<Prediction> Engine::Predict(const Model& model,
                                            InputMatrix inputs,
                                            const PredictOptions& options) {
   absl::StatusOr<Prediction> out;
-  absl::Notification done;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
   PredictAsync(model, inputs, options, [&](absl::StatusOr<Prediction> p) {
+    std::lock_guard<std::mutex> lock(mu);
     out = std::move(p);
-    done.Notify();
+    done = true;
+    cv.notify_one();
   });
-  done.WaitForNotification();
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
   return out;
 }
 
@@ -368,7 +377,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
   const int tasks = std::min(threads, req->num_tiles);
   req->window = 2 * tasks + 2;
   {
-    absl::MutexLock lock(&req->mu);
+    std::lock_guard<std::mutex> lock(req->mu);
     req->slots.resize(req->window);
   }
   for (int i = 1; i < tasks; ++i) {
@@ -409,8 +418,11 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
     int tile = -1;
     std::function<void()> finish;
     {
-      absl::MutexLock lock(&req.mu);
-      if (!stop.ok() && req.stop_status.ok()) req.stop_status = stop;
+      std::unique_lock<std::mutex> lock(req.mu);
+      if (!stop.ok() && req.stop_status.ok()) {
+        req.stop_status = stop;
+        req.slot_freed.notify_all();
+      }
       if (!req.stop_status.ok() || req.finalized ||
           req.next_tile >= req.num_tiles) {
         if (!req.stop_status.ok() && !req.finalized && req.in_progress == 0) {
@@ -421,10 +433,10 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
         }
       } else {
         tile = req.next_tile++;
-        auto slot_free = [&req, tile]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(req.mu) {
+        auto slot_free = [&req, tile]() {
           return tile < req.next_merge + req.window || !req.stop_status.ok();
         };
-        req.mu.Await(absl::Condition(&slot_free));
+        req.slot_freed.wait(lock, slot_free);
         if (!req.stop_status.ok()) {
           // Stopped while waiting: the tile is abandoned; finish if last.
           if (!req.finalized && req.in_progress == 0) {
@@ -501,7 +513,7 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
     // modulo the window; the wait above guarantees this one is free).
     TileOutput* slot;
     {
-      absl::MutexLock lock(&req.mu);
+      std::unique_lock<std::mutex> lock(req.mu);
       slot = &req.slots[tile % req.window];
     }
     if (classification) {
@@ -549,7 +561,7 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
 
     // Merge every tile that is ready, in order.
     {
-      absl::MutexLock lock(&req.mu);
+      std::unique_lock<std::mutex> lock(req.mu);
       slot->ready = true;
       --req.in_progress;
       while (req.next_merge < req.num_tiles &&
@@ -558,6 +570,7 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
         if (req.stop_status.ok()) MergeTile(req, req.next_merge, ready);
         ready.ready = false;
         ++req.next_merge;
+        req.slot_freed.notify_all();
       }
       if (req.finalized) continue;
       if (req.next_merge == req.num_tiles && req.stop_status.ok()) {

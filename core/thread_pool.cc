@@ -19,19 +19,23 @@ ThreadPool::ThreadPool(int num_threads) {
 
 ThreadPool::~ThreadPool() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
+  work_.notify_all();
   for (std::thread& t : threads_) t.join();
 }
 
 void ThreadPool::Schedule(std::function<void()> task) {
-  absl::MutexLock lock(&mu_);
-  queue_.push_back(std::move(task));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(task));
+  }
+  work_.notify_one();
 }
 
 int ThreadPool::queued() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(queue_.size());
 }
 
@@ -39,14 +43,12 @@ int ThreadPool::CurrentThreadIndex() { return current_thread_index; }
 
 void ThreadPool::WorkerLoop(int index) {
   current_thread_index = index;
-  auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !queue_.empty() || stopping_;
-  };
+  auto has_work = [this] { return !queue_.empty() || stopping_; };
   while (true) {
     std::function<void()> task;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(&has_work));
+      std::unique_lock<std::mutex> lock(mu_);
+      work_.wait(lock, has_work);
       if (queue_.empty()) return;  // stopping_ and nothing left to run
       task = std::move(queue_.front());
       queue_.pop_front();

@@ -4,13 +4,14 @@
 #define MCDROP_CORE_THREAD_POOL_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 
 namespace mcdrop {
 
@@ -44,7 +45,10 @@ class ThreadPool {
  private:
   void WorkerLoop(int index);
 
-  mutable absl::Mutex mu_;
+  // Standard primitives so that ThreadSanitizer sees the synchronisation
+  // (Debian's abseil carries no TSan annotations).
+  mutable std::mutex mu_;
+  std::condition_variable work_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int> busy_{0};

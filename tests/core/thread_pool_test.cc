@@ -5,11 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 #include <set>
 
-#include "absl/synchronization/blocking_counter.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "tests/testing/sync.h"
 
 namespace mcdrop {
 namespace {
@@ -18,14 +17,14 @@ TEST(ThreadPoolTest, RunsEveryTaskOnItsThreads) {
   ThreadPool pool(3);
   EXPECT_EQ(pool.size(), 3);
   EXPECT_EQ(ThreadPool::CurrentThreadIndex(), -1);
-  absl::Mutex mu;
+  std::mutex mu;
   std::set<int> indices;
   std::atomic<int> ran{0};
-  absl::BlockingCounter counter(200);
+  testing::BlockingCounter counter(200);
   for (int i = 0; i < 200; ++i) {
     pool.Schedule([&] {
       {
-        absl::MutexLock lock(&mu);
+        std::lock_guard<std::mutex> lock(mu);
         indices.insert(ThreadPool::CurrentThreadIndex());
       }
       ++ran;
@@ -42,7 +41,7 @@ TEST(ThreadPoolTest, RunsEveryTaskOnItsThreads) {
 
 TEST(ThreadPoolTest, BusyCountsRunningTasks) {
   ThreadPool pool(2);
-  absl::Notification release, started1, started2;
+  testing::Notification release, started1, started2;
   pool.Schedule([&] {
     started1.Notify();
     release.WaitForNotification();
@@ -70,7 +69,7 @@ TEST(ThreadPoolTest, DestructorRunsQueuedTasks) {
 
 TEST(ThreadPoolTest, TasksMayScheduleTasks) {
   ThreadPool pool(2);
-  absl::Notification done;
+  testing::Notification done;
   pool.Schedule([&] { pool.Schedule([&] { done.Notify(); }); });
   done.WaitForNotification();
 }
