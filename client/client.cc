@@ -6,6 +6,10 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include <fstream>
+#include <sstream>
+#include <utility>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -34,8 +38,31 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
   args.SetMaxSendMessageSize(options.max_message_bytes);
   if (!options.load_balancing.empty())
     args.SetLoadBalancingPolicyName(options.load_balancing);
-  c->channel_ = grpc::CreateCustomChannel(
-      options.target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (options.tls || !options.tls_ca.empty() || !options.tls_cert.empty() ||
+      !options.tls_key.empty()) {
+    if (options.tls_cert.empty() != options.tls_key.empty()) {
+      return absl::InvalidArgumentError(
+          "a client certificate and its key go together (tls_cert, tls_key)");
+    }
+    grpc::SslCredentialsOptions ssl;
+    for (auto [path, out] : {std::pair{&options.tls_ca, &ssl.pem_root_certs},
+                             {&options.tls_cert, &ssl.pem_cert_chain},
+                             {&options.tls_key, &ssl.pem_private_key}}) {
+      if (path->empty()) continue;
+      std::ifstream in(*path);
+      std::stringstream text;
+      text << in.rdbuf();
+      if (!in || text.str().empty()) {
+        return absl::NotFoundError(
+            absl::StrCat("cannot read TLS file \"", *path, "\""));
+      }
+      *out = text.str();
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  c->channel_ = grpc::CreateCustomChannel(options.target, credentials, args);
   if (c->channel_ == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot make a channel to \"", options.target, "\""));
@@ -45,17 +72,19 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
   return c;
 }
 
-namespace {
-void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout) {
+void Client::PrepareContext(grpc::ClientContext* ctx,
+                            absl::Duration timeout) const {
   ctx->set_deadline(std::chrono::system_clock::now() +
                     absl::ToChronoMilliseconds(timeout));
+  if (!options_.auth_token.empty()) {
+    ctx->AddMetadata("authorization", "Bearer " + options_.auth_token);
+  }
 }
-}  // namespace
 
 absl::StatusOr<v1::PredictResponse> Client::Predict(
     const v1::PredictRequest& request) const {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, options_.timeout);
+  PrepareContext(&ctx, options_.timeout);
   v1::PredictResponse response;
   grpc::Status s = stub_->Predict(&ctx, request, &response);
   if (!s.ok()) return FromGrpcStatus(s);
@@ -64,7 +93,7 @@ absl::StatusOr<v1::PredictResponse> Client::Predict(
 
 absl::StatusOr<v1::ListModelsResponse> Client::ListModels() const {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, options_.timeout);
+  PrepareContext(&ctx, options_.timeout);
   v1::ListModelsResponse response;
   grpc::Status s = stub_->ListModels(&ctx, v1::ListModelsRequest(), &response);
   if (!s.ok()) return FromGrpcStatus(s);
@@ -74,7 +103,7 @@ absl::StatusOr<v1::ListModelsResponse> Client::ListModels() const {
 absl::StatusOr<v1::ModelMetadata> Client::GetModelMetadata(
     const std::string& model, int64_t version) const {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, options_.timeout);
+  PrepareContext(&ctx, options_.timeout);
   v1::GetModelMetadataRequest request;
   request.set_model(model);
   request.set_version(version);
@@ -87,7 +116,7 @@ absl::StatusOr<v1::ModelMetadata> Client::GetModelMetadata(
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>
 Client::Health(const std::string& service) const {
   grpc::ClientContext ctx;
-  SetDeadline(&ctx, options_.timeout);
+  PrepareContext(&ctx, options_.timeout);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;

@@ -15,6 +15,7 @@
 #define MCDROP_CLIENT_CLIENT_H_
 
 #include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
 
 #include <memory>
 #include <string>
@@ -36,6 +37,15 @@ struct ClientOptions {
   // Deadline of each call.
   absl::Duration timeout = absl::Seconds(30);
   int max_message_bytes = 64 << 20;
+  // TLS: on when `tls` is set or any of the files below is given. `tls_ca`
+  // is a PEM bundle to verify the server by (empty: the system's roots);
+  // `tls_cert` and `tls_key` are the client's own certificate and key, for
+  // servers that require mutual TLS.
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key;
+  // Sent as "authorization: Bearer <auth_token>" on every call (empty:
+  // none); the server's health service does not ask for it.
+  std::string auth_token;
 };
 
 // Thread-safe: one Client may serve many threads.
@@ -52,6 +62,11 @@ class Client {
   // The server's grpc.health.v1 status for `service` ("" = the whole server).
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service = "") const;
+
+  // Sets the deadline (now + `timeout`) and the authorization metadata of a
+  // call made on channel() by other code (the load generator's async calls).
+  void PrepareContext(grpc::ClientContext* context,
+                      absl::Duration timeout) const;
 
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   v1::Inference::Stub& stub() const { return *stub_; }

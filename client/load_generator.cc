@@ -107,8 +107,7 @@ absl::StatusOr<LoadReport> RunLoad(
     }
     auto* call = new Call();
     call->measured = measuring;
-    call->context.set_deadline(std::chrono::system_clock::now() +
-                               absl::ToChronoNanoseconds(options.timeout));
+    client.PrepareContext(&call->context, options.timeout);
     call->start = Clock::now();
     if (measuring)
       first_measured_start = std::min(first_measured_start, call->start);

@@ -19,6 +19,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <random>
@@ -33,6 +35,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/client.h"
 #include "client/evaluation.h"
 #include "client/load_generator.h"
@@ -43,6 +46,16 @@ ABSL_FLAG(std::string, target, "localhost:50051",
 ABSL_FLAG(std::string, lb, "",
           "load balancing over the target's addresses: round_robin");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30), "deadline of each call");
+ABSL_FLAG(bool, tls, false,
+          "connect over TLS, verifying the server by the system's roots "
+          "(implied by --tls_ca / --tls_cert)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle to verify the server by");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate, for servers that require mutual TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file whose first line is the bearer token to send (else the "
+          "MCDROP_AUTH_TOKEN environment variable, if set)");
 ABSL_FLAG(std::string, model, "", "model name (empty: the server's default)");
 ABSL_FLAG(int64_t, version, 0, "model version (0: newest)");
 ABSL_FLAG(std::string, input, "",
@@ -94,6 +107,21 @@ absl::StatusOr<std::unique_ptr<mcdrop::Client>> MakeClient() {
   o.target = absl::GetFlag(FLAGS_target);
   o.load_balancing = absl::GetFlag(FLAGS_lb);
   o.timeout = absl::GetFlag(FLAGS_timeout);
+  o.tls = absl::GetFlag(FLAGS_tls);
+  o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  if (const std::string path = absl::GetFlag(FLAGS_auth_token_file);
+      !path.empty()) {
+    std::ifstream in(path);
+    if (!in || !std::getline(in, o.auth_token)) {
+      return absl::NotFoundError(
+          absl::StrCat("cannot read a token from \"", path, "\""));
+    }
+    o.auth_token = std::string(absl::StripAsciiWhitespace(o.auth_token));
+  } else if (const char* env = std::getenv("MCDROP_AUTH_TOKEN")) {
+    o.auth_token = env;
+  }
   return mcdrop::Client::Connect(o);
 }
 

@@ -46,6 +46,22 @@ ABSL_FLAG(int, max_samples, 100000, "Largest T a request may ask for");
 ABSL_FLAG(int, max_batch_rows, 1024, "Most input rows per request");
 ABSL_FLAG(int, max_message_bytes, 64 << 20,
           "Largest request or response message");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the server; with --tls_key, gRPC is served "
+          "over TLS only");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set (mutual TLS) clients must present a "
+          "certificate signed by it");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File of bearer tokens, one per line ('#' comments); when set, "
+          "Inference calls need 'authorization: Bearer <token>' (health stays "
+          "open)");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
+          "Connections that have not completed the HTTP/2 (and TLS) "
+          "handshake by then are closed");
+ABSL_FLAG(int64_t, memory_quota_bytes, int64_t{2} << 30,
+          "Memory gRPC may use for all connections' buffers (0: no cap)");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(10),
           "On SIGTERM/SIGINT: time in-flight calls get to finish");
 
@@ -115,6 +131,12 @@ int main(int argc, char** argv) {
   options.limits.max_samples = absl::GetFlag(FLAGS_max_samples);
   options.limits.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
   options.limits.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
+  options.memory_quota_bytes = absl::GetFlag(FLAGS_memory_quota_bytes);
 
   auto server = mcdrop::server::Server::Start(options);
   if (!server.ok()) {

@@ -4,19 +4,71 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace mcdrop::server {
 
 constexpr char kServiceName[] = "mcdrop.v1.Inference";
+
+namespace {
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
+                                          const char* what) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read ", what, " \"", path, "\""));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
+    const ServerOptions& o) {
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  if (o.tls_cert.empty()) {
+    if (!o.tls_client_ca.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  auto key = ReadSmallFile(o.tls_key, "TLS key");
+  if (!key.ok()) return key.status();
+  auto cert = ReadSmallFile(o.tls_cert, "TLS certificate");
+  if (!cert.ok()) return cert.status();
+  pair.private_key = *key;
+  pair.cert_chain = *cert;
+  ssl.pem_key_cert_pairs.push_back(pair);
+  if (!o.tls_client_ca.empty()) {
+    auto ca = ReadSmallFile(o.tls_client_ca, "client CA");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     const ServerOptions& options) {
@@ -67,8 +119,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   }
   for (const auto& m : s->models_.List()) s->metrics_->ForModel(*m);
   s->metrics_->SetServedModels(s->models_.List());
+  std::vector<std::string> tokens;
+  if (!options.auth_token_file.empty()) {
+    auto text = ReadSmallFile(options.auth_token_file, "token file");
+    if (!text.ok()) return text.status();
+    for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+      line = absl::StripAsciiWhitespace(line);
+      if (!line.empty() && line[0] != '#') tokens.emplace_back(line);
+    }
+    if (tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token file \"", options.auth_token_file, "\" holds no token"));
+    }
+  }
   s->service_ = std::make_unique<InferenceService>(
-      &s->models_, s->engine_.get(), s->metrics_.get(), options.limits);
+      &s->models_, s->engine_.get(), s->metrics_.get(), options.limits,
+      std::move(tokens));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -77,9 +143,24 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       options.host.find(':') != std::string::npos ? "[" + options.host + "]"
                                                   : options.host,
       ":", options.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
-                           &s->port_);
+  auto credentials = MakeCredentials(options);
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(address, *credentials, &s->port_);
   builder.RegisterService(s->service_.get());
+  builder.AddChannelArgument(
+      GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options.handshake_timeout)));
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIME_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_time)));
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_timeout)));
+  if (options.memory_quota_bytes > 0) {
+    grpc::ResourceQuota quota("mcdrop-server");
+    quota.Resize(static_cast<size_t>(options.memory_quota_bytes));
+    builder.SetResourceQuota(quota);
+  }
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(options.limits.max_message_bytes));
   builder.SetMaxSendMessageSize(
@@ -92,8 +173,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
   spdlog::info(
-      "listening on {}:{} (gRPC: {}, grpc.health.v1.Health, reflection)",
-      options.host, s->port_, kServiceName);
+      "listening on {}:{} (gRPC: {}, grpc.health.v1.Health, reflection; {}; "
+      "{})",
+      options.host, s->port_, kServiceName,
+      options.tls_cert.empty()        ? "plaintext"
+      : options.tls_client_ca.empty() ? "TLS"
+                                      : "mutual TLS",
+      options.auth_token_file.empty() ? "no authentication"
+                                      : "bearer tokens required");
   if (!options.metrics_address.empty()) {
     spdlog::info("metrics on http://{}/metrics (port {})",
                  options.metrics_address,

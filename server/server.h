@@ -40,6 +40,22 @@ struct ServerOptions {
   std::string metrics_address;  // "host:port" of /metrics; empty: none
   int threads = 0;              // engine threads; 0: all cores
   Limits limits;
+  // TLS: PEM files of the server's certificate chain and key (both or
+  // neither). With `tls_client_ca`, clients must present a certificate
+  // signed by it (mutual TLS).
+  std::string tls_cert, tls_key, tls_client_ca;
+  // Bearer tokens, one per line; when set, Inference calls need
+  // "authorization: Bearer <token>" (health checks stay open).
+  std::string auth_token_file;
+  // Connections that have not finished the HTTP/2 (and TLS) handshake by
+  // then are closed: silent or half-open sockets cannot pile up.
+  absl::Duration handshake_timeout = absl::Seconds(10);
+  // The server pings idle connections this often and drops those whose
+  // peer does not answer within keepalive_timeout (a vanished client).
+  absl::Duration keepalive_time = absl::Seconds(60);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  // Memory gRPC may use for all connections' buffers together (0: no cap).
+  int64_t memory_quota_bytes = int64_t{2} << 30;
 };
 
 class Server {
@@ -62,6 +78,8 @@ class Server {
   std::vector<int> metrics_ports() const { return metrics_->ports(); }
   Metrics& metrics() { return *metrics_; }
   Engine& engine() { return *engine_; }
+  // Predict calls admitted and not yet answered.
+  int inflight() const { return service_->inflight(); }
   const ModelRegistry& models() const { return models_; }
 
  private:

@@ -4,15 +4,18 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <random>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/intervals.h"
+#include "server/request.h"
 #include "server/status_util.h"
 
 namespace mcdrop::server {
@@ -34,164 +37,37 @@ class PredictReactor final : public grpc::ServerUnaryReactor {
   std::shared_ptr<std::atomic<bool>> cancelled_;
 };
 
+struct PredictCall {
+  PredictRequest request;
+  PredictResponse response;
+};
+
+// Requests arrive as bytes (raw callback methods) so that a message that is
+// not protobuf gets INVALID_ARGUMENT with a reason, not gRPC's bare
+// UNIMPLEMENTED.
+template <typename Message>
+absl::Status ParseMessage(const grpc::ByteBuffer* bytes, Message* out) {
+  grpc::ByteBuffer copy(*bytes);  // shares the slices
+  const grpc::Status s =
+      grpc::SerializationTraits<Message>::Deserialize(&copy, out);
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the request (", bytes->Length(), " bytes) is not a valid ",
+        Message::descriptor()->full_name(), " message"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Message>
+void SerializeMessage(const Message& message, grpc::ByteBuffer* out) {
+  bool own_buffer;
+  grpc::SerializationTraits<Message>::Serialize(message, out, &own_buffer);
+}
+
 class SimpleReactor final : public grpc::ServerUnaryReactor {
  public:
   void OnDone() override { delete this; }
 };
-
-uint64_t FreshSeed() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  uint64_t s;
-  do {
-    s = rng();
-  } while (s == 0);
-  return s;
-}
-
-// Checks a request against the model and the limits; on success sets the
-// batch shape and the engine options.
-absl::Status CheckRequest(const PredictRequest& req, const Model& model,
-                          const Limits& limits, int* rows,
-                          PredictOptions* opt) {
-  const int q = model.input_size();
-  int64_t b;
-  if (req.shape_size() == 1) {
-    b = 1;
-    if (req.shape(0) != q) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("shape [", req.shape(0), "] does not match the model's ",
-                       q, " inputs"));
-    }
-  } else if (req.shape_size() == 2) {
-    b = req.shape(0);
-    if (req.shape(1) != q) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "shape [", req.shape(0), ", ", req.shape(1), "]: the model takes ", q,
-          " values per row, not ", req.shape(1)));
-    }
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("shape must be [rows, ", q, "] (or [", q,
-                     "] for one row); got ", req.shape_size(), " dimensions"));
-  }
-  if (b < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the batch is empty: shape [", b, ", ", q, "] has no rows"));
-  }
-  if (b > limits.max_batch_rows) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(b, " rows exceed the server's limit of ",
-                     limits.max_batch_rows, " rows per request"));
-  }
-  if (req.inputs_size() != b * q) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("shape [", b, ", ", q, "] needs ", b * q,
-                     " input values, got ", req.inputs_size()));
-  }
-  const bool mc = req.mode() == mcdrop::v1::MONTE_CARLO;
-  if (req.mode() != mcdrop::v1::MONTE_CARLO &&
-      req.mode() != mcdrop::v1::DETERMINISTIC) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown mode ", req.mode()));
-  }
-  int t = req.samples();
-  if (t < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("samples must be >= 0 (0: the model's default), got ", t));
-  }
-  if (t == 0)
-    t = model.spec().default_samples > 0 ? model.spec().default_samples
-                                         : limits.default_samples;
-  if (mc && t > limits.max_samples) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "samples ", t, " exceed the server's limit of ", limits.max_samples));
-  }
-  if (req.interval_levels_size() > 0) {
-    if (model.task() != Task::kRegression) {
-      return absl::InvalidArgumentError(
-          "interval_levels apply to regression models only");
-    }
-    if (req.interval_levels_size() > 16) {
-      return absl::InvalidArgumentError(
-          "at most 16 interval levels per request");
-    }
-    for (double level : req.interval_levels()) {
-      if (!(level > 0 && level < 1)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("interval level ", level, " is not in (0, 1)"));
-      }
-    }
-  }
-  const int64_t keep = mc ? t : 1;
-  if ((req.return_samples() || req.interval_levels_size() > 0) &&
-      keep * b * model.output_size() * 4 > limits.max_message_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "T x rows x outputs = ", keep * b * model.output_size(),
-        " samples exceed what the server keeps for one request "
-        "(max_message_bytes ",
-        limits.max_message_bytes, "); send fewer rows or a smaller T"));
-  }
-  *rows = static_cast<int>(b);
-  opt->mode = mc ? PredictMode::kMonteCarlo : PredictMode::kDeterministic;
-  opt->samples = t;
-  opt->seed = req.seed() != 0 ? req.seed() : FreshSeed();
-  opt->include_noise = !req.exclude_noise();
-  opt->return_samples = req.return_samples() || req.interval_levels_size() > 0;
-  return absl::OkStatus();
-}
-
-void FillResponse(const PredictRequest& req, const ServedModel& served,
-                  const PredictOptions& opt, const Prediction& p,
-                  PredictResponse* resp) {
-  resp->set_model(served.name);
-  resp->set_version(served.version);
-  const bool regression = p.task == Task::kRegression;
-  resp->set_task(regression ? mcdrop::v1::REGRESSION
-                            : mcdrop::v1::CLASSIFICATION);
-  resp->set_samples(p.samples);
-  resp->set_seed(opt.seed);
-  resp->set_queue_seconds(p.queue_seconds);
-  resp->set_compute_seconds(p.run_seconds);
-  const double noise =
-      regression && opt.include_noise ? 1.0 / served.model.tau() : 0.0;
-  std::vector<double> scratch;
-  for (int r = 0; r < p.rows; ++r) {
-    auto* row = resp->add_rows();
-    if (regression) {
-      for (int d = 0; d < p.outputs; ++d) {
-        auto* o = row->add_outputs();
-        o->set_mean(p.Mean(r, d));
-        o->set_variance(p.Variance(r, d));
-        o->set_std(std::sqrt(p.Variance(r, d)));
-        o->set_model_variance(p.model_variance[r * p.outputs + d]);
-        for (double level : req.interval_levels()) {
-          const IntervalBounds b = PredictiveInterval(
-              p.sample_values.data() + static_cast<int64_t>(r) * p.outputs + d,
-              static_cast<int64_t>(p.rows) * p.outputs, p.samples, noise, level,
-              &scratch);
-          auto* iv = o->add_intervals();
-          iv->set_level(level);
-          iv->set_lower(b.lower);
-          iv->set_upper(b.upper);
-        }
-      }
-    } else {
-      auto* c = row->mutable_classification();
-      for (int d = 0; d < p.outputs; ++d) c->add_probabilities(p.Mean(r, d));
-      c->set_predicted_class(p.predicted_class[r]);
-      c->set_entropy(p.entropy[r]);
-      c->set_mutual_information(p.mutual_information[r]);
-      c->set_variation_ratio(p.variation_ratio[r]);
-    }
-  }
-  if (req.return_samples()) {
-    resp->add_sample_shape(p.samples);
-    resp->add_sample_shape(p.rows);
-    resp->add_sample_shape(p.outputs);
-    resp->mutable_sample_values()->Add(p.sample_values.begin(),
-                                       p.sample_values.end());
-  }
-}
 
 }  // namespace
 
@@ -242,29 +118,82 @@ void DescribeVersions(const ModelRegistry& registry, const std::string& name,
   }
 }
 
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  const size_t n = std::max(a.size(), b.size());
+  unsigned diff = a.size() != b.size() ? 1u : 0u;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? a[i] : 0;
+    const unsigned char y = i < b.size() ? b[i] : 0;
+    diff |= static_cast<unsigned>(x ^ y);
+  }
+  return diff == 0;
+}
+
 InferenceService::InferenceService(const ModelRegistry* models, Engine* engine,
-                                   Metrics* metrics, Limits limits)
-    : models_(models), engine_(engine), metrics_(metrics), limits_(limits) {}
+                                   Metrics* metrics, Limits limits,
+                                   std::vector<std::string> tokens)
+    : models_(models),
+      engine_(engine),
+      metrics_(metrics),
+      limits_(limits),
+      tokens_(std::move(tokens)) {}
+
+absl::Status InferenceService::Authenticate(
+    const grpc::CallbackServerContext* context) const {
+  if (tokens_.empty()) return absl::OkStatus();
+  const auto& md = context->client_metadata();
+  const auto it = md.find("authorization");
+  if (it == md.end()) {
+    return absl::UnauthenticatedError(
+        "this server requires \"authorization: Bearer <token>\" metadata");
+  }
+  const absl::string_view value(it->second.data(), it->second.size());
+  constexpr absl::string_view kScheme = "bearer ";
+  if (value.size() <= kScheme.size() ||
+      !absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
+    return absl::UnauthenticatedError(
+        "the authorization metadata must be \"Bearer <token>\"");
+  }
+  const absl::string_view presented = value.substr(kScheme.size());
+  // Every token is compared, whatever matched, so the time taken does not
+  // tell which one (or how much of one) matched.
+  bool ok = false;
+  for (const std::string& t : tokens_) ok |= ConstantTimeEquals(presented, t);
+  if (!ok) return absl::UnauthenticatedError("invalid bearer token");
+  return absl::OkStatus();
+}
 
 grpc::ServerUnaryReactor* InferenceService::Predict(
-    grpc::CallbackServerContext* context, const PredictRequest* request,
-    PredictResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
   const absl::Time arrived = absl::Now();
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   auto* reactor = new PredictReactor(cancelled);
+  // The request and response live until the engine's completion has run.
+  auto call = std::make_shared<PredictCall>();
+  const PredictRequest* request = &call->request;
 
   // Refusals that never reach the engine.
   auto refuse = [&](const ModelMetrics* mm, const absl::Status& status) {
     const grpc::Status g = ToGrpcStatus(status);
     mm->CountRequest(g.error_code());
+    // Refusals an abusive client can cause at will are counted, not logged.
     if (g.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED &&
-        g.error_code() != grpc::StatusCode::UNAVAILABLE) {
+        g.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        g.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
       spdlog::warn("Predict {}: {}", CodeName(g.error_code()),
                    std::string(status.message()));
     }
     reactor->Finish(g);
     return reactor;
   };
+  if (absl::Status auth = Authenticate(context); !auth.ok()) {
+    return refuse(metrics_->Unknown(), auth);
+  }
+  if (absl::Status parsed = ParseMessage(raw_request, &call->request);
+      !parsed.ok()) {
+    return refuse(metrics_->Unknown(), parsed);
+  }
   if (draining_.load()) {
     return refuse(metrics_->Unknown(),
                   absl::UnavailableError("the server is shutting down"));
@@ -288,7 +217,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
   int rows = 0;
   PredictOptions opt;
   absl::Status checked =
-      CheckRequest(*request, (*served)->model, limits_, &rows, &opt);
+      ValidatePredictRequest(*request, (*served)->model, limits_, &rows, &opt);
   if (!checked.ok()) {
     release();
     return refuse(mm, checked);
@@ -306,12 +235,13 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
   const int q = m.input_size();
   engine_->PredictAsync(
       m, InputMatrix(request->inputs().data(), rows, q), opt,
-      [this, reactor, request, response, model, opt, mm, arrived, release,
+      [reactor, call, raw_response, model, opt, mm, arrived, release,
        deadline](absl::StatusOr<Prediction> p) {
         absl::Status status = p.status();
         if (status.ok()) {
-          FillResponse(*request, *model, opt, *p, response);
+          FillPredictResponse(call->request, *model, opt, *p, &call->response);
           mm->Observe(*p);
+          SerializeMessage(call->response, raw_response);
         } else if (absl::IsCancelled(status) &&
                    std::chrono::system_clock::now() >= deadline) {
           status = absl::DeadlineExceededError(
@@ -332,35 +262,58 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
 }
 
 grpc::ServerUnaryReactor* InferenceService::GetModelMetadata(
-    grpc::CallbackServerContext*,
-    const mcdrop::v1::GetModelMetadataRequest* request,
-    mcdrop::v1::ModelMetadata* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
   auto* reactor = new SimpleReactor();
-  auto served = models_->Get(request->model(), request->version());
+  mcdrop::v1::GetModelMetadataRequest request;
+  mcdrop::v1::ModelMetadata response;
+  absl::Status status = Authenticate(context);
+  if (status.ok()) status = ParseMessage(raw_request, &request);
+  if (status.ok()) status = Metadata(request, &response);
+  if (status.ok()) SerializeMessage(response, raw_response);
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+absl::Status InferenceService::Metadata(
+    const mcdrop::v1::GetModelMetadataRequest& request,
+    mcdrop::v1::ModelMetadata* response) const {
+  auto served = models_->Get(request.model(), request.version());
   if (!served.ok()) {
     // A model none of whose versions is available is still described, with
     // the states and reasons of its versions.
     const std::string name =
-        request->model().empty() ? models_->default_name() : request->model();
-    if (request->version() == 0 && !models_->Versions(name).empty()) {
+        request.model().empty() ? models_->default_name() : request.model();
+    if (request.version() == 0 && !models_->Versions(name).empty()) {
       response->set_name(name);
       DescribeVersions(*models_, name, response);
-      reactor->Finish(grpc::Status::OK);
-      return reactor;
+      return absl::OkStatus();
     }
-    reactor->Finish(ToGrpcStatus(served.status()));
-    return reactor;
+    return served.status();
   }
   DescribeModel(**served, (*served)->name == models_->default_name(), response);
   DescribeVersions(*models_, (*served)->name, response);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* InferenceService::ListModels(
-    grpc::CallbackServerContext*, const mcdrop::v1::ListModelsRequest*,
-    mcdrop::v1::ListModelsResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
   auto* reactor = new SimpleReactor();
+  mcdrop::v1::ListModelsRequest request;
+  mcdrop::v1::ListModelsResponse response;
+  absl::Status status = Authenticate(context);
+  if (status.ok()) status = ParseMessage(raw_request, &request);
+  if (status.ok()) {
+    AllModels(&response);
+    SerializeMessage(response, raw_response);
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+void InferenceService::AllModels(
+    mcdrop::v1::ListModelsResponse* response) const {
   const std::string default_name = models_->default_name();
   for (const std::string& name : models_->Names()) {
     auto* out = response->add_models();
@@ -372,8 +325,6 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(
     }
     DescribeVersions(*models_, name, out);
   }
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
 }
 
 }  // namespace mcdrop::server

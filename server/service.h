@@ -10,41 +10,44 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "core/engine.h"
 #include "mcdrop/v1/inference.grpc.pb.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
+#include "server/request.h"
 
 namespace mcdrop::server {
 
-struct Limits {
-  int default_samples = 100;  // T when neither request nor model says
-  int max_samples = 100000;   // largest T a request may ask for
-  int max_batch_rows = 1024;  // rows per request
-  int max_inflight = 256;     // admitted requests (computing or queued)
-  int64_t max_message_bytes = 64 << 20;  // also bounds returned samples
-};
+// The Inference methods as raw callback methods (see Predict below).
+using RawInferenceService =
+    mcdrop::v1::Inference::WithRawCallbackMethod_Predict<
+        mcdrop::v1::Inference::WithRawCallbackMethod_GetModelMetadata<
+            mcdrop::v1::Inference::WithRawCallbackMethod_ListModels<
+                mcdrop::v1::Inference::Service>>>;
 
-class InferenceService final : public mcdrop::v1::Inference::CallbackService {
+class InferenceService final : public RawInferenceService {
  public:
-  // All three must outlive the service.
+  // All three must outlive the service. With `tokens` non-empty, every
+  // Inference call must carry "authorization: Bearer <one of them>".
   InferenceService(const ModelRegistry* models, Engine* engine,
-                   Metrics* metrics, Limits limits);
+                   Metrics* metrics, Limits limits,
+                   std::vector<std::string> tokens = {});
 
-  grpc::ServerUnaryReactor* Predict(
-      grpc::CallbackServerContext* context,
-      const mcdrop::v1::PredictRequest* request,
-      mcdrop::v1::PredictResponse* response) override;
+  // The three methods take and give bytes; each parses its request itself.
+  grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelMetadata(
-      grpc::CallbackServerContext* context,
-      const mcdrop::v1::GetModelMetadataRequest* request,
-      mcdrop::v1::ModelMetadata* response) override;
-  grpc::ServerUnaryReactor* ListModels(
-      grpc::CallbackServerContext* context,
-      const mcdrop::v1::ListModelsRequest* request,
-      mcdrop::v1::ListModelsResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
 
   // From now on Predict answers UNAVAILABLE (the server is draining).
   void StartDraining() { draining_.store(true); }
@@ -54,10 +57,22 @@ class InferenceService final : public mcdrop::v1::Inference::CallbackService {
   const ModelRegistry* models_;
   Engine* engine_;
   Metrics* metrics_;
+  // OK, or UNAUTHENTICATED when tokens are required and the call's
+  // authorization metadata holds none of them.
+  absl::Status Authenticate(const grpc::CallbackServerContext* context) const;
+  absl::Status Metadata(const mcdrop::v1::GetModelMetadataRequest& request,
+                        mcdrop::v1::ModelMetadata* response) const;
+  void AllModels(mcdrop::v1::ListModelsResponse* response) const;
+
   const Limits limits_;
+  const std::vector<std::string> tokens_;
   std::atomic<int> inflight_{0};
   std::atomic<bool> draining_{false};
 };
+
+// True when `a` equals `b`; the time taken depends on the lengths only, not
+// on the position of the first difference.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
 // Fills `out` from a model (shared by GetModelMetadata and ListModels).
 void DescribeModel(const ServedModel& model, bool is_default,

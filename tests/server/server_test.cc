@@ -20,12 +20,15 @@
 
 #include "client/client.h"
 #include "core/intervals.h"
+#include "tests/testing/metrics.h"
 #include "tests/testing/models.h"
 
 namespace mcdrop::server {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::Metric;
+using testing::Scrape;
 using v1::PredictRequest;
 using v1::PredictResponse;
 
@@ -42,38 +45,6 @@ std::string ClassifierPath() {
     return p;
   }();
   return path;
-}
-
-// GET /metrics over plain HTTP/1.0.
-std::string Scrape(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
-  close(fd);
-  return out;
-}
-
-// The value of one sample line, e.g. Metric(text, "mcdrop_requests_total",
-// "code=\"OK\",model=\"concrete\"").
-double Metric(const std::string& text, const std::string& name,
-              const std::string& labels) {
-  const std::string key =
-      labels.empty() ? "\n" + name + " " : name + "{" + labels + "} ";
-  const size_t at = text.find(key);
-  if (at == std::string::npos) return NAN;
-  return std::stod(text.substr(at + key.size()));
 }
 
 class ServerTest : public ::testing::Test {
