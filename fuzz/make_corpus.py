@@ -1,0 +1,78 @@
+#!/usr/bin/python3
+"""Writes the fuzzers' seed corpora (committed in fuzz/corpus/):
+
+  model_file/       small valid model files (regression and classification,
+                    each activation), the bundled concrete model, and broken
+                    variants (truncated, bad length prefix, bad JSON, offsets
+                    out of range)
+  predict_request/  serialized mcdrop.v1.PredictRequest messages, valid and
+                    invalid, for the models of predict_request_fuzz.cc
+                    ("r": 4 inputs, 2 outputs; "c": 4 inputs, 3 classes)
+
+  /usr/bin/python3 fuzz/make_corpus.py BUILD_DIR   # BUILD_DIR/python has the stubs
+"""
+import os
+import shutil
+import struct
+import sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+root = os.path.dirname(here)
+sys.path.insert(0, os.path.join(root, "client", "python"))
+sys.path.insert(0, os.path.join(sys.argv[1] if len(sys.argv) > 1 else "build", "python"))
+
+import torch  # noqa: E402
+from mcdrop.torch_export import export_torch  # noqa: E402
+from mcdrop.v1 import inference_pb2 as pb  # noqa: E402
+
+models = os.path.join(here, "corpus", "model_file")
+requests = os.path.join(here, "corpus", "predict_request")
+for d in (models, requests):
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+
+torch.manual_seed(0)
+for i, (act, task, outs) in enumerate([(torch.nn.ReLU, "regression", 1),
+                                       (torch.nn.Tanh, "classification", 3),
+                                       (torch.nn.Sigmoid, "regression", 2),
+                                       (torch.nn.GELU, "classification", 2)]):
+    net = torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(3, 5), act(),
+                              torch.nn.Dropout(0.2), torch.nn.Linear(5, outs))
+    kw = dict(tau=4.0, output_mean=[1.0] * outs, output_std=[2.0] * outs) if task == "regression" else {}
+    export_torch(net, os.path.join(models, f"small_{i}.safetensors"), task=task,
+                 input_mean=[0.5, 0, -1], input_std=[1, 2, 3], **kw)
+shutil.copy(os.path.join(root, "models", "concrete.safetensors"), models)
+
+good = open(os.path.join(models, "small_0.safetensors"), "rb").read()
+n = struct.unpack("<Q", good[:8])[0]
+header = good[8:8 + n]
+broken = {
+    "truncated": good[: len(good) // 2],
+    "short_prefix": good[:5],
+    "huge_prefix": struct.pack("<Q", 1 << 60) + good[8:],
+    "bad_json": good[:8] + header.replace(b"{", b"[", 1) + good[8 + n:],
+    "offsets_out_of_range": good[:8] + header.replace(b'"data_offsets":[0,', b'"data_offsets":[9,', 1)
+    + good[8 + n:],
+}
+for name, data in broken.items():
+    open(os.path.join(models, f"broken_{name}.safetensors"), "wb").write(data)
+
+
+def request(name, model="r", rows=1, q=4, **kw):
+    r = pb.PredictRequest(model=model, shape=[rows, q], inputs=[0.25 * i for i in range(rows * q)], **kw)
+    open(os.path.join(requests, name), "wb").write(r.SerializeToString())
+
+
+request("one_row", samples=8, seed=1)
+request("batch_intervals", rows=3, samples=16, seed=2, interval_levels=[0.5, 0.9])
+request("samples_back", rows=2, samples=4, seed=3, return_samples=True)
+request("deterministic", rows=2, mode=pb.DETERMINISTIC)
+request("classifier", model="c", rows=2, samples=10, seed=4, return_samples=True)
+request("exclude_noise", rows=1, samples=5, exclude_noise=True)
+request("wrong_width", q=3)
+request("negative_samples", samples=-1)
+request("too_many_rows", rows=100)
+r = pb.PredictRequest(model="r", shape=[1, 4], inputs=[float("nan"), 0, 0, 0])
+open(os.path.join(requests, "nan"), "wb").write(r.SerializeToString())
+open(os.path.join(requests, "empty"), "wb").write(b"")
+print(f"wrote {len(os.listdir(models))} model files, {len(os.listdir(requests))} requests")
