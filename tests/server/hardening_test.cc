@@ -159,6 +159,21 @@ TEST_F(HardeningTest, OversizeMessageIsRefusedBeforeItIsRead) {
   ExpectServing("an oversize message");
 }
 
+TEST_F(HardeningTest, ZeroSamplesMeansTheDefaultAndDeterministicIgnoresT) {
+  Start();
+  PredictResponse resp;
+  ASSERT_TRUE(Call(Rows(2, 0), &resp).ok());
+  EXPECT_EQ(resp.samples(), 100);  // concrete.safetensors: default_samples
+  PredictRequest det = Rows(2, 2000000000);
+  det.set_mode(v1::DETERMINISTIC);
+  ASSERT_TRUE(Call(det, &resp).ok());
+  EXPECT_EQ(resp.samples(), 1);
+  PredictRequest mc = Rows(2, 2000000000);
+  grpc::Status s = Call(mc, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ExpectServing("T = 2e9");
+}
+
 TEST_F(HardeningTest, BytesThatAreNotHttp2CloseTheConnection) {
   Start();
   std::mt19937 rng(7);
