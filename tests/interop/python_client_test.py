@@ -1,12 +1,16 @@
 #!/usr/bin/python3
 """The Python client (client/python/mcdrop) against a live mcdrop-server:
 health, models, metadata, regression and classification predictions as NumPy
-arrays equal to what mcdrop-client gets for the same seed, and errors.
+arrays equal to what mcdrop-client gets for the same seed, and errors; then
+against a server with mutual TLS and a bearer token (certificates made by
+tests/testing/make_certs.sh).
   python_client_test.py MCDROP_SERVER MCDROP_CLIENT MODELS_DIR"""
 import json
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import grpc
@@ -95,5 +99,55 @@ try:
 finally:
     server.terminate()
     server.wait()
+
+with tempfile.TemporaryDirectory() as tmp:
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run(["bash", os.path.join(here, "..", "testing", "make_certs.sh"), tmp], check=True)
+    with open(f"{tmp}/tokens", "w") as f:
+        f.write("python-test-token\n")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = subprocess.Popen([server_bin, "--model", f"{models}/concrete.safetensors", "--host", "127.0.0.1",
+                               "--port", str(port), "--metrics_port", "0",
+                               "--tls_cert", f"{tmp}/server.crt", "--tls_key", f"{tmp}/server.key",
+                               "--tls_client_ca", f"{tmp}/ca.crt", "--auth_token_file", f"{tmp}/tokens"],
+                              stderr=open(f"{tmp}/server.log", "w"))
+    try:
+        target = f"127.0.0.1:{port}"
+        # Wait for the port before the first call: a refused connection puts
+        # a gRPC channel into exponential reconnect backoff (15 s here).
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        creds = dict(tls_ca=f"{tmp}/ca.crt", tls_cert=f"{tmp}/client.crt", tls_key=f"{tmp}/client.key")
+        secure = mcdrop.Client(target, timeout=5, auth_token="python-test-token", **creds)
+        check("mutual TLS: health", secure.health() == "SERVING")
+        x = np.array([[540, 0, 0, 162, 2.5, 1040, 676, 28]])
+        p = secure.predict(x, samples=50, seed=1)
+        check("mutual TLS + token: predict", p.mean.shape == (1, 1))
+        check("mutual TLS + token: models", [m["name"] for m in secure.models()] == ["concrete"])
+        no_token = mcdrop.Client(target, timeout=5, **creds)
+        check("mutual TLS, no token: health open", no_token.health() == "SERVING")
+        try:
+            no_token.predict(x)
+            check("no token refused", False)
+        except grpc.RpcError as e:
+            check("no token: UNAUTHENTICATED", e.code() == grpc.StatusCode.UNAUTHENTICATED, e.details())
+        no_cert = mcdrop.Client(target, timeout=5, tls_ca=f"{tmp}/ca.crt", auth_token="python-test-token")
+        try:
+            no_cert.predict(x)
+            check("no client certificate refused", False)
+        except grpc.RpcError as e:
+            check("no client certificate: UNAVAILABLE", e.code() == grpc.StatusCode.UNAVAILABLE, e.code())
+    finally:
+        server.terminate()
+        server.wait()
+        if failed or sys.exc_info()[0] is not None:
+            print("server log:\n" + open(f"{tmp}/server.log").read())
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

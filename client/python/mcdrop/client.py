@@ -50,15 +50,33 @@ class Prediction:
 
 class Client:
     def __init__(self, target="localhost:50051", timeout=30.0, load_balancing=None,
-                 max_message_bytes=64 << 20):
+                 max_message_bytes=64 << 20, tls=False, tls_ca=None, tls_cert=None, tls_key=None,
+                 auth_token=None):
+        """tls / tls_ca / tls_cert / tls_key: TLS (tls_ca: PEM file of the CA to
+        verify the server by, else the system's roots; tls_cert and tls_key:
+        the client's certificate for mutual TLS). auth_token: sent as
+        "authorization: Bearer <token>" with every call."""
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
         if load_balancing:
             options.append(("grpc.service_config",
                             json.dumps({"loadBalancingConfig": [{load_balancing: {}}]})))
-        self._channel = grpc.insecure_channel(target, options=options)
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if tls or tls_ca or tls_cert:
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=read(tls_ca) if tls_ca else None,
+                private_key=read(tls_key) if tls_key else None,
+                certificate_chain=read(tls_cert) if tls_cert else None)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
         self._timeout = timeout
+        self._metadata = (("authorization", f"Bearer {auth_token}"),) if auth_token else None
 
     def close(self):
         self._channel.close()
@@ -82,15 +100,17 @@ class Client:
             samples=samples, seed=seed, return_samples=return_samples,
             mode=inference_pb2.DETERMINISTIC if deterministic else inference_pb2.MONTE_CARLO,
             exclude_noise=not include_noise, interval_levels=list(intervals))
-        return Prediction(self._stub.Predict(req, timeout=self._timeout))
+        return Prediction(self._stub.Predict(req, timeout=self._timeout, metadata=self._metadata))
 
     def metadata(self, model="", version=0):
         m = self._stub.GetModelMetadata(
-            inference_pb2.GetModelMetadataRequest(model=model, version=version), timeout=self._timeout)
+            inference_pb2.GetModelMetadataRequest(model=model, version=version), timeout=self._timeout,
+            metadata=self._metadata)
         return json_format.MessageToDict(m, preserving_proto_field_name=True)
 
     def models(self):
-        r = self._stub.ListModels(inference_pb2.ListModelsRequest(), timeout=self._timeout)
+        r = self._stub.ListModels(inference_pb2.ListModelsRequest(), timeout=self._timeout,
+                                  metadata=self._metadata)
         return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in r.models]
 
     def health(self, service=""):
