@@ -28,7 +28,10 @@ server=${MCDROP_SERVER:-build/server/mcdrop-server}
 client=${MCDROP_CLIENT:-build/client/mcdrop-client}
 tmp=$(mktemp -d)
 spid=""
-cleanup() { if [ -n "$spid" ]; then { kill -9 "$spid"; wait "$spid"; } 2>/dev/null; fi; rm -rf "$tmp"; }
+cleanup() {
+  if [ -n "$spid" ] && kill -0 "$spid" 2>/dev/null; then kill -9 "$spid"; wait "$spid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 "$server" --model "$model" --host 127.0.0.1 --port "$port" --metrics_port 0 2> "$tmp/server.log" &
@@ -50,13 +53,20 @@ bench_rc=$?
 set -e
 health=$("$client" health --target "$target" --timeout 5s 2>&1 || true)
 kill "$sampler" 2>/dev/null || true
+# A clean stop after the soak: SIGTERM, exit 0.
+kill -TERM "$spid"
+set +e
+wait "$spid"
+stop_rc=$?
+set -e
+spid=""
 mkdir -p build
 cp "$tmp/rss.txt" build/soak-rss.txt
-python3 - "$tmp/soak.json" build/soak-rss.txt "$bench_rc" "$health" "$duration" <<'PY'
+python3 - "$tmp/soak.json" build/soak-rss.txt "$bench_rc" "$health" "$duration" "$stop_rc" <<'PY'
 import json, statistics, sys
 r = json.load(open(sys.argv[1]))
 rss = [int(line.split()[1]) for line in open(sys.argv[2]) if len(line.split()) == 2]
-rc, health, duration = int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+rc, health, duration, stop_rc = int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 if len(rss) < 6:
     print(f"FAIL: only {len(rss)} RSS samples"); sys.exit(1)
 w = max(3, min(30, len(rss) // 5))
@@ -77,6 +87,7 @@ if r["count"] == 0: problems.append("no calls")
 if r["errors"] != 0 or ok != r["count"]: problems.append(f"{r['errors']} failed calls: {r['codes']}")
 if growth >= 0.05: problems.append(f"RSS grew {growth:.1%} (limit 5%)")
 if health != "SERVING": problems.append(f"health after the soak: {health}")
+if stop_rc != 0: problems.append(f"the server exited {stop_rc} on SIGTERM after the soak")
 if problems:
     print("FAIL: " + "; ".join(problems)); sys.exit(1)
 print(f"soak: ok: {r['count']} calls in {duration} s ({r['requests_per_second']:.0f}/s), 0 errors, "

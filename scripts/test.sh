@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of mcdrop on a fresh Debian 12 machine: installs the
 # dependencies, builds (optimised, x86-64-v3) and runs the CTest suite; a
-# one-minute soak of the server (scripts/soak.sh); rebuilds everything under
+# 90-second soak of the server (scripts/soak.sh); rebuilds everything under
 # AddressSanitizer + UndefinedBehaviorSanitizer and runs the whole suite again;
 # runs the engine's concurrency tests under ThreadSanitizer; fuzzes the model
 # loader and the request path for a minute each (scripts/fuzz.sh). Last, it
@@ -23,8 +23,8 @@ echo "== tests (Release)"
 ctest --test-dir build --output-on-failure -j "$jobs"
 
 if [ -z "${MCDROP_SKIP_SOAK:-}" ]; then
-  echo "== soak (${MCDROP_SOAK_SECONDS:-60} s at full load)"
-  bash scripts/soak.sh --duration "${MCDROP_SOAK_SECONDS:-60}" --warmup 20
+  echo "== soak (${MCDROP_SOAK_SECONDS:-90} s at full load)"
+  bash scripts/soak.sh --duration "${MCDROP_SOAK_SECONDS:-90}" --warmup 30
 fi
 
 if [ -z "${MCDROP_SKIP_SANITIZERS:-}" ]; then
