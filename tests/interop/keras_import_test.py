@@ -13,32 +13,18 @@ the served deterministic outputs with a NumPy forward pass of the same
 weights; checks the drop rates in the metadata; checks the refusals.
   keras_import_test.py MCDROP_SERVER"""
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
-import grpc
 import h5py
 import numpy as np
 
 import mcdrop
+from checks import check, finish, free_port, wait_for_port
 from mcdrop.keras_import import export_keras_h5
 
 server_bin = sys.argv[1]
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}")
 
 
 def write_keras_h5(path, layers, weights, class_name="Sequential", with_config=True):
@@ -105,20 +91,12 @@ with tempfile.TemporaryDirectory() as tmp:
     write_keras_h5(f"{tmp}/cls.h5", cls_layers, {"dense": v1, "dense_1": v2})
     export_keras_h5(f"{tmp}/cls.h5", f"{tmp}/cls.safetensors", task="classification")
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     server = subprocess.Popen([server_bin, "--model", f"reg={tmp}/reg.safetensors",
                                "--model", f"cls={tmp}/cls.safetensors", "--host", "127.0.0.1",
                                "--port", str(port), "--metrics_port", "0"], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(port)
         c = mcdrop.Client(f"127.0.0.1:{port}")
         x = rng.normal(0, 1, (7, 5)).astype(np.float32)
         got = c.predict(x, model="reg", deterministic=True).mean
@@ -167,5 +145,4 @@ with tempfile.TemporaryDirectory() as tmp:
             {"dense": w1, "dense_2": w3}, "not supported")
     refused("shapes that do not chain", [d1, d3], {"dense": w1, "dense_2": w1}, "takes 5 inputs")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

@@ -7,7 +7,6 @@ tests/testing/make_certs.sh).
   python_client_test.py MCDROP_SERVER MCDROP_CLIENT MODELS_DIR"""
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,26 +16,13 @@ import grpc
 import numpy as np
 
 import mcdrop
+from checks import check, failures, finish, free_port, wait_for_port
 
 server_bin, client_bin, models = sys.argv[1:4]
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-port = s.getsockname()[1]
-s.close()
+port = free_port()
 server = subprocess.Popen([server_bin, "--model", f"{models}/concrete.safetensors",
                            "--model", f"{models}/digits.safetensors", "--host", "127.0.0.1",
                            "--port", str(port), "--metrics_port", "0"], stderr=subprocess.DEVNULL)
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}")
 
 
 try:
@@ -105,10 +91,7 @@ with tempfile.TemporaryDirectory() as tmp:
     subprocess.run(["bash", os.path.join(here, "..", "testing", "make_certs.sh"), tmp], check=True)
     with open(f"{tmp}/tokens", "w") as f:
         f.write("python-test-token\n")
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     server = subprocess.Popen([server_bin, "--model", f"{models}/concrete.safetensors", "--host", "127.0.0.1",
                                "--port", str(port), "--metrics_port", "0",
                                "--tls_cert", f"{tmp}/server.crt", "--tls_key", f"{tmp}/server.key",
@@ -116,14 +99,7 @@ with tempfile.TemporaryDirectory() as tmp:
                               stderr=open(f"{tmp}/server.log", "w"))
     try:
         target = f"127.0.0.1:{port}"
-        # Wait for the port before the first call: a refused connection puts
-        # a gRPC channel into exponential reconnect backoff (15 s here).
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(port)
         creds = dict(tls_ca=f"{tmp}/ca.crt", tls_cert=f"{tmp}/client.crt", tls_key=f"{tmp}/client.key")
         secure = mcdrop.Client(target, timeout=5, auth_token="python-test-token", **creds)
         check("mutual TLS: health", secure.health() == "SERVING")
@@ -147,7 +123,6 @@ with tempfile.TemporaryDirectory() as tmp:
     finally:
         server.terminate()
         server.wait()
-        if failed or sys.exc_info()[0] is not None:
+        if failures() or sys.exc_info()[0] is not None:
             print("server log:\n" + open(f"{tmp}/server.log").read())
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

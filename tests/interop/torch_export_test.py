@@ -4,7 +4,6 @@ load them in mcdrop, serve them, and compare with PyTorch; refuse what mcdrop
 cannot represent, with a clear message.
   torch_export_test.py MCDROP_SERVER MCDROP_MODEL"""
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,18 +15,11 @@ import torch
 from torch import nn
 
 import mcdrop
+from checks import check, finish, free_port
 from mcdrop.torch_export import export_torch
 
 server_bin, model_bin = sys.argv[1:3]
 tmp = tempfile.mkdtemp()
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    passed += bool(cond)
-    failed += not cond
-    print(("ok: " if cond else "FAIL: ") + name + ("" if cond else f" {detail}"))
 
 
 class Paper(nn.Module):
@@ -76,10 +68,7 @@ for name, (net, message) in refused.items():
         check(f"refuses {name}: {e}", message in str(e), str(e))
 
 # Serve the exports and compare with PyTorch.
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-port = s.getsockname()[1]
-s.close()
+port = free_port()
 args = [server_bin, "--host", "127.0.0.1", "--port", str(port), "--metrics_port", "0"]
 for name, path in paths.items():
     args += ["--model", f"{name}={path}"]
@@ -113,5 +102,4 @@ try:
 finally:
     server.terminate()
     server.wait()
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()
