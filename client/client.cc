@@ -6,12 +6,11 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/file_util.h"
 
 namespace mcdrop {
 
@@ -33,6 +32,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
   }
   auto c = std::make_unique<Client>();
   c->options_ = options;
+  if (!options.auth_token.empty()) {
+    c->authorization_ = "Bearer " + options.auth_token;
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
@@ -51,14 +53,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
                              {&options.tls_cert, &ssl.pem_cert_chain},
                              {&options.tls_key, &ssl.pem_private_key}}) {
       if (path->empty()) continue;
-      std::ifstream in(*path);
-      std::stringstream text;
-      text << in.rdbuf();
-      if (!in || text.str().empty()) {
+      auto text = ReadFileToString(*path);
+      if (!text.ok()) return text.status();
+      if (text->empty()) {
         return absl::NotFoundError(
-            absl::StrCat("cannot read TLS file \"", *path, "\""));
+            absl::StrCat("TLS file \"", *path, "\" is empty"));
       }
-      *out = text.str();
+      *out = *std::move(text);
     }
     credentials = grpc::SslCredentials(ssl);
   }
@@ -76,9 +77,8 @@ void Client::PrepareContext(grpc::ClientContext* ctx,
                             absl::Duration timeout) const {
   ctx->set_deadline(std::chrono::system_clock::now() +
                     absl::ToChronoMilliseconds(timeout));
-  if (!options_.auth_token.empty()) {
-    ctx->AddMetadata("authorization", "Bearer " + options_.auth_token);
-  }
+  if (!authorization_.empty())
+    ctx->AddMetadata("authorization", authorization_);
 }
 
 absl::StatusOr<v1::PredictResponse> Client::Predict(

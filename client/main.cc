@@ -20,7 +20,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <random>
@@ -40,6 +39,7 @@
 #include "client/evaluation.h"
 #include "client/load_generator.h"
 #include "core/dataset.h"
+#include "core/file_util.h"
 
 ABSL_FLAG(std::string, target, "localhost:50051",
           "gRPC target of the server(s)");
@@ -113,12 +113,15 @@ absl::StatusOr<std::unique_ptr<mcdrop::Client>> MakeClient() {
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   if (const std::string path = absl::GetFlag(FLAGS_auth_token_file);
       !path.empty()) {
-    std::ifstream in(path);
-    if (!in || !std::getline(in, o.auth_token)) {
+    auto text = mcdrop::ReadFileToString(path);
+    if (!text.ok()) return text.status();
+    const absl::string_view first_line = *text;
+    o.auth_token = std::string(absl::StripAsciiWhitespace(
+        first_line.substr(0, first_line.find('\n'))));
+    if (o.auth_token.empty()) {
       return absl::NotFoundError(
-          absl::StrCat("cannot read a token from \"", path, "\""));
+          absl::StrCat("no token on the first line of \"", path, "\""));
     }
-    o.auth_token = std::string(absl::StripAsciiWhitespace(o.auth_token));
   } else if (const char* env = std::getenv("MCDROP_AUTH_TOKEN")) {
     o.auth_token = env;
   }

@@ -5,8 +5,6 @@
 #include <zlib.h>
 
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -14,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/file_util.h"
 #include "core/status_macros.h"
 
 namespace mcdrop {
@@ -36,12 +35,7 @@ absl::StatusOr<std::string> ReadAll(const std::string& path) {
           absl::StrCat("\"", path, "\" is not valid gzip"));
     return out;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return absl::NotFoundError(absl::StrCat("cannot open \"", path, "\""));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return ReadFileToString(path);
 }
 
 absl::StatusOr<std::vector<double>> ParseRow(absl::string_view line) {

@@ -10,14 +10,13 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "core/file_util.h"
 
 namespace mcdrop::server {
 
@@ -25,16 +24,16 @@ constexpr char kServiceName[] = "mcdrop.v1.Inference";
 
 namespace {
 
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
-                                          const char* what) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot read ", what, " \"", path, "\""));
+// A file named by a flag, its errors prefixed with what it is.
+absl::StatusOr<std::string> ReadFlagFile(const std::string& path,
+                                         const char* what) {
+  auto bytes = ReadFileToString(path);
+  if (!bytes.ok()) {
+    return absl::Status(
+        bytes.status().code(),
+        absl::StrCat("cannot read ", what, ": ", bytes.status().message()));
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return bytes;
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
@@ -51,15 +50,15 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
   }
   grpc::SslServerCredentialsOptions ssl;
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  auto key = ReadSmallFile(o.tls_key, "TLS key");
+  auto key = ReadFlagFile(o.tls_key, "TLS key");
   if (!key.ok()) return key.status();
-  auto cert = ReadSmallFile(o.tls_cert, "TLS certificate");
+  auto cert = ReadFlagFile(o.tls_cert, "TLS certificate");
   if (!cert.ok()) return cert.status();
   pair.private_key = *key;
   pair.cert_chain = *cert;
   ssl.pem_key_cert_pairs.push_back(pair);
   if (!o.tls_client_ca.empty()) {
-    auto ca = ReadSmallFile(o.tls_client_ca, "client CA");
+    auto ca = ReadFlagFile(o.tls_client_ca, "client CA");
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *ca;
     ssl.client_certificate_request =
@@ -121,7 +120,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   s->metrics_->SetServedModels(s->models_.List());
   std::vector<std::string> tokens;
   if (!options.auth_token_file.empty()) {
-    auto text = ReadSmallFile(options.auth_token_file, "token file");
+    auto text = ReadFlagFile(options.auth_token_file, "token file");
     if (!text.ok()) return text.status();
     for (absl::string_view line : absl::StrSplit(*text, '\n')) {
       line = absl::StripAsciiWhitespace(line);

@@ -50,10 +50,28 @@ class SecurityTest : public ::testing::Test {
     o.threads = 1;
     return o;
   }
+  // Options of a TLS server; with `mutual`, clients need a certificate
+  // signed by the test CA.
+  static ServerOptions TlsOptions(bool mutual) {
+    ServerOptions o = Options();
+    o.tls_cert = File("server.crt");
+    o.tls_key = File("server.key");
+    if (mutual) o.tls_client_ca = File("ca.crt");
+    return o;
+  }
   void Start(const ServerOptions& o) {
     auto s = Server::Start(o);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = *std::move(s);
+  }
+  // A client that trusts the test CA and presents the test client
+  // certificate.
+  ClientOptions MutualTlsClient() const {
+    ClientOptions c = Client();
+    c.tls_ca = File("ca.crt");
+    c.tls_cert = File("client.crt");
+    c.tls_key = File("client.key");
+    return c;
   }
   ClientOptions Client() const {
     ClientOptions c;
@@ -80,10 +98,7 @@ class SecurityTest : public ::testing::Test {
 std::string* SecurityTest::dir_ = nullptr;
 
 TEST_F(SecurityTest, TlsServesTlsClientsOnly) {
-  ServerOptions o = Options();
-  o.tls_cert = File("server.crt");
-  o.tls_key = File("server.key");
-  Start(o);
+  Start(TlsOptions(/*mutual=*/false));
   ClientOptions good = Client();
   good.tls_ca = File("ca.crt");
   EXPECT_TRUE(Predict(good).ok()) << Predict(good);
@@ -101,15 +116,9 @@ TEST_F(SecurityTest, TlsServesTlsClientsOnly) {
 }
 
 TEST_F(SecurityTest, MutualTlsRefusesClientsWithoutASignedCertificate) {
-  ServerOptions o = Options();
-  o.tls_cert = File("server.crt");
-  o.tls_key = File("server.key");
-  o.tls_client_ca = File("ca.crt");
+  ServerOptions o = TlsOptions(/*mutual=*/true);
   Start(o);
-  ClientOptions good = Client();
-  good.tls_ca = File("ca.crt");
-  good.tls_cert = File("client.crt");
-  good.tls_key = File("client.key");
+  ClientOptions good = MutualTlsClient();
   EXPECT_TRUE(Predict(good).ok()) << Predict(good);
 
   ClientOptions no_cert = Client();
@@ -169,16 +178,10 @@ TEST_F(SecurityTest, BearerTokensGuardInferenceButNotHealth) {
 }
 
 TEST_F(SecurityTest, TokenOverMutualTls) {
-  ServerOptions o = Options();
-  o.tls_cert = File("server.crt");
-  o.tls_key = File("server.key");
-  o.tls_client_ca = File("ca.crt");
+  ServerOptions o = TlsOptions(/*mutual=*/true);
   o.auth_token_file = File("tokens");
   Start(o);
-  ClientOptions co = Client();
-  co.tls_ca = File("ca.crt");
-  co.tls_cert = File("client.crt");
-  co.tls_key = File("client.key");
+  ClientOptions co = MutualTlsClient();
   EXPECT_EQ(Predict(co).code(), absl::StatusCode::kUnauthenticated);
   co.auth_token = "second-token-abcdef";
   EXPECT_TRUE(Predict(co).ok());
