@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
+#include "core/status_macros.h"
 
 namespace mcdrop {
 
@@ -53,13 +54,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
                              {&options.tls_cert, &ssl.pem_cert_chain},
                              {&options.tls_key, &ssl.pem_private_key}}) {
       if (path->empty()) continue;
-      auto text = ReadFileToString(*path);
-      if (!text.ok()) return text.status();
-      if (text->empty()) {
+      MCDROP_ASSIGN_OR_RETURN(*out, ReadFileToString(*path));
+      if (out->empty()) {
         return absl::NotFoundError(
             absl::StrCat("TLS file \"", *path, "\" is empty"));
       }
-      *out = *std::move(text);
     }
     credentials = grpc::SslCredentials(ssl);
   }

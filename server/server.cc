@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/file_util.h"
+#include "core/status_macros.h"
 
 namespace mcdrop::server {
 
@@ -50,17 +51,13 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
   }
   grpc::SslServerCredentialsOptions ssl;
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  auto key = ReadFlagFile(o.tls_key, "TLS key");
-  if (!key.ok()) return key.status();
-  auto cert = ReadFlagFile(o.tls_cert, "TLS certificate");
-  if (!cert.ok()) return cert.status();
-  pair.private_key = *key;
-  pair.cert_chain = *cert;
+  MCDROP_ASSIGN_OR_RETURN(pair.private_key, ReadFlagFile(o.tls_key, "TLS key"));
+  MCDROP_ASSIGN_OR_RETURN(pair.cert_chain,
+                          ReadFlagFile(o.tls_cert, "TLS certificate"));
   ssl.pem_key_cert_pairs.push_back(pair);
   if (!o.tls_client_ca.empty()) {
-    auto ca = ReadFlagFile(o.tls_client_ca, "client CA");
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *ca;
+    MCDROP_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                            ReadFlagFile(o.tls_client_ca, "client CA"));
     ssl.client_certificate_request =
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
@@ -120,9 +117,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   s->metrics_->SetServedModels(s->models_.List());
   std::vector<std::string> tokens;
   if (!options.auth_token_file.empty()) {
-    auto text = ReadFlagFile(options.auth_token_file, "token file");
-    if (!text.ok()) return text.status();
-    for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+    MCDROP_ASSIGN_OR_RETURN(
+        const std::string text,
+        ReadFlagFile(options.auth_token_file, "token file"));
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
       line = absl::StripAsciiWhitespace(line);
       if (!line.empty() && line[0] != '#') tokens.emplace_back(line);
     }
@@ -142,9 +140,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       options.host.find(':') != std::string::npos ? "[" + options.host + "]"
                                                   : options.host,
       ":", options.port);
-  auto credentials = MakeCredentials(options);
-  if (!credentials.ok()) return credentials.status();
-  builder.AddListeningPort(address, *credentials, &s->port_);
+  MCDROP_ASSIGN_OR_RETURN(auto credentials, MakeCredentials(options));
+  builder.AddListeningPort(address, credentials, &s->port_);
   builder.RegisterService(s->service_.get());
   builder.AddChannelArgument(
       GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
