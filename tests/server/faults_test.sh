@@ -67,7 +67,10 @@ if "$client" predict --target "127.0.0.1:$port" --input "$row" --timeout 5s > "$
   fail "plaintext predict against the TLS port succeeded"
 fi
 echo "ok: plaintext -> $(head -c 100 "$tmp/plain.log")"
-curl -sf "http://127.0.0.1:$mport/metrics" | grep -q '^mcdrop_requests_total{code="UNAUTHENTICATED"' \
+# Into a file first: `curl | grep -q` under pipefail fails when grep exits at
+# the first match and curl gets SIGPIPE on the rest of the exposition.
+curl -sf "http://127.0.0.1:$mport/metrics" > "$tmp/metrics.txt" || fail "scrape of the metrics port"
+grep -q '^mcdrop_requests_total{code="UNAUTHENTICATED"' "$tmp/metrics.txt" \
   || fail "UNAUTHENTICATED not counted on the separate metrics port"
 echo "ok: /metrics on its own address counts the refusals"
 kill -TERM "${pids[-1]}"; wait "${pids[-1]}" || true
