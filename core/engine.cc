@@ -459,7 +459,7 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
     // Compute the tile.
     Grow(ws.a, static_cast<size_t>(req.max_width) * req.max_cols);
     Grow(ws.b, static_cast<size_t>(req.max_width) * req.max_cols);
-    Grow(ws.bits, DropoutMask::ScratchSize(req.max_width));
+    Grow(ws.bits, DropoutMask::ScratchSize(req.max_width, req.max_cols));
     Grow(ws.columns, static_cast<size_t>(req.max_cols));
     std::chrono::steady_clock::time_point tile_start;
     if (opt.collect_timing) tile_start = std::chrono::steady_clock::now();

@@ -2,227 +2,351 @@
 
 #include "core/mask.h"
 
-#include <Random123/philox.h>
-
 #include <algorithm>
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 #include <cmath>
+#include <cstddef>
 #include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define MCDROP_HAVE_AES_KERNEL 1
+#endif
 
 namespace mcdrop {
 namespace {
 
 constexpr uint32_t kRefineBit = 0x80000000u;
 
-// The low 16 bits for the refinement of unit `unit` (see mask.h), from the
-// reference scalar Philox of Random123.
-uint16_t RefinementBits(uint32_t k0, uint32_t k1, uint32_t layer, uint32_t row,
-                        uint32_t sample, uint32_t unit) {
-  r123::Philox4x32 rng;
-  r123::Philox4x32::ctr_type ctr = {
-      {unit / 8, sample, row, layer | kRefineBit}};
-  r123::Philox4x32::key_type key = {{k0, k1}};
-  const r123::Philox4x32::ctr_type r = rng(ctr, key);
-  const uint32_t word = r.v[(unit % 8) / 2];
-  return static_cast<uint16_t>((unit % 2) ? (word >> 16) : (word & 0xFFFF));
+// What the kernels need of a DropoutMask.
+struct KernelParams {
+  const std::array<ars::Block, ars::kRounds + 1>* round_keys;
+  uint32_t layer;
+  uint8_t keep_max, tie;
+  bool has_ties;
+  uint32_t threshold_lo;
+  float scale;
+};
+
+#if defined(MCDROP_HAVE_AES_KERNEL)
+// The kernel is compiled for AES (and AVX2, which the build already enables
+// for x86-64-v3) and only called when the CPU has it.
+#define MCDROP_AES_TARGET __attribute__((target("aes,avx2")))
+
+// Columns whose blocks are generated together: eight independent AES chains
+// cover the instruction's latency (4-5 cycles at a throughput of 1-2 a cycle).
+constexpr int kChains = 8;
+
+MCDROP_AES_TARGET inline void LoadRoundKeys(
+    const std::array<ars::Block, ars::kRounds + 1>& keys,
+    __m128i (&rk)[ars::kRounds + 1]) {
+  for (int r = 0; r <= ars::kRounds; ++r)
+    rk[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(keys[r].data()));
+}
+
+// ARS-4x32-7 of K counters at once.
+template <int K>
+MCDROP_AES_TARGET inline void Ars(__m128i (&v)[K],
+                                  const __m128i (&rk)[ars::kRounds + 1]) {
+  for (int i = 0; i < K; ++i) v[i] = _mm_xor_si128(v[i], rk[0]);
+  for (int r = 1; r < ars::kRounds; ++r) {
+    for (int i = 0; i < K; ++i) v[i] = _mm_aesenc_si128(v[i], rk[r]);
+  }
+  for (int i = 0; i < K; ++i)
+    v[i] = _mm_aesenclast_si128(v[i], rk[ars::kRounds]);
+}
+
+// The counter (0, sample, row, layer) of a column; `layer_word` is
+// (0, 0, 0, layer).
+MCDROP_AES_TARGET inline __m128i ColumnCounter(const MaskColumn& col,
+                                               __m128i layer_word) {
+  static_assert(sizeof(MaskColumn) == 8 && offsetof(MaskColumn, row) == 0 &&
+                    offsetof(MaskColumn, sample) == 4,
+                "MaskColumn is loaded as (row, sample)");
+  const __m128i rs = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(&col));
+  return _mm_or_si128(_mm_shuffle_epi32(rs, _MM_SHUFFLE(3, 0, 1, 2)),
+                      layer_word);
+}
+
+// Ties: units whose byte equals the threshold's high byte (probability 1/256
+// each). They were provisionally kept; the low 24 bits of their uniform, from
+// a refinement block, settle them. The first stage lists them without a
+// branch (a column has one too often for branch prediction); Settle() draws
+// the refinement blocks kChains at a time so the AES chains run in parallel
+// and clears the keep bytes of the units that are dropped.
+class Ties {
+ public:
+  MCDROP_AES_TARGET Ties(const KernelParams& p,
+                         const __m128i (&rk)[ars::kRounds + 1], int units,
+                         const MaskColumn* columns, uint8_t* keep)
+      : p_(p), rk_(rk), units_(units), columns_(columns), keep_(keep) {}
+
+  // Bit k of `mask` set: unit first + k of `column` is a tie (bits for units
+  // at or past `units` must be clear).
+  MCDROP_AES_TARGET void Add(int column, int first, uint64_t mask) {
+    list_[listed_] = {column, first, mask};
+    listed_ += mask != 0;
+    if (listed_ == kList) Settle();
+  }
+
+  MCDROP_AES_TARGET void Settle() {
+    for (int e = 0; e < listed_; ++e) {
+      const Entry& t = list_[e];
+      const MaskColumn& col = columns_[t.column];
+      for (uint64_t m = t.mask; m; m &= m - 1) {
+        const int unit = t.first + __builtin_ctzll(m);
+        r_[n_] = _mm_setr_epi32(unit / 4, static_cast<int>(col.sample),
+                                static_cast<int>(col.row),
+                                static_cast<int>(p_.layer | kRefineBit));
+        word_[n_] = unit % 4;
+        target_[n_] = keep_ + static_cast<int64_t>(t.column) * units_ + unit;
+        if (++n_ == kChains) Draw();
+      }
+    }
+    listed_ = 0;
+    Draw();
+  }
+
+ private:
+  struct Entry {
+    int column, first;
+    uint64_t mask;
+  };
+  static constexpr int kList = 64;
+
+  MCDROP_AES_TARGET void Draw() {
+    if (n_ == 0) return;
+    for (int i = n_; i < kChains; ++i) r_[i] = r_[0];
+    Ars<kChains>(r_, rk_);
+    for (int i = 0; i < n_; ++i) {
+      alignas(16) uint32_t words[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(words), r_[i]);
+      if ((words[word_[i]] & 0xFFFFFFu) >= p_.threshold_lo) *target_[i] = 0;
+    }
+    n_ = 0;
+  }
+
+  const KernelParams& p_;
+  const __m128i (&rk_)[ars::kRounds + 1];
+  const int units_;
+  const MaskColumn* const columns_;
+  uint8_t* const keep_;
+  Entry list_[kList];
+  int listed_ = 0;
+  __m128i r_[kChains];
+  int word_[kChains];
+  uint8_t* target_[kChains];
+  int n_ = 0;
+};
+
+// Bits [0, n) set (n >= 0).
+inline uint64_t LowBits(int n) {
+  return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+}
+
+// First stage of blocks v[0, n) of one column, blocks b0, b0 + 1, ...: stores
+// the provisional keep bytes (0xFF kept, 0x00 dropped; unsigned
+// byte <= keep_max <=> max(byte, keep_max) == keep_max) of each block's 16
+// units whole at keep + 16 * b (past the column's units the next column's
+// stores overwrite them) and lists the ties.
+template <int kMax>
+MCDROP_AES_TARGET inline void FirstStageColumn(
+    const __m128i* v, int n, int b0, int column, int units, __m128i keep_max,
+    __m128i tie_value, bool with_ties, uint8_t* keep, Ties* ties) {
+  uint64_t mask[(kMax + 3) / 4] = {};
+  for (int i = 0; i < n; ++i) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(keep + 16 * (b0 + i)),
+                     _mm_cmpeq_epi8(_mm_max_epu8(v[i], keep_max), keep_max));
+    mask[i / 4] |= static_cast<uint64_t>(static_cast<uint32_t>(
+                       _mm_movemask_epi8(_mm_cmpeq_epi8(v[i], tie_value))))
+                   << (16 * (i % 4));
+  }
+  if (!with_ties) return;
+  for (int w = 0; w < (n + 3) / 4; ++w) {
+    const int first = 16 * b0 + 64 * w;
+    ties->Add(column, first, mask[w] & LowBits(units - first));
+  }
+}
+
+// First stage for layers of kBlocks <= kChains blocks (up to 16 * kBlocks
+// units): kChains / kBlocks columns at a time, all their blocks in parallel.
+template <int kBlocks>
+MCDROP_AES_TARGET void FirstStageNarrow(const KernelParams& p,
+                                        const __m128i (&rk)[ars::kRounds + 1],
+                                        int units, const MaskColumn* columns,
+                                        int num_columns, uint8_t* keep,
+                                        Ties* ties) {
+  constexpr int C = kChains / kBlocks;  // columns at a time
+  const __m128i layer_word = _mm_setr_epi32(0, 0, 0, static_cast<int>(p.layer));
+  const __m128i keep_max = _mm_set1_epi8(static_cast<char>(p.keep_max));
+  const __m128i tie_value = _mm_set1_epi8(static_cast<char>(p.tie));
+  for (int base = 0; base < num_columns; base += C) {
+    const int nc = std::min(C, num_columns - base);
+    __m128i v[C * kBlocks];
+    for (int j = 0; j < C; ++j) {
+      // Columns beyond nc repeat the last; their output is not stored.
+      const __m128i ctr =
+          ColumnCounter(columns[base + std::min(j, nc - 1)], layer_word);
+      for (int b = 0; b < kBlocks; ++b)
+        v[j * kBlocks + b] = _mm_add_epi32(ctr, _mm_cvtsi32_si128(b));
+    }
+    Ars<C * kBlocks>(v, rk);
+    for (int j = 0; j < nc; ++j) {
+      FirstStageColumn<kBlocks>(
+          v + j * kBlocks, kBlocks, 0, base + j, units, keep_max, tie_value,
+          p.has_ties, keep + static_cast<int64_t>(base + j) * units, ties);
+    }
+  }
+}
+
+// The same for wider layers: one column at a time, kChains blocks at once.
+MCDROP_AES_TARGET void FirstStageWide(const KernelParams& p,
+                                      const __m128i (&rk)[ars::kRounds + 1],
+                                      int units, const MaskColumn* columns,
+                                      int num_columns, uint8_t* keep,
+                                      Ties* ties) {
+  const int blocks = (units + 15) / 16;
+  const __m128i layer_word = _mm_setr_epi32(0, 0, 0, static_cast<int>(p.layer));
+  const __m128i keep_max = _mm_set1_epi8(static_cast<char>(p.keep_max));
+  const __m128i tie_value = _mm_set1_epi8(static_cast<char>(p.tie));
+  for (int c = 0; c < num_columns; ++c) {
+    const __m128i ctr = ColumnCounter(columns[c], layer_word);
+    for (int b0 = 0; b0 < blocks; b0 += kChains) {
+      const int n = std::min(kChains, blocks - b0);
+      __m128i v[kChains];
+      for (int i = 0; i < kChains; ++i)
+        v[i] = _mm_add_epi32(ctr, _mm_cvtsi32_si128(b0 + std::min(i, n - 1)));
+      Ars<kChains>(v, rk);
+      FirstStageColumn<kChains>(v, n, b0, c, units, keep_max, tie_value,
+                                p.has_ties,
+                                keep + static_cast<int64_t>(c) * units, ties);
+    }
+  }
+}
+
+MCDROP_AES_TARGET void KeepBytesAesNi(const KernelParams& p, int units,
+                                      const MaskColumn* columns,
+                                      int num_columns, uint8_t* keep) {
+  __m128i rk[ars::kRounds + 1];
+  LoadRoundKeys(*p.round_keys, rk);
+  Ties ties(p, rk, units, columns, keep);
+  switch ((units + 15) / 16) {
+#define MCDROP_NARROW(B)                                                  \
+  case B:                                                                 \
+    FirstStageNarrow<B>(p, rk, units, columns, num_columns, keep, &ties); \
+    break;
+    MCDROP_NARROW(1)
+    MCDROP_NARROW(2)
+    MCDROP_NARROW(3)
+    MCDROP_NARROW(4)
+    MCDROP_NARROW(5)
+    MCDROP_NARROW(6)
+    MCDROP_NARROW(7)
+    MCDROP_NARROW(8)
+#undef MCDROP_NARROW
+    default:
+      FirstStageWide(p, rk, units, columns, num_columns, keep, &ties);
+  }
+  ties.Settle();
+}
+#endif  // MCDROP_HAVE_AES_KERNEL
+
+// x[j] *= keep[j] ? scale : 0 for j in [0, n).
+inline void MultiplyByKeepBytes(float* x, const uint8_t* keep, int64_t n,
+                                float scale) {
+  int64_t j = 0;
+#if defined(__AVX2__)
+  const __m256 s = _mm256_set1_ps(scale);
+  for (; j + 8 <= n; j += 8) {
+    const __m256 m = _mm256_and_ps(
+        _mm256_castsi256_ps(_mm256_cvtepi8_epi32(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(keep + j)))),
+        s);
+    _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), m));
+  }
+#endif
+  for (; j < n; ++j) x[j] *= keep[j] ? scale : 0.0f;
 }
 
 }  // namespace
 
 DropoutMask::DropoutMask(uint64_t seed, uint32_t layer, float drop_rate)
-    : key0_(static_cast<uint32_t>(seed)),
-      key1_(static_cast<uint32_t>(seed >> 32)),
+    : round_keys_(ars::RoundKeys({static_cast<uint32_t>(seed),
+                                  static_cast<uint32_t>(seed >> 32), 0, 0})),
       layer_(layer & ~kRefineBit) {
   const double q = 1.0 - static_cast<double>(drop_rate);
-  threshold_ = static_cast<uint64_t>(std::llround(q * 4294967296.0));
-  if (threshold_ > 0xFFFFFFFFull) threshold_ = 0xFFFFFFFFull;
-  threshold_hi_ = static_cast<uint16_t>(threshold_ >> 16);
-  threshold_lo_ = static_cast<uint16_t>(threshold_ & 0xFFFF);
+  // drop_rate is a float in (0, 1), so q >= 2^-24 and the threshold >= 256.
+  threshold_ = std::clamp<uint64_t>(
+      static_cast<uint64_t>(std::llround(q * 4294967296.0)), 1, 0xFFFFFFFFull);
+  threshold_hi_ = static_cast<uint8_t>(threshold_ >> 24);
+  threshold_lo_ = static_cast<uint32_t>(threshold_ & 0xFFFFFFu);
+  has_ties_ = threshold_lo_ != 0;
+  // Without ties threshold_ is a multiple of 2^24 and >= 1, so hi >= 1.
+  keep_max_ =
+      has_ties_ ? threshold_hi_ : static_cast<uint8_t>(threshold_hi_ - 1);
   scale_ = static_cast<float>(1.0 / q);
-  multipliers_.resize(256 * 8);
-  for (int k = 0; k < 256; ++k) {
-    for (int j = 0; j < 8; ++j)
-      multipliers_[8 * k + j] = (k >> j) & 1 ? scale_ : 0.0f;
-  }
+}
+
+uint32_t DropoutMask::RefinementBits(uint32_t row, uint32_t sample,
+                                     uint32_t unit) const {
+  return ars::Generate({unit / 4, sample, row, layer_ | kRefineBit},
+                       round_keys_)[unit % 4] &
+         0xFFFFFFu;
 }
 
 bool DropoutMask::Kept(uint32_t row, uint32_t sample, uint32_t unit) const {
-  r123::Philox4x32 rng;
-  r123::Philox4x32::ctr_type ctr = {{unit / 8, sample, row, layer_}};
-  r123::Philox4x32::key_type key = {{key0_, key1_}};
-  const r123::Philox4x32::ctr_type r = rng(ctr, key);
-  const uint32_t word = r.v[(unit % 8) / 2];
-  const uint16_t hi =
-      static_cast<uint16_t>((unit % 2) ? (word >> 16) : (word & 0xFFFF));
-  if (hi != threshold_hi_) return hi < threshold_hi_;
-  return RefinementBits(key0_, key1_, layer_, row, sample, unit) <
-         threshold_lo_;
+  const ars::Block r =
+      ars::Generate({unit / 16, sample, row, layer_}, round_keys_);
+  const uint32_t byte = (r[(unit % 16) / 4] >> (8 * (unit % 4))) & 0xFF;
+  if (byte != threshold_hi_) return byte < threshold_hi_;
+  return RefinementBits(row, sample, unit) < threshold_lo_;
 }
 
-#if defined(__AVX2__)
-namespace {
-
-// Philox-4x32-10 on two independent sets of 8 lanes (16 counters), AVX2.
-struct Lanes16 {
-  __m256i w[4][2];  // word, half
-};
-
-inline void MulHiLo(__m256i a, __m256i m, __m256i* hi, __m256i* lo) {
-  const __m256i even = _mm256_mul_epu32(a, m);
-  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-  *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-}
-
-inline void Philox16(Lanes16& x, uint32_t k0, uint32_t k1) {
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
-  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  for (int round = 0; round < 10; ++round) {
-    const __m256i key0 = _mm256_set1_epi32(static_cast<int>(k0));
-    const __m256i key1 = _mm256_set1_epi32(static_cast<int>(k1));
-    for (int h = 0; h < 2; ++h) {
-      __m256i hi0, lo0, hi1, lo1;
-      MulHiLo(x.w[0][h], m0, &hi0, &lo0);
-      MulHiLo(x.w[2][h], m1, &hi1, &lo1);
-      const __m256i na =
-          _mm256_xor_si256(_mm256_xor_si256(hi1, x.w[1][h]), key0);
-      const __m256i nc =
-          _mm256_xor_si256(_mm256_xor_si256(hi0, x.w[3][h]), key1);
-      x.w[0][h] = na;
-      x.w[1][h] = lo1;
-      x.w[2][h] = nc;
-      x.w[3][h] = lo0;
+void DropoutMask::KeepBytesPortable(int units, const MaskColumn* columns,
+                                    int num_columns, uint8_t* keep) const {
+  for (int c = 0; c < num_columns; ++c) {
+    const MaskColumn& col = columns[c];
+    uint8_t* dst = keep + static_cast<int64_t>(c) * units;
+    for (int first = 0; first < units; first += 16) {
+      const ars::Block r = ars::Generate(
+          {static_cast<uint32_t>(first / 16), col.sample, col.row, layer_},
+          round_keys_);
+      for (int k = 0; k < std::min(16, units - first); ++k) {
+        const uint32_t byte = (r[k / 4] >> (8 * (k % 4))) & 0xFF;
+        bool kept = byte <= keep_max_;
+        if (has_ties_ && byte == threshold_hi_) {
+          kept = RefinementBits(col.row, col.sample, first + k) < threshold_lo_;
+        }
+        dst[first + k] = kept ? 0xFF : 0x00;
+      }
     }
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
   }
 }
 
-}  // namespace
-#endif
-
 void DropoutMask::Apply(float* h, int64_t ld, int units,
                         const MaskColumn* columns, int num_columns,
-                        uint8_t* scratch) const {
-  constexpr int N = kLanes;
-  const int blocks = (units + 7) / 8;
-  const int full_blocks = units / 8;
-  const uint32_t thr = threshold_hi_;
-  uint8_t* ties = scratch + N * blocks;
-  alignas(32) uint32_t ctr[4][N];
-  alignas(32) uint32_t keep_bytes[N], tie_bytes[N];
-  for (int base = 0; base < num_columns; base += N) {
-    const int lanes = std::min(N, num_columns - base);
-    // Lanes beyond `lanes` repeat the last column; their output is ignored.
-    for (int i = 0; i < N; ++i) {
-      const MaskColumn& col = columns[base + std::min(i, lanes - 1)];
-      ctr[1][i] = col.sample;
-      ctr[2][i] = col.row;
-      ctr[3][i] = layer_;
-    }
-    // One keep byte per (lane, block): bit j decides unit 8 * block + j, from
-    // the 16-bit half j of the block's 128 random bits (keep if <= the
-    // threshold's high half; ties are settled exactly below).
-    uint32_t any_tie = 0;
-    for (int b = 0; b < blocks; ++b) {
-#if defined(__AVX2__)
-      Lanes16 x;
-      const __m256i block = _mm256_set1_epi32(b);
-      for (int hh = 0; hh < 2; ++hh) {
-        x.w[0][hh] = block;
-        for (int w = 1; w < 4; ++w) {
-          x.w[w][hh] = _mm256_load_si256(
-              reinterpret_cast<const __m256i*>(&ctr[w][8 * hh]));
-        }
-      }
-      Philox16(x, key0_, key1_);
-      const __m256i low16 = _mm256_set1_epi32(0xFFFF);
-      const __m256i t = _mm256_set1_epi32(static_cast<int>(thr));
-      __m256i tie_or = _mm256_setzero_si256();
-      for (int hh = 0; hh < 2; ++hh) {
-        __m256i keep = _mm256_setzero_si256(), tie = _mm256_setzero_si256();
-        for (int w = 0; w < 4; ++w) {
-          const __m256i lo = _mm256_and_si256(x.w[w][hh], low16);
-          const __m256i hi = _mm256_srli_epi32(x.w[w][hh], 16);
-          const __m256i bit_lo = _mm256_set1_epi32(1 << (2 * w));
-          const __m256i bit_hi = _mm256_set1_epi32(1 << (2 * w + 1));
-          // Values are below 2^16, so the signed compare is exact.
-          keep = _mm256_or_si256(
-              keep, _mm256_andnot_si256(_mm256_cmpgt_epi32(lo, t), bit_lo));
-          keep = _mm256_or_si256(
-              keep, _mm256_andnot_si256(_mm256_cmpgt_epi32(hi, t), bit_hi));
-          tie = _mm256_or_si256(
-              tie, _mm256_and_si256(_mm256_cmpeq_epi32(lo, t), bit_lo));
-          tie = _mm256_or_si256(
-              tie, _mm256_and_si256(_mm256_cmpeq_epi32(hi, t), bit_hi));
-        }
-        _mm256_store_si256(reinterpret_cast<__m256i*>(&keep_bytes[8 * hh]),
-                           keep);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(&tie_bytes[8 * hh]), tie);
-        tie_or = _mm256_or_si256(tie_or, tie);
-      }
-      any_tie |= !_mm256_testz_si256(tie_or, tie_or);
+                        uint8_t* scratch, Generator generator) const {
+  if (num_columns <= 0 || units <= 0) return;
+#if defined(MCDROP_HAVE_AES_KERNEL)
+  if (generator == Generator::kAuto && ars::HaveAesNi()) {
+    const KernelParams p = {&round_keys_,  layer_,    keep_max_,
+                            threshold_hi_, has_ties_, threshold_lo_,
+                            scale_};
+    KeepBytesAesNi(p, units, columns, num_columns, scratch);
+  } else {
+    KeepBytesPortable(units, columns, num_columns, scratch);
+  }
 #else
-      uint32_t r[4][N];
-      for (int i = 0; i < N; ++i) ctr[0][i] = static_cast<uint32_t>(b);
-      Philox4x32xN<N>(ctr, key0_, key1_, r);
-      for (int i = 0; i < N; ++i) {
-        uint32_t byte = 0, tie = 0;
-        for (int w = 0; w < 4; ++w) {
-          const uint32_t lo = r[w][i] & 0xFFFF, hi = r[w][i] >> 16;
-          byte |= static_cast<uint32_t>(lo <= thr) << (2 * w);
-          byte |= static_cast<uint32_t>(hi <= thr) << (2 * w + 1);
-          tie |= static_cast<uint32_t>(lo == thr) << (2 * w);
-          tie |= static_cast<uint32_t>(hi == thr) << (2 * w + 1);
-        }
-        keep_bytes[i] = byte;
-        tie_bytes[i] = tie;
-        any_tie |= tie;
-      }
+  (void)generator;
+  KeepBytesPortable(units, columns, num_columns, scratch);
 #endif
-      for (int i = 0; i < N; ++i) {
-        scratch[i * blocks + b] = static_cast<uint8_t>(keep_bytes[i]);
-        ties[i * blocks + b] = static_cast<uint8_t>(tie_bytes[i]);
-      }
-    }
-    for (int i = 0; i < lanes; ++i) {
-      float* col = h + (base + i) * ld;
-      const uint8_t* keep = scratch + i * blocks;
-      for (int b = 0; b < full_blocks; ++b) {
-        const float* m = &multipliers_[8 * keep[b]];
-        float* x = col + 8 * b;
-#if defined(__AVX2__)
-        _mm256_storeu_ps(x,
-                         _mm256_mul_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(m)));
-#else
-        for (int j = 0; j < 8; ++j) x[j] *= m[j];
-#endif
-      }
-      for (int u = 8 * full_blocks; u < units; ++u) {
-        col[u] *= multipliers_[8 * keep[full_blocks] + (u & 7)];
-      }
-    }
-    if (__builtin_expect(any_tie != 0, 0)) {
-      // A unit whose high half equals the threshold's was kept above; decide
-      // it with the low 16 bits (probability 2^-16 per unit).
-      for (int i = 0; i < lanes; ++i) {
-        const MaskColumn& mc = columns[base + i];
-        float* col = h + (base + i) * ld;
-        for (int b = 0; b < blocks; ++b) {
-          const uint32_t tie = ties[i * blocks + b];
-          for (int j = 0; j < 8 && tie; ++j) {
-            const int u = 8 * b + j;
-            if ((tie >> j) & 1 && u < units &&
-                RefinementBits(key0_, key1_, layer_, mc.row, mc.sample, u) >=
-                    threshold_lo_) {
-              col[u] = 0.0f;
-            }
-          }
-        }
-      }
-    }
+  if (ld == units) {  // contiguous: one flat pass
+    MultiplyByKeepBytes(h, scratch, static_cast<int64_t>(num_columns) * units,
+                        scale_);
+    return;
+  }
+  for (int c = 0; c < num_columns; ++c) {
+    MultiplyByKeepBytes(h + c * ld, scratch + static_cast<int64_t>(c) * units,
+                        units, scale_);
   }
 }
 

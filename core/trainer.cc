@@ -176,7 +176,7 @@ absl::StatusOr<Model> Train(const Dataset& data, const TrainConfig& config) {
   std::vector<int> labels_b;
   std::vector<MaskColumn> columns(config.batch_size);
   std::vector<uint8_t> scratch(DropoutMask::ScratchSize(
-      *std::max_element(widths.begin(), widths.end())));
+      *std::max_element(widths.begin(), widths.end()), config.batch_size));
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
 

@@ -2,91 +2,138 @@
 
 #include "core/mask.h"
 
-#include <Random123/philox.h>
+#include <Random123/ars.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
 namespace mcdrop {
 namespace {
 
-// Known-answer vectors of Philox-4x32-10 from Random123's kat_vectors.
-TEST(PhiloxTest, KnownAnswers) {
+// The first-stage byte of a unit as mask.h documents it: byte unit % 16 of
+// the block with counter (unit / 16, sample, row, layer), key (seed, 0, 0).
+uint32_t FirstStageByte(uint64_t seed, uint32_t layer, const MaskColumn& col,
+                        int64_t unit) {
+  const ars::Block r = ars::Generate(
+      {static_cast<uint32_t>(unit / 16), col.sample, col.row, layer},
+      ars::RoundKeys({static_cast<uint32_t>(seed),
+                      static_cast<uint32_t>(seed >> 32), 0, 0}));
+  return (r[(unit % 16) / 4] >> (8 * (unit % 4))) & 0xFF;
+}
+
+// The portable ARS equals Random123's reference ars4x32_R(7, ...), which
+// runs on the AES instructions, on random counters and keys.
+TEST(ArsTest, PortableEqualsRandom123) {
+#if R123_USE_AES_NI
+  if (!ars::HaveAesNi()) GTEST_SKIP() << "this CPU has no AES instructions";
+  std::mt19937 gen32(3);
+  auto gen = [&] { return static_cast<uint32_t>(gen32()); };
+  for (int trial = 0; trial < 2000; ++trial) {
+    const ars::Block ctr = {gen(), gen(), gen(), gen()};
+    const ars::Block key = {gen(), gen(), trial % 2 ? gen() : 0u,
+                            trial % 3 ? gen() : 0u};
+    const r123::ARS4x32_R<7>::ctr_type c = {{ctr[0], ctr[1], ctr[2], ctr[3]}};
+    const r123::ARS4x32_R<7>::ukey_type k = {{key[0], key[1], key[2], key[3]}};
+    const auto want = r123::ARS4x32_R<7>()(c, k);
+    const ars::Block got = ars::Generate(ctr, ars::RoundKeys(key));
+    for (int w = 0; w < 4; ++w) ASSERT_EQ(got[w], want.v[w]) << "word " << w;
+  }
+#else
+  GTEST_SKIP() << "Random123's ARS needs a build with AES instructions";
+#endif
+}
+
+// Known answers of ars4x32_R(7, ctr, key) from Random123 (printed on an
+// AES-NI machine), so the portable path is pinned on CPUs without AES too.
+TEST(ArsTest, KnownAnswers) {
   struct Kat {
-    uint32_t ctr[4], key[2], out[4];
+    ars::Block ctr, key, out;
   };
   const Kat kats[] = {
-      {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
+      {{0, 0, 0, 0},
+       {0, 0, 0, 0},
+       {0xdacf61ff, 0xc45798f3, 0x113c7eeb, 0x101e27f3}},
       {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
-       {0xffffffff, 0xffffffff},
-       {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
+       {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+       {0xfbaaff1f, 0xbb547ef9, 0x13d8cd78, 0x7aaa969b}},
       {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
-       {0xa4093822, 0x299f31d0},
-       {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}},
+       {0xa4093822, 0x299f31d0, 0, 0},
+       {0xb330966a, 0xd599daa5, 0xca557885, 0xb5de9cff}},
   };
   for (const Kat& k : kats) {
-    r123::Philox4x32 rng;
-    const auto r =
-        rng({{k.ctr[0], k.ctr[1], k.ctr[2], k.ctr[3]}}, {{k.key[0], k.key[1]}});
-    for (int i = 0; i < 4; ++i)
-      EXPECT_EQ(r.v[i], k.out[i]) << "Random123 word " << i;
-    uint32_t c[4][8], o[4][8];
-    for (int w = 0; w < 4; ++w) {
-      for (int lane = 0; lane < 8; ++lane) c[w][lane] = k.ctr[w];
-    }
-    Philox4x32xN<8>(c, k.key[0], k.key[1], o);
-    for (int w = 0; w < 4; ++w) {
-      for (int lane = 0; lane < 8; ++lane) EXPECT_EQ(o[w][lane], k.out[w]);
-    }
+    const ars::Block got = ars::Generate(k.ctr, ars::RoundKeys(k.key));
+    for (int w = 0; w < 4; ++w) EXPECT_EQ(got[w], k.out[w]) << "word " << w;
   }
 }
 
-TEST(PhiloxTest, VectorisedEqualsRandom123OnRandomCounters) {
-  std::mt19937 gen(3);
-  for (int trial = 0; trial < 1000; ++trial) {
-    uint32_t c[4][16], o[4][16];
-    const uint32_t k0 = gen(), k1 = gen();
-    for (int w = 0; w < 4; ++w) {
-      for (int lane = 0; lane < 16; ++lane) c[w][lane] = gen();
-    }
-    Philox4x32xN<16>(c, k0, k1, o);
-    for (int lane = 0; lane < 16; ++lane) {
-      r123::Philox4x32 rng;
-      const auto r =
-          rng({{c[0][lane], c[1][lane], c[2][lane], c[3][lane]}}, {{k0, k1}});
-      for (int w = 0; w < 4; ++w) ASSERT_EQ(o[w][lane], r.v[w]);
-    }
-  }
+// Columns with ragged blocks and lanes, and inputs of both signs.
+struct Case {
+  std::vector<MaskColumn> columns;
+  std::vector<float> h;
+};
+
+Case MakeCase(int64_t ld, int cols) {
+  Case c;
+  c.columns.resize(cols);
+  for (int i = 0; i < cols; ++i)
+    c.columns[i] = {static_cast<uint32_t>(i % 7),
+                    static_cast<uint32_t>(i * 13)};
+  c.h.resize(static_cast<size_t>(ld) * cols);
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  for (float& v : c.h) v = u(gen);
+  return c;
 }
 
 // Apply() must make exactly the decisions of the one-at-a-time reference,
-// including the rare refinement path, and scale kept units by 1/q.
+// including the refinement of ties, scale kept units by 1/q, leave the rows
+// between columns unchanged, and equal the portable path bit for bit.
 TEST(DropoutMaskTest, ApplyMatchesKeptAndScales) {
   for (float p : {0.05f, 0.3f, 0.5f, 0.9f}) {
-    const DropoutMask mask(0xDEADBEEFCAFEull, 3, p);
-    const int units = 1003, cols = 171;  // ragged blocks and lanes
-    std::vector<MaskColumn> columns(cols);
-    for (int c = 0; c < cols; ++c)
-      columns[c] = {static_cast<uint32_t>(c % 7),
-                    static_cast<uint32_t>(c * 13)};
-    std::vector<float> h(static_cast<size_t>(units) * cols, 2.0f);
-    std::vector<uint8_t> scratch(DropoutMask::ScratchSize(units));
-    mask.Apply(h.data(), units, units, columns.data(), cols, scratch.data());
-    const float kept_value = 2.0f * static_cast<float>(1.0 / (1.0 - p));
-    int64_t kept = 0;
-    for (int c = 0; c < cols; ++c) {
-      for (int u = 0; u < units; ++u) {
-        const bool k = mask.Kept(columns[c].row, columns[c].sample, u);
-        ASSERT_EQ(h[c * units + u], k ? kept_value : 0.0f)
-            << "p " << p << " c " << c << " u " << u;
-        kept += k;
+    for (int units : {1, 7, 8, 13, 16, 50, 100, 129, 1003}) {
+      for (int64_t ld :
+           {static_cast<int64_t>(units), static_cast<int64_t>(units) + 3}) {
+        constexpr uint64_t kSeed = 0xDEADBEEFCAFEull;
+        const DropoutMask mask(kSeed, 3, p);
+        const int cols = units > 100 ? 171 : 1009;
+        const Case in = MakeCase(ld, cols);
+        std::vector<float> h = in.h, portable = in.h;
+        std::vector<uint8_t> scratch(DropoutMask::ScratchSize(units, cols));
+        mask.Apply(h.data(), ld, units, in.columns.data(), cols,
+                   scratch.data());
+        mask.Apply(portable.data(), ld, units, in.columns.data(), cols,
+                   scratch.data(), DropoutMask::Generator::kPortable);
+        const float scale = static_cast<float>(1.0 / (1.0 - p));
+        int64_t kept = 0, ties = 0;
+        for (int c = 0; c < cols; ++c) {
+          for (int64_t u = 0; u < ld; ++u) {
+            const size_t i = static_cast<size_t>(c * ld + u);
+            ASSERT_EQ(std::memcmp(&h[i], &portable[i], 4), 0)
+                << "p " << p << " units " << units << " c " << c << " u " << u;
+            if (u >= units) {
+              ASSERT_EQ(h[i], in.h[i]) << "row between columns changed";
+              continue;
+            }
+            const bool k = mask.Kept(in.columns[c].row, in.columns[c].sample,
+                                     static_cast<uint32_t>(u));
+            ASSERT_EQ(h[i], k ? in.h[i] * scale : 0.0f)
+                << "p " << p << " units " << units << " c " << c << " u " << u;
+            kept += k;
+            ties += FirstStageByte(kSeed, 3, in.columns[c], u) ==
+                    (mask.threshold() >> 24);
+          }
+        }
+        // Keep frequency within 5 binomial standard errors of q.
+        const double n = static_cast<double>(units) * cols, q = 1.0 - p;
+        EXPECT_NEAR(kept / n, q, 5 * std::sqrt(q * (1 - q) / n)) << "p " << p;
+        if (n > 100000 && (mask.threshold() & 0xFFFFFF) != 0) {
+          EXPECT_GT(ties, 0) << "the refinement path was not exercised";
+        }
       }
     }
-    // Keep frequency within 5 binomial standard errors of q.
-    const double n = static_cast<double>(units) * cols, q = 1.0 - p;
-    EXPECT_NEAR(kept / n, q, 5 * std::sqrt(q * (1 - q) / n)) << "p " << p;
   }
 }
 
@@ -105,7 +152,7 @@ TEST(DropoutMaskTest, KeepFrequencyMatchesRateOverManyDraws) {
 }
 
 TEST(DropoutMaskTest, ThresholdHasFullResolution) {
-  // q = 1 - p to 32 bits, not to the 16 bits of the fast path.
+  // q = 1 - p to 32 bits, not to the 8 bits of the first stage.
   const DropoutMask mask(1, 0, 0.1f);
   EXPECT_EQ(mask.threshold(),
             static_cast<uint64_t>(std::llround(
