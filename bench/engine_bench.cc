@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/synchronization/blocking_counter.h"
+#include "core/ars.h"
 #include "core/engine.h"
 #include "core/thread_pool.h"
 
@@ -188,6 +189,10 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("build_arch", MCDROP_ARCH_FLAG);
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+  benchmark::AddCustomContext("mask_generator",
+                              mcdrop::ars::HaveAesNi()
+                                  ? "ARS-4x32-7, AES instructions"
+                                  : "ARS-4x32-7, portable (no AES)");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -19,6 +19,7 @@ def main(path):
     ctx = data["context"]
     print(f"Machine: {ctx.get('num_cpus')} CPUs at {ctx.get('mhz_per_cpu')} MHz; "
           f"build {ctx.get('build_arch')}; Eigen SIMD: {ctx.get('eigen_simd')}; "
+          f"masks: {ctx.get('mask_generator')}; "
           f"date {ctx.get('date')}")
     print()
     print("| net | T | B | threads | time/request | samples/s | engine GFLOP/s "

@@ -16,8 +16,8 @@
 // How it runs (docs/performance.md): the (row, sample) pairs of a request are
 // cut into tiles; each tile stacks its pairs as the columns of one matrix and
 // goes through each layer as one GEMM. Layers before the first nonzero drop
-// rate are computed once per row. Masks come from Philox keyed by (seed, row,
-// sample, layer, unit) (mask.h). Tiles run on the engine's thread pool; their
+// rate are computed once per row. Masks come from a counter-based generator
+// (ARS-4x32-7) keyed by (seed, row, sample, layer, unit) (mask.h). Tiles run on the engine's thread pool; their
 // per-sample outputs are folded into double-precision running statistics in
 // sample order, so memory is bounded independent of T (apart from returned
 // samples) and a seed gives bit-identical results whatever the number of

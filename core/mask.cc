@@ -28,9 +28,9 @@ struct KernelParams {
 };
 
 #if defined(MCDROP_HAVE_AES_KERNEL)
-// The kernel is compiled for AES (and AVX2, which the build already enables
-// for x86-64-v3) and only called when the CPU has it.
-#define MCDROP_AES_TARGET __attribute__((target("aes,avx2")))
+// The kernel (SSE2 and AES intrinsics) is compiled for AES and only called
+// when the CPU has it.
+#define MCDROP_AES_TARGET __attribute__((target("aes")))
 
 // Columns whose blocks are generated together: eight independent AES chains
 // cover the instruction's latency (4-5 cycles at a throughput of 1-2 a cycle).
