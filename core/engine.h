@@ -17,11 +17,11 @@
 // cut into tiles; each tile stacks its pairs as the columns of one matrix and
 // goes through each layer as one GEMM. Layers before the first nonzero drop
 // rate are computed once per row. Masks come from a counter-based generator
-// (ARS-4x32-7) keyed by (seed, row, sample, layer, unit) (mask.h). Tiles run on the engine's thread pool; their
-// per-sample outputs are folded into double-precision running statistics in
-// sample order, so memory is bounded independent of T (apart from returned
-// samples) and a seed gives bit-identical results whatever the number of
-// threads or the tile sizes.
+// (ARS-4x32-7) keyed by (seed, row, sample, layer, unit) (mask.h). Tiles run
+// on the engine's thread pool; their per-sample outputs are folded into
+// double-precision running statistics in sample order, so memory is bounded
+// independent of T (apart from returned samples) and a seed gives
+// bit-identical results whatever the number of threads or the tile sizes.
 
 #ifndef MCDROP_CORE_ENGINE_H_
 #define MCDROP_CORE_ENGINE_H_
