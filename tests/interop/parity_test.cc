@@ -18,7 +18,8 @@
 namespace mcdrop {
 namespace {
 
-const std::string kDir = std::string(MCDROP_SOURCE_DIR) + "/tests/data/interop/";
+const std::string kDir =
+    std::string(MCDROP_SOURCE_DIR) + "/tests/data/interop/";
 
 struct Fixture {
   Model model;
@@ -29,7 +30,8 @@ struct Fixture {
 Fixture Load(const std::string& name) {
   auto model = Model::Load(kDir + name + ".safetensors");
   EXPECT_TRUE(model.ok()) << model.status();
-  nlohmann::json j = nlohmann::json::parse(std::ifstream(kDir + name + ".json"));
+  nlohmann::json j =
+      nlohmann::json::parse(std::ifstream(kDir + name + ".json"));
   const auto& in = j["inputs"];
   RowMajorMatrixXf x(in.size(), in[0].size());
   for (size_t r = 0; r < in.size(); ++r) {
@@ -50,7 +52,8 @@ void CheckAgainstTorch(const Fixture& f, bool classification) {
   for (int r = 0; r < B; ++r) {
     for (int k = 0; k < D; ++k) {
       const double want = f.json["deterministic"][r][k].get<double>();
-      EXPECT_LE(std::abs(d->Mean(r, k) - want), 1e-5 * std::max(1.0, std::abs(want)))
+      EXPECT_LE(std::abs(d->Mean(r, k) - want),
+                1e-5 * std::max(1.0, std::abs(want)))
           << "deterministic row " << r << " output " << k;
     }
   }
@@ -75,12 +78,16 @@ void CheckAgainstTorch(const Fixture& f, bool classification) {
         m4 += e * e * e * e / T;
       }
       const double se_mean = std::sqrt(m2 / T + m2 / n_torch);
-      const double se_var = std::sqrt((m4 - m2 * m2) / T + (m4 - m2 * m2) / n_torch);
+      const double se_var =
+          std::sqrt((m4 - m2 * m2) / T + (m4 - m2 * m2) / n_torch);
       const double torch_mean = f.json["mc_mean"][r][k].get<double>();
       const double torch_var = f.json["mc_variance"][r][k].get<double>();
-      EXPECT_NEAR(mean, torch_mean, 4 * se_mean + 1e-6) << "MC mean row " << r << " output " << k;
-      const double ours_var = classification ? m2 : p->model_variance[r * D + k];
-      EXPECT_NEAR(ours_var, torch_var, 4 * se_var + 1e-7) << "MC variance row " << r << " output " << k;
+      EXPECT_NEAR(mean, torch_mean, 4 * se_mean + 1e-6)
+          << "MC mean row " << r << " output " << k;
+      const double ours_var =
+          classification ? m2 : p->model_variance[r * D + k];
+      EXPECT_NEAR(ours_var, torch_var, 4 * se_var + 1e-7)
+          << "MC variance row " << r << " output " << k;
     }
   }
 }
