@@ -7,8 +7,8 @@
 // the round keys following a Weyl sequence (key + r * W, W = the golden ratio
 // and sqrt(3) - 1 in 64-bit fixed point, added per 64-bit half).
 //
-// This header holds the portable implementation (any CPU, about 100x slower
-// than AES-NI); core/mask.cc has the AES-NI one. Both equal Random123's
+// This header holds the portable implementation (any CPU, two orders of
+// magnitude slower than AES-NI); core/mask.cc has the AES-NI one. Both equal Random123's
 // reference bit for bit (tests/core/mask_test.cc).
 
 #ifndef MCDROP_CORE_ARS_H_
