@@ -8,8 +8,8 @@
 // and sqrt(3) - 1 in 64-bit fixed point, added per 64-bit half).
 //
 // This header holds the portable implementation (any CPU, two orders of
-// magnitude slower than AES-NI); core/mask.cc has the AES-NI one. Both equal Random123's
-// reference bit for bit (tests/core/mask_test.cc).
+// magnitude slower than AES-NI); core/mask.cc has the AES-NI one. Both equal
+// Random123's reference bit for bit (tests/core/mask_test.cc).
 
 #ifndef MCDROP_CORE_ARS_H_
 #define MCDROP_CORE_ARS_H_
