@@ -293,12 +293,17 @@ uint32_t DropoutMask::RefinementBits(uint32_t row, uint32_t sample,
          0xFFFFFFu;
 }
 
+bool DropoutMask::Decide(uint32_t byte, uint32_t row, uint32_t sample,
+                         uint32_t unit) const {
+  if (byte != threshold_hi_) return byte < threshold_hi_;
+  return RefinementBits(row, sample, unit) < threshold_lo_;
+}
+
 bool DropoutMask::Kept(uint32_t row, uint32_t sample, uint32_t unit) const {
   const ars::Block r =
       ars::Generate({unit / 16, sample, row, layer_}, round_keys_);
-  const uint32_t byte = (r[(unit % 16) / 4] >> (8 * (unit % 4))) & 0xFF;
-  if (byte != threshold_hi_) return byte < threshold_hi_;
-  return RefinementBits(row, sample, unit) < threshold_lo_;
+  return Decide((r[(unit % 16) / 4] >> (8 * (unit % 4))) & 0xFF, row, sample,
+                unit);
 }
 
 void DropoutMask::KeepBytesPortable(int units, const MaskColumn* columns,
@@ -312,11 +317,8 @@ void DropoutMask::KeepBytesPortable(int units, const MaskColumn* columns,
           round_keys_);
       for (int k = 0; k < std::min(16, units - first); ++k) {
         const uint32_t byte = (r[k / 4] >> (8 * (k % 4))) & 0xFF;
-        bool kept = byte <= keep_max_;
-        if (has_ties_ && byte == threshold_hi_) {
-          kept = RefinementBits(col.row, col.sample, first + k) < threshold_lo_;
-        }
-        dst[first + k] = kept ? 0xFF : 0x00;
+        dst[first + k] =
+            Decide(byte, col.row, col.sample, first + k) ? 0xFF : 0x00;
       }
     }
   }

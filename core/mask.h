@@ -82,6 +82,9 @@ class DropoutMask {
  private:
   // The low 24 bits of a unit's uniform (needed on ties).
   uint32_t RefinementBits(uint32_t row, uint32_t sample, uint32_t unit) const;
+  // Whether a unit whose first-stage byte is `byte` is kept (refining ties).
+  bool Decide(uint32_t byte, uint32_t row, uint32_t sample,
+              uint32_t unit) const;
   // The keep bytes of Apply, portable generator.
   void KeepBytesPortable(int units, const MaskColumn* columns, int num_columns,
                          uint8_t* keep) const;
