@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "core/trainer.h"
+#include "scoring/scoring.h"
 
 namespace mcdrop {
 
@@ -27,24 +27,19 @@ absl::Status RegressionEvaluator::Add(const v1::PredictResponse& response,
   }
   const int T = static_cast<int>(response.sample_shape(0));
   const int L = static_cast<int>(CoverageLevels().size());
-  covered_.resize(L, 0.0);
-  width_.resize(L, 0.0);
   for (int r = 0; r < B; ++r) {
     const float* y = targets.data() + r * D;
     for (int d = 0; d < D; ++d) {
       const auto& o = response.rows(r).outputs(d);
-      const double e = y[d] - o.mean();
-      squared_error_ += e * e;
+      error_.Add(y[d], o.mean());
       if (o.intervals_size() != L) {
         return absl::InvalidArgumentError(
             "the response lacks the coverage intervals");
       }
       for (int l = 0; l < L; ++l) {
         const auto& iv = o.intervals(l);
-        covered_[l] += (y[d] >= iv.lower() && y[d] <= iv.upper()) ? 1 : 0;
-        width_[l] += iv.upper() - iv.lower();
+        coverage_[l].Add(y[d], iv.lower(), iv.upper());
       }
-      ++values_;
     }
     log_likelihood_ +=
         SampleLogLikelihood(response.sample_values().data() + r * D,
@@ -58,12 +53,12 @@ RegressionEvaluation RegressionEvaluator::Result() const {
   RegressionEvaluation e;
   e.n = n_;
   if (n_ == 0) return e;
-  e.rmse = std::sqrt(squared_error_ / values_);
+  e.rmse = error_.Rmse();
   e.log_likelihood = log_likelihood_ / n_;
   e.levels = CoverageLevels();
-  for (size_t l = 0; l < covered_.size(); ++l) {
-    e.coverage.push_back(covered_[l] / values_);
-    e.mean_width.push_back(width_[l] / values_);
+  for (const IntervalCoverage& c : coverage_) {
+    e.coverage.push_back(c.Coverage());
+    e.mean_width.push_back(c.MeanWidth());
   }
   return e;
 }
@@ -89,12 +84,7 @@ absl::Status ClassificationEvaluator::Add(const v1::PredictResponse& response,
     const double confidence = c.probabilities(c.predicted_class());
     const bool correct = c.predicted_class() == y;
     correct_ += correct;
-    const int bin = std::min(
-        ClassificationEvaluation::kBins - 1,
-        static_cast<int>(confidence * ClassificationEvaluation::kBins));
-    bin_n_[bin] += 1;
-    bin_correct_[bin] += correct;
-    bin_conf_[bin] += confidence;
+    calibration_.Add(confidence, correct);
     entropy_ += c.entropy();
     mi_ += c.mutual_information();
     ++n_;
@@ -109,12 +99,7 @@ ClassificationEvaluation ClassificationEvaluator::Result() const {
   e.accuracy = static_cast<double>(correct_) / n_;
   e.nll = nll_ / n_;
   e.brier = brier_ / n_;
-  for (int b = 0; b < ClassificationEvaluation::kBins; ++b) {
-    if (bin_n_[b] > 0) {
-      e.ece += bin_n_[b] / n_ *
-               std::abs(bin_correct_[b] / bin_n_[b] - bin_conf_[b] / bin_n_[b]);
-    }
-  }
+  e.ece = calibration_.ExpectedCalibrationError();
   e.mean_entropy = entropy_ / n_;
   e.mean_mutual_information = mi_ / n_;
   return e;

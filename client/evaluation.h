@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "mcdrop/v1/inference.pb.h"
+#include "scoring/scoring.h"
 
 namespace mcdrop {
 
@@ -39,9 +40,11 @@ class RegressionEvaluator {
 
  private:
   double tau_;
-  int n_ = 0, values_ = 0;
-  double squared_error_ = 0, log_likelihood_ = 0;
-  std::vector<double> covered_, width_;
+  int n_ = 0;
+  double log_likelihood_ = 0;
+  SquaredError error_;
+  std::vector<IntervalCoverage> coverage_ =
+      std::vector<IntervalCoverage>(CoverageLevels().size());
 };
 
 struct ClassificationEvaluation {
@@ -60,10 +63,7 @@ class ClassificationEvaluator {
  private:
   int n_ = 0, correct_ = 0;
   double nll_ = 0, brier_ = 0, entropy_ = 0, mi_ = 0;
-  // Per confidence bin: count, correct, sum of confidences.
-  std::vector<double> bin_n_ =
-      std::vector<double>(ClassificationEvaluation::kBins, 0.0);
-  std::vector<double> bin_correct_ = bin_n_, bin_conf_ = bin_n_;
+  CalibrationBins calibration_{ClassificationEvaluation::kBins};
 };
 
 }  // namespace mcdrop

@@ -38,8 +38,8 @@
 #include "client/client.h"
 #include "client/evaluation.h"
 #include "client/load_generator.h"
-#include "core/dataset.h"
 #include "core/file_util.h"
+#include "train/dataset.h"
 
 ABSL_FLAG(std::string, target, "localhost:50051",
           "gRPC target of the server(s)");

@@ -31,10 +31,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
-#include "core/dataset.h"
 #include "core/engine.h"
 #include "core/thread_pool.h"
-#include "core/trainer.h"
+#include "train/dataset.h"
+#include "train/trainer.h"
 
 ABSL_FLAG(
     std::string, data, "",

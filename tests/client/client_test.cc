@@ -16,8 +16,8 @@
 
 #include "client/evaluation.h"
 #include "client/load_generator.h"
+#include "core/engine.h"
 #include "core/intervals.h"
-#include "core/trainer.h"
 #include "server/server.h"
 #include "tests/testing/models.h"
 

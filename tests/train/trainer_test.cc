@@ -1,13 +1,11 @@
 // Copyright 2026 The mcdrop Authors.
 
-#include "core/trainer.h"
+#include "train/trainer.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
-
-#include "core/dataset.h"
 
 namespace mcdrop {
 namespace {
@@ -125,30 +123,6 @@ TEST(TrainerTest, RejectsBadInput) {
   d.x(3, 1) = NAN;
   c.tau = 1;
   EXPECT_EQ(Train(d, c).status().code(), absl::StatusCode::kInvalidArgument);
-}
-
-TEST(TrainerTest, SampleLogLikelihoodMatchesTheFormula) {
-  // Two samples, one output: ll = log(mean_t N(y; y_t, 1/tau)).
-  const float samples[2] = {1.0f, 3.0f};
-  const float y = 2.5f;
-  const double tau = 2.0;
-  const double want = std::log(
-      0.5 * (std::sqrt(tau / (2 * M_PI)) * std::exp(-0.5 * tau * 1.5 * 1.5) +
-             std::sqrt(tau / (2 * M_PI)) * std::exp(-0.5 * tau * 0.5 * 0.5)));
-  EXPECT_NEAR(SampleLogLikelihood(samples, 1, 2, 1, &y, tau), want, 1e-12);
-}
-
-TEST(DatasetTest, ReadsTablesAndUciLayout) {
-  auto uci = UciData::Load(std::string(MCDROP_TESTDATA_DIR) + "/uci/yacht");
-  ASSERT_TRUE(uci.ok()) << uci.status();
-  EXPECT_EQ(uci->table.rows(), 308);
-  EXPECT_EQ(uci->features.size(), 6u);
-  EXPECT_EQ(uci->target, 6);
-  EXPECT_EQ(uci->n_hidden, 50);
-  std::vector<int> train, test;
-  ASSERT_TRUE(uci->Split(0, &train, &test).ok());
-  EXPECT_EQ(train.size() + test.size(), 308u);
-  EXPECT_FALSE(ReadTable("/no/such/table.txt").ok());
 }
 
 }  // namespace

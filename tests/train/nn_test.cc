@@ -3,7 +3,7 @@
 // Finite-difference checks of every backward pass the trainer uses, in double
 // precision.
 
-#include "core/nn.h"
+#include "train/nn.h"
 
 #include <gtest/gtest.h>
 

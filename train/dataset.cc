@@ -1,6 +1,6 @@
 // Copyright 2026 The mcdrop Authors.
 
-#include "core/dataset.h"
+#include "train/dataset.h"
 
 #include <zlib.h>
 
@@ -58,6 +58,19 @@ absl::StatusOr<std::vector<double>> ReadNumbers(const std::string& path) {
 }
 
 }  // namespace
+
+Dataset Dataset::Subset(const std::vector<int>& index) const {
+  Dataset out;
+  out.num_classes = num_classes;
+  out.x.resize(static_cast<Eigen::Index>(index.size()), x.cols());
+  if (y.size()) out.y.resize(static_cast<Eigen::Index>(index.size()), y.cols());
+  for (size_t i = 0; i < index.size(); ++i) {
+    out.x.row(i) = x.row(index[i]);
+    if (y.size()) out.y.row(i) = y.row(index[i]);
+    if (!labels.empty()) out.labels.push_back(labels[index[i]]);
+  }
+  return out;
+}
 
 absl::StatusOr<std::vector<int>> ParseIntList(absl::string_view text) {
   std::vector<int> out;

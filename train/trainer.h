@@ -11,8 +11,8 @@
 // rates go into the model, so the served model takes raw inputs and answers
 // in raw units.
 
-#ifndef MCDROP_CORE_TRAINER_H_
-#define MCDROP_CORE_TRAINER_H_
+#ifndef MCDROP_TRAIN_TRAINER_H_
+#define MCDROP_TRAIN_TRAINER_H_
 
 #include <cstdint>
 #include <functional>
@@ -21,20 +21,9 @@
 #include "absl/status/statusor.h"
 #include "core/engine.h"
 #include "core/model.h"
+#include "train/dataset.h"
 
 namespace mcdrop {
-
-// Examples for training or evaluation: one per row.
-struct Dataset {
-  RowMajorMatrixXf x;       // [N x Q]
-  RowMajorMatrixXf y;       // regression targets [N x D]
-  std::vector<int> labels;  // classification: class per row
-  int num_classes = 0;      // classification
-
-  int size() const { return static_cast<int>(x.rows()); }
-  // The rows `index` (in that order).
-  Dataset Subset(const std::vector<int>& index) const;
-};
 
 struct TrainConfig {
   Task task = Task::kRegression;
@@ -72,7 +61,10 @@ absl::StatusOr<Model> Train(const Dataset& data, const TrainConfig& config);
 // engine, with T passes per point: RMSE of the MC mean and the average test
 // log-likelihood
 //   ll = logsumexp_t(-tau/2 |y - y_t|^2) - log T - D/2 log(2 pi) + D/2 log tau
-// (tau in target units; D outputs). Rows are sent in batches of `batch_rows`.
+// (tau in target units; D outputs; scoring/scoring.h computes both). Rows are
+// sent in batches of `batch_rows`, batch k (from row `begin`) with seed
+// `seed + begin`. InvalidArgument for a classification model or targets that
+// do not match the model's outputs; the engine's errors as they are.
 struct RegressionScores {
   double rmse = 0.0;
   double log_likelihood = 0.0;
@@ -84,11 +76,6 @@ absl::StatusOr<RegressionScores> EvaluateRegression(Engine& engine,
                                                     int samples, uint64_t seed,
                                                     int batch_rows = 64);
 
-// The log-likelihood term of one target given the T sampled outputs of one
-// row (shared by the trainer and the client's evaluation).
-double SampleLogLikelihood(const float* samples, int64_t stride, int T, int D,
-                           const float* target, double tau);
-
 }  // namespace mcdrop
 
-#endif  // MCDROP_CORE_TRAINER_H_
+#endif  // MCDROP_TRAIN_TRAINER_H_

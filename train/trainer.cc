@@ -1,6 +1,6 @@
 // Copyright 2026 The mcdrop Authors.
 
-#include "core/trainer.h"
+#include "train/trainer.h"
 
 #include <algorithm>
 #include <chrono>
@@ -11,7 +11,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/mask.h"
-#include "core/nn.h"
+#include "scoring/scoring.h"
+#include "train/nn.h"
 
 namespace mcdrop {
 namespace {
@@ -52,19 +53,6 @@ void ColumnStats(const RowMajorMatrixXf& x, Eigen::VectorXf* mean,
 }
 
 }  // namespace
-
-Dataset Dataset::Subset(const std::vector<int>& index) const {
-  Dataset out;
-  out.num_classes = num_classes;
-  out.x.resize(static_cast<Eigen::Index>(index.size()), x.cols());
-  if (y.size()) out.y.resize(static_cast<Eigen::Index>(index.size()), y.cols());
-  for (size_t i = 0; i < index.size(); ++i) {
-    out.x.row(i) = x.row(index[i]);
-    if (y.size()) out.y.row(i) = y.row(index[i]);
-    if (!labels.empty()) out.labels.push_back(labels[index[i]]);
-  }
-  return out;
-}
 
 double PaperWeightDecay(double length_scale, double dropout, int n,
                         double tau) {
@@ -270,25 +258,6 @@ absl::StatusOr<Model> Train(const Dataset& data, const TrainConfig& config) {
   return Model::Create(std::move(spec));
 }
 
-double SampleLogLikelihood(const float* samples, int64_t stride, int T, int D,
-                           const float* target, double tau) {
-  double max_term = -std::numeric_limits<double>::infinity();
-  std::vector<double> terms(T);
-  for (int t = 0; t < T; ++t) {
-    double sq = 0.0;
-    for (int d = 0; d < D; ++d) {
-      const double e = static_cast<double>(target[d]) - samples[t * stride + d];
-      sq += e * e;
-    }
-    terms[t] = -0.5 * tau * sq;
-    max_term = std::max(max_term, terms[t]);
-  }
-  double sum = 0.0;
-  for (double v : terms) sum += std::exp(v - max_term);
-  return max_term + std::log(sum) - std::log(static_cast<double>(T)) -
-         0.5 * D * std::log(2 * M_PI) + 0.5 * D * std::log(tau);
-}
-
 absl::StatusOr<RegressionScores> EvaluateRegression(Engine& engine,
                                                     const Model& model,
                                                     const Dataset& test,
@@ -303,8 +272,8 @@ absl::StatusOr<RegressionScores> EvaluateRegression(Engine& engine,
     return absl::InvalidArgumentError(
         "test targets do not match the model's outputs");
   }
-  RegressionScores s;
-  double sq = 0.0, ll = 0.0;
+  SquaredError error;
+  double ll = 0.0;
   for (int begin = 0; begin < test.size(); begin += batch_rows) {
     const int nb = std::min(batch_rows, test.size() - begin);
     PredictOptions opt;
@@ -316,17 +285,15 @@ absl::StatusOr<RegressionScores> EvaluateRegression(Engine& engine,
     if (!p.ok()) return p.status();
     for (int r = 0; r < nb; ++r) {
       const float* y = test.y.row(begin + r).data();
-      for (int d = 0; d < D; ++d) {
-        const double e = y[d] - p->Mean(r, d);
-        sq += e * e;
-      }
+      for (int d = 0; d < D; ++d) error.Add(y[d], p->Mean(r, d));
       ll += SampleLogLikelihood(p->sample_values.data() + r * D,
                                 static_cast<int64_t>(nb) * D, samples, D, y,
                                 model.tau());
     }
   }
+  RegressionScores s;
   s.n = test.size();
-  s.rmse = std::sqrt(sq / (static_cast<double>(s.n) * D));
+  s.rmse = error.Rmse();
   s.log_likelihood = ll / s.n;
   return s;
 }
