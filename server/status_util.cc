@@ -2,9 +2,16 @@
 
 #include "server/status_util.h"
 
+#include <array>
 #include <string>
 
 namespace mcdrop::server {
+namespace {
+
+// OK (0) to UNAUTHENTICATED (16): every code gRPC and absl define.
+constexpr int kNumCodes = 17;
+
+}  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -13,44 +20,17 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 }
 
 const char* CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK:
-      return "OK";
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED:
-      return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    default:
-      return "UNKNOWN";
-  }
+  // absl::StatusCodeToString names the codes; gRPC's have the same numbers.
+  // Computed once, so that the names outlive every caller.
+  static const std::array<std::string, kNumCodes>* const kNames = [] {
+    auto* names = new std::array<std::string, kNumCodes>;
+    for (int c = 0; c < kNumCodes; ++c) {
+      (*names)[c] = absl::StatusCodeToString(static_cast<absl::StatusCode>(c));
+    }
+    return names;
+  }();
+  const int c = static_cast<int>(code);
+  return c >= 0 && c < kNumCodes ? (*kNames)[c].c_str() : "UNKNOWN";
 }
 
 }  // namespace mcdrop::server
