@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "core/file_util.h"
 #include "core/safetensors.h"
 #include "core/status_macros.h"
 

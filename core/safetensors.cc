@@ -2,14 +2,9 @@
 
 #include "core/safetensors.h"
 
-#include <unistd.h>
-
 #include <Eigen/Core>
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -18,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/file_util.h"
 
 namespace mcdrop {
 namespace {
@@ -239,18 +235,12 @@ absl::StatusOr<Safetensors> Safetensors::Parse(std::string bytes) {
 }
 
 absl::StatusOr<Safetensors> Safetensors::ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot open model file \"", path,
-                                            "\": ", std::strerror(errno)));
+  absl::StatusOr<std::string> bytes = ReadFileToString(path);
+  if (!bytes.ok()) {
+    return absl::Status(bytes.status().code(),
+                        absl::StrCat("model file: ", bytes.status().message()));
   }
-  std::string bytes((std::istreambuf_iterator<char>(in)),
-                    std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    return absl::DataLossError(
-        absl::StrCat("error reading model file \"", path, "\""));
-  }
-  auto st = Parse(std::move(bytes));
+  auto st = Parse(*std::move(bytes));
   if (!st.ok()) {
     return absl::Status(st.status().code(),
                         absl::StrCat(path, ": ", st.status().message()));
@@ -319,31 +309,6 @@ absl::StatusOr<std::string> SerializeSafetensors(
                t.values.size() * sizeof(float));
   }
   return out;
-}
-
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view bytes) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("cannot write \"", tmp, "\": ", std::strerror(errno)));
-    }
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return absl::DataLossError(absl::StrCat("error writing \"", tmp, "\""));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    return absl::PermissionDeniedError(absl::StrCat(
-        "cannot rename \"", tmp, "\" to \"", path, "\": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace mcdrop

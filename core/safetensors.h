@@ -56,7 +56,9 @@ class Safetensors {
   // strings. Every error is InvalidArgument and names the tensor or key.
   static absl::StatusOr<Safetensors> Parse(std::string bytes);
 
-  // Reads the file at `path` and parses it. NotFound if it cannot be opened.
+  // Reads the file at `path` (ReadFileToString) and parses it. NotFound if it
+  // cannot be opened, DataLoss if reading fails; Parse's errors prefixed with
+  // the path.
   static absl::StatusOr<Safetensors> ReadFile(const std::string& path);
 
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
@@ -88,11 +90,6 @@ struct TensorToWrite {
 absl::StatusOr<std::string> SerializeSafetensors(
     const std::vector<TensorToWrite>& tensors,
     const std::map<std::string, std::string>& metadata);
-
-// Writes `bytes` to `path` through a temporary file and a rename, so that a
-// reader never sees a half-written file.
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view bytes);
 
 }  // namespace mcdrop
 

@@ -9,6 +9,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "core/file_util.h"
 #include "core/safetensors.h"
 #include "tests/testing/models.h"
 

@@ -9,10 +9,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "core/engine.h"
+#include "core/file_util.h"
 #include "core/model.h"
 
 namespace mcdrop {
@@ -30,8 +31,11 @@ struct Fixture {
 Fixture Load(const std::string& name) {
   auto model = Model::Load(kDir + name + ".safetensors");
   EXPECT_TRUE(model.ok()) << model.status();
-  nlohmann::json j =
-      nlohmann::json::parse(std::ifstream(kDir + name + ".json"));
+  const absl::StatusOr<std::string> text =
+      ReadFileToString(kDir + name + ".json");
+  EXPECT_TRUE(text.ok()) << text.status();
+  // An unreadable fixture fails the test with the parser's exception.
+  nlohmann::json j = nlohmann::json::parse(text.value_or(""));
   const auto& in = j["inputs"];
   RowMajorMatrixXf x(in.size(), in[0].size());
   for (size_t r = 0; r < in.size(); ++r) {
