@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "client/validation.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 
@@ -87,6 +88,8 @@ absl::StatusOr<v1::PredictResponse> Client::Predict(
   v1::PredictResponse response;
   grpc::Status s = stub_->Predict(&ctx, request, &response);
   if (!s.ok()) return FromGrpcStatus(s);
+  MCDROP_RETURN_IF_ERROR(
+      ValidatePredictResponse(response, ExpectationOf(request)));
   return response;
 }
 

@@ -54,6 +54,10 @@ class Client {
   static absl::StatusOr<std::unique_ptr<Client>> Connect(
       const ClientOptions& options);
 
+  // The server's answer, checked against the request
+  // (ValidatePredictResponse with ExpectationOf(request), client/validation.h):
+  // Internal, naming the inconsistency, if its rows, per-row values,
+  // predicted classes, intervals or samples do not fit what was asked.
   absl::StatusOr<v1::PredictResponse> Predict(
       const v1::PredictRequest& request) const;
   absl::StatusOr<v1::ListModelsResponse> ListModels() const;

@@ -6,44 +6,41 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "client/validation.h"
+#include "core/status_macros.h"
 #include "scoring/scoring.h"
 
 namespace mcdrop {
 
 absl::Status RegressionEvaluator::Add(const v1::PredictResponse& response,
                                       const std::vector<float>& targets) {
-  const int B = response.rows_size();
-  if (B == 0) return absl::OkStatus();
-  const int D = response.rows(0).outputs_size();
-  if (static_cast<int>(targets.size()) != B * D) {
-    return absl::InvalidArgumentError(absl::StrCat("have ", targets.size(),
-                                                   " targets for ", B,
-                                                   " rows of ", D, " outputs"));
-  }
-  if (response.sample_shape_size() != 3 || response.sample_shape(1) != B ||
-      response.sample_shape(2) != D) {
+  if (outputs_ < 1 || targets.size() % outputs_ != 0) {
     return absl::InvalidArgumentError(
-        "the response has no samples (ask return_samples)");
+        absl::StrCat(targets.size(), " targets are not whole rows of ",
+                     outputs_, " outputs"));
   }
-  const int T = static_cast<int>(response.sample_shape(0));
-  const int L = static_cast<int>(CoverageLevels().size());
+  const int D = outputs_;
+  const int B = static_cast<int>(targets.size() / D);
+  PredictExpectation expected;
+  expected.task = v1::REGRESSION;
+  expected.rows = B;
+  expected.outputs = D;
+  expected.return_samples = true;
+  expected.interval_levels = CoverageLevels();
+  MCDROP_RETURN_IF_ERROR(ValidatePredictResponse(response, expected));
+  const int T = response.samples();
   for (int r = 0; r < B; ++r) {
-    const float* y = targets.data() + r * D;
+    const float* y = targets.data() + static_cast<int64_t>(r) * D;
     for (int d = 0; d < D; ++d) {
-      const auto& o = response.rows(r).outputs(d);
+      const v1::OutputPrediction& o = response.rows(r).outputs(d);
       error_.Add(y[d], o.mean());
-      if (o.intervals_size() != L) {
-        return absl::InvalidArgumentError(
-            "the response lacks the coverage intervals");
-      }
-      for (int l = 0; l < L; ++l) {
-        const auto& iv = o.intervals(l);
-        coverage_[l].Add(y[d], iv.lower(), iv.upper());
+      for (size_t l = 0; l < coverage_.size(); ++l) {
+        coverage_[l].Add(y[d], o.intervals(l).lower(), o.intervals(l).upper());
       }
     }
-    log_likelihood_ +=
-        SampleLogLikelihood(response.sample_values().data() + r * D,
-                            static_cast<int64_t>(B) * D, T, D, y, tau_);
+    log_likelihood_ += SampleLogLikelihood(
+        response.sample_values().data() + static_cast<int64_t>(r) * D,
+        static_cast<int64_t>(B) * D, T, D, y, tau_);
     ++n_;
   }
   return absl::OkStatus();
@@ -65,31 +62,37 @@ RegressionEvaluation RegressionEvaluator::Result() const {
 
 absl::Status ClassificationEvaluator::Add(const v1::PredictResponse& response,
                                           const std::vector<int>& labels) {
-  if (static_cast<int>(labels.size()) != response.rows_size()) {
-    return absl::InvalidArgumentError("one label per row is needed");
-  }
-  for (int r = 0; r < response.rows_size(); ++r) {
-    const auto& c = response.rows(r).classification();
+  PredictExpectation expected;
+  expected.task = v1::CLASSIFICATION;
+  expected.rows = static_cast<int64_t>(labels.size());
+  expected.outputs = classes_;
+  MCDROP_RETURN_IF_ERROR(ValidatePredictResponse(response, expected));
+  for (size_t r = 0; r < labels.size(); ++r) {
     const int y = labels[r];
-    if (y < 0 || y >= c.probabilities_size()) {
+    if (y < 0 || y >= response.rows(r).classification().probabilities_size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("label ", y, " is not a class of the model"));
     }
-    const double p_true = c.probabilities(y);
-    nll_ -= std::log(std::max(p_true, 1e-300));
-    for (int k = 0; k < c.probabilities_size(); ++k) {
-      const double d = c.probabilities(k) - (k == y ? 1.0 : 0.0);
-      brier_ += d * d;
-    }
-    const double confidence = c.probabilities(c.predicted_class());
-    const bool correct = c.predicted_class() == y;
-    correct_ += correct;
-    calibration_.Add(confidence, correct);
-    entropy_ += c.entropy();
-    mi_ += c.mutual_information();
-    ++n_;
+  }
+  for (size_t r = 0; r < labels.size(); ++r) {
+    AddRow(response.rows(r).classification(), labels[r]);
   }
   return absl::OkStatus();
+}
+
+void ClassificationEvaluator::AddRow(const v1::ClassPrediction& c, int label) {
+  const double p_true = c.probabilities(label);
+  nll_ -= std::log(std::max(p_true, 1e-300));
+  for (int k = 0; k < c.probabilities_size(); ++k) {
+    const double d = c.probabilities(k) - (k == label ? 1.0 : 0.0);
+    brier_ += d * d;
+  }
+  const bool correct = c.predicted_class() == label;
+  correct_ += correct;
+  calibration_.Add(c.probabilities(c.predicted_class()), correct);
+  entropy_ += c.entropy();
+  mi_ += c.mutual_information();
+  ++n_;
 }
 
 ClassificationEvaluation ClassificationEvaluator::Result() const {

@@ -28,18 +28,24 @@ struct RegressionEvaluation {
   std::vector<double> levels, coverage, mean_width;  // per level
 };
 
-// Needs responses made with return_samples and interval_levels =
+// Scores a regression model of `outputs` outputs (D >= 1) and precision
+// `tau` from responses made with return_samples and interval_levels =
 // CoverageLevels().
 class RegressionEvaluator {
  public:
-  explicit RegressionEvaluator(double tau) : tau_(tau) {}
-  // `targets`: B x D, row-major, for the rows of `response`.
+  RegressionEvaluator(double tau, int outputs) : tau_(tau), outputs_(outputs) {}
+  // `targets`: B x D, row-major, for the B rows sent. InvalidArgument if
+  // they are not whole rows (or D < 1). The response is then checked
+  // (ValidatePredictResponse, client/validation.h): Internal, naming the
+  // inconsistency, if it does not fit B rows of D outputs with their samples
+  // and the coverage intervals. Nothing is added unless all of it is.
   absl::Status Add(const v1::PredictResponse& response,
                    const std::vector<float>& targets);
   RegressionEvaluation Result() const;
 
  private:
   double tau_;
+  int outputs_;
   int n_ = 0;
   double log_likelihood_ = 0;
   SquaredError error_;
@@ -54,13 +60,24 @@ struct ClassificationEvaluation {
   static constexpr int kBins = 15;
 };
 
+// Scores a classifier of `classes` classes (0 if not known: then every row
+// must have as many probabilities as the first).
 class ClassificationEvaluator {
  public:
+  explicit ClassificationEvaluator(int classes) : classes_(classes) {}
+  // `labels`: the class of each row sent. The response is checked first
+  // (ValidatePredictResponse): Internal, naming the inconsistency, if it does
+  // not fit one row per label of `classes` probabilities with a predicted
+  // class among them; InvalidArgument for a label that is not a class.
+  // Nothing is added unless all of it is.
   absl::Status Add(const v1::PredictResponse& response,
                    const std::vector<int>& labels);
   ClassificationEvaluation Result() const;
 
  private:
+  void AddRow(const v1::ClassPrediction& row, int label);
+
+  int classes_;
   int n_ = 0, correct_ = 0;
   double nll_ = 0, brier_ = 0, entropy_ = 0, mi_ = 0;
   CalibrationBins calibration_{ClassificationEvaluation::kBins};

@@ -38,6 +38,7 @@
 #include "client/client.h"
 #include "client/evaluation.h"
 #include "client/load_generator.h"
+#include "client/validation.h"
 #include "core/file_util.h"
 #include "train/dataset.h"
 
@@ -138,6 +139,17 @@ std::string ToJson(const google::protobuf::Message& m) {
   return out;
 }
 
+// The response checked against the request and the model's metadata, before
+// any of it is indexed.
+absl::Status CheckResponse(const mcdrop::v1::PredictResponse& response,
+                           const mcdrop::v1::PredictRequest& request,
+                           const mcdrop::v1::ModelMetadata& meta) {
+  mcdrop::PredictExpectation expected = mcdrop::ExpectationOf(request);
+  expected.task = meta.task();
+  expected.outputs = meta.output_size();
+  return mcdrop::ValidatePredictResponse(response, expected);
+}
+
 absl::StatusOr<Eigen::MatrixXd> ReadRows() {
   const std::string file = absl::GetFlag(FLAGS_file);
   if (!file.empty()) {
@@ -177,6 +189,10 @@ int Predict() {
     req.set_mode(mcdrop::v1::DETERMINISTIC);
   auto meta = (*client)->GetModelMetadata(req.model(), req.version());
   if (!meta.ok()) return Fail(meta.status());
+  // Predict with the very version described, whatever the repository loads
+  // meanwhile.
+  req.set_model(meta->name());
+  req.set_version(meta->version());
   const bool regression = meta->task() == mcdrop::v1::REGRESSION;
   if (regression) {
     for (const std::string& l : absl::GetFlag(FLAGS_intervals)) {
@@ -190,6 +206,7 @@ int Predict() {
   }
   auto resp = (*client)->Predict(req);
   if (!resp.ok()) return Fail(resp.status());
+  if (auto s = CheckResponse(*resp, req, *meta); !s.ok()) return Fail(s);
   if (absl::GetFlag(FLAGS_json)) {
     absl::PrintF("%s\n", ToJson(*resp));
     return 0;
@@ -416,13 +433,18 @@ int Eval() {
         absl::StrCat("the file has ", q, " feature columns, the model takes ",
                      meta->input_size())));
   }
+  if (regression && data->y.cols() != meta->output_size()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "the model has ", meta->output_size(), " outputs, the file gives ",
+        data->y.cols(), " target per row")));
+  }
   const int batch = absl::GetFlag(FLAGS_batch_rows) > 0
                         ? absl::GetFlag(FLAGS_batch_rows)
                         : 64;
   const uint64_t seed =
       absl::GetFlag(FLAGS_seed) != 0 ? absl::GetFlag(FLAGS_seed) : 1;
-  mcdrop::RegressionEvaluator reg(meta->tau());
-  mcdrop::ClassificationEvaluator cls;
+  mcdrop::RegressionEvaluator reg(meta->tau(), meta->output_size());
+  mcdrop::ClassificationEvaluator cls(meta->output_size());
   for (int begin = 0; begin < data->size(); begin += batch) {
     const int nb = std::min(batch, data->size() - begin);
     mcdrop::v1::PredictRequest req;

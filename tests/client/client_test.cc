@@ -172,7 +172,7 @@ TEST_F(ClientTest, RegressionEvaluatorMatchesADirectComputation) {
   ASSERT_TRUE(resp.ok());
   const std::vector<float> y = {60, 45, 52, 38, 70};
   const double tau = 0.075;
-  RegressionEvaluator ev(tau);
+  RegressionEvaluator ev(tau, 1);
   ASSERT_TRUE(ev.Add(*resp, y).ok());
   const RegressionEvaluation e = ev.Result();
   double sq = 0, ll = 0;
@@ -201,6 +201,7 @@ TEST_F(ClientTest, RegressionEvaluatorMatchesADirectComputation) {
 
 TEST(ClassificationEvaluatorTest, HandComputedScores) {
   v1::PredictResponse resp;
+  resp.set_task(v1::CLASSIFICATION);
   auto add = [&](std::vector<double> p, int cls, double h, double mi) {
     auto* c = resp.add_rows()->mutable_classification();
     for (double v : p) c->add_probabilities(v);
@@ -211,7 +212,7 @@ TEST(ClassificationEvaluatorTest, HandComputedScores) {
   add({0.9, 0.1}, 0, 0.3, 0.01);  // right, confidence 0.9 (bin 13)
   add({0.2, 0.8}, 1, 0.5, 0.02);  // wrong (label 0), confidence 0.8 (bin 12)
   add({0.6, 0.4}, 0, 0.7, 0.03);  // right, confidence 0.6 (bin 9)
-  ClassificationEvaluator ev;
+  ClassificationEvaluator ev(2);
   ASSERT_TRUE(ev.Add(resp, {0, 0, 0}).ok());
   const ClassificationEvaluation e = ev.Result();
   EXPECT_NEAR(e.accuracy, 2.0 / 3, 1e-12);
