@@ -57,6 +57,38 @@ absl::StatusOr<std::vector<double>> ReadNumbers(const std::string& path) {
   return std::vector<double>(t.data(), t.data() + t.size());
 }
 
+// The largest count (splits, hidden units, epochs) a UCI folder may give.
+constexpr int kMaxCount = 1000000;
+
+// `v`, row `row` of `file`, as an int in [lo, hi]. Checked before the cast:
+// converting NaN or a double outside int's range to int is undefined.
+absl::StatusOr<int> ToInt(double v, int lo, int hi, absl::string_view file,
+                          Eigen::Index row) {
+  if (!(v >= lo && v <= hi && v == std::floor(v))) {
+    return absl::InvalidArgumentError(absl::StrCat(file, " row ", row, ": ", v,
+                                                   " is not an integer in [",
+                                                   lo, ", ", hi, "]"));
+  }
+  return static_cast<int>(v);
+}
+
+// Every value of the table `file` in `dir`, in reading order, as ints in
+// [lo, hi].
+absl::StatusOr<std::vector<int>> ReadInts(const std::string& dir,
+                                          const std::string& file, int lo,
+                                          int hi) {
+  MCDROP_ASSIGN_OR_RETURN(Eigen::MatrixXd t, ReadTable(dir + "/" + file));
+  std::vector<int> out;
+  out.reserve(t.size());
+  for (Eigen::Index r = 0; r < t.rows(); ++r) {
+    for (Eigen::Index c = 0; c < t.cols(); ++c) {
+      MCDROP_ASSIGN_OR_RETURN(int v, ToInt(t(r, c), lo, hi, file, r));
+      out.push_back(v);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 Dataset Dataset::Subset(const std::vector<int>& index) const {
@@ -150,7 +182,8 @@ absl::StatusOr<Dataset> MakeDataset(const Eigen::MatrixXd& table, Task task,
   } else {
     for (Eigen::Index r = 0; r < table.rows(); ++r) {
       const double v = table(r, target);
-      if (v < 0 || v != std::floor(v) || v > 1e6) {
+      // Checked before the cast, NaN included (converting it is undefined).
+      if (!(v >= 0 && v <= 1e6 && v == std::floor(v))) {
         return absl::InvalidArgumentError(absl::StrCat(
             "row ", r, ": class label ", v, " is not a non-negative integer"));
       }
@@ -167,21 +200,19 @@ absl::StatusOr<UciData> UciData::Load(const std::string& dir) {
   u.name = dir.substr(dir.find_last_of('/', dir.size() - 2) + 1);
   while (!u.name.empty() && u.name.back() == '/') u.name.pop_back();
   MCDROP_ASSIGN_OR_RETURN(u.table, ReadTable(dir + "/data.txt"));
-  MCDROP_ASSIGN_OR_RETURN(std::vector<double> feats,
-                          ReadNumbers(dir + "/index_features.txt"));
-  for (double f : feats) u.features.push_back(static_cast<int>(f));
-  MCDROP_ASSIGN_OR_RETURN(std::vector<double> target,
-                          ReadNumbers(dir + "/index_target.txt"));
-  u.target = static_cast<int>(target.at(0));
-  auto one = [&](const char* file, int* out) -> absl::Status {
-    MCDROP_ASSIGN_OR_RETURN(std::vector<double> v,
-                            ReadNumbers(dir + "/" + file));
-    *out = static_cast<int>(v.at(0));
-    return absl::OkStatus();
-  };
-  MCDROP_RETURN_IF_ERROR(one("n_splits.txt", &u.n_splits));
-  MCDROP_RETURN_IF_ERROR(one("n_hidden.txt", &u.n_hidden));
-  MCDROP_RETURN_IF_ERROR(one("n_epochs.txt", &u.n_epochs));
+  const int last_column = static_cast<int>(u.table.cols()) - 1;
+  MCDROP_ASSIGN_OR_RETURN(u.features,
+                          ReadInts(dir, "index_features.txt", 0, last_column));
+  MCDROP_ASSIGN_OR_RETURN(std::vector<int> target,
+                          ReadInts(dir, "index_target.txt", 0, last_column));
+  u.target = target.front();
+  for (auto [file, out] : {std::pair{"n_splits.txt", &u.n_splits},
+                           {"n_hidden.txt", &u.n_hidden},
+                           {"n_epochs.txt", &u.n_epochs}}) {
+    MCDROP_ASSIGN_OR_RETURN(std::vector<int> v,
+                            ReadInts(dir, file, 1, kMaxCount));
+    *out = v.front();
+  }
   MCDROP_ASSIGN_OR_RETURN(u.dropout_rates,
                           ReadNumbers(dir + "/dropout_rates.txt"));
   MCDROP_ASSIGN_OR_RETURN(u.tau_values, ReadNumbers(dir + "/tau_values.txt"));
@@ -190,19 +221,11 @@ absl::StatusOr<UciData> UciData::Load(const std::string& dir) {
 
 absl::Status UciData::Split(int k, std::vector<int>* train,
                             std::vector<int>* test) const {
+  const int last_row = static_cast<int>(table.rows()) - 1;
   for (auto [file, out] :
        {std::pair{"index_train_", train}, std::pair{"index_test_", test}}) {
     MCDROP_ASSIGN_OR_RETURN(
-        std::vector<double> v,
-        ReadNumbers(absl::StrCat(dir, "/", file, k, ".txt")));
-    out->clear();
-    for (double i : v) {
-      if (i < 0 || i >= table.rows()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(file, k, ".txt: row index ", i, " is out of range"));
-      }
-      out->push_back(static_cast<int>(i));
-    }
+        *out, ReadInts(dir, absl::StrCat(file, k, ".txt"), 0, last_row));
   }
   return absl::OkStatus();
 }

@@ -70,8 +70,14 @@ struct UciData {
   int n_splits = 0, n_hidden = 0, n_epochs = 0;
   std::vector<double> dropout_rates, tau_values;
 
+  // NotFound if a file is missing. InvalidArgument, naming the file and the
+  // row, for a malformed table or for an index or count that is not an
+  // integer in range: column indices in [0, columns), counts in
+  // [1, 1000000].
   static absl::StatusOr<UciData> Load(const std::string& dir);
   // Train and test row indices of split k, as listed in the files.
+  // InvalidArgument, naming the file and the row, for an index that is not
+  // an integer in [0, table.rows()).
   absl::Status Split(int k, std::vector<int>* train,
                      std::vector<int>* test) const;
   std::string dir;

@@ -267,6 +267,10 @@ absl::StatusOr<RegressionScores> EvaluateRegression(Engine& engine,
     return absl::InvalidArgumentError(
         "EvaluateRegression needs a regression model");
   }
+  if (batch_rows < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_rows must be >= 1, not ", batch_rows));
+  }
   const int D = model.output_size();
   if (test.y.cols() != D || test.y.rows() != test.x.rows()) {
     return absl::InvalidArgumentError(

@@ -63,8 +63,9 @@ absl::StatusOr<Model> Train(const Dataset& data, const TrainConfig& config);
 //   ll = logsumexp_t(-tau/2 |y - y_t|^2) - log T - D/2 log(2 pi) + D/2 log tau
 // (tau in target units; D outputs; scoring/scoring.h computes both). Rows are
 // sent in batches of `batch_rows`, batch k (from row `begin`) with seed
-// `seed + begin`. InvalidArgument for a classification model or targets that
-// do not match the model's outputs; the engine's errors as they are.
+// `seed + begin`. InvalidArgument for a classification model, targets that
+// do not match the model's outputs, or batch_rows < 1; the engine's errors as
+// they are.
 struct RegressionScores {
   double rmse = 0.0;
   double log_likelihood = 0.0;

@@ -125,5 +125,25 @@ TEST(TrainerTest, RejectsBadInput) {
   EXPECT_EQ(Train(d, c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(TrainerTest, EvaluateRegressionRefusesEmptyBatches) {
+  const Dataset train = Synthetic(1, 50), test = Synthetic(2, 10);
+  TrainConfig c;
+  c.epochs = 1;
+  auto model = Train(train, c);
+  ASSERT_TRUE(model.ok()) << model.status();
+  Engine engine({.threads = 1});
+  for (int batch_rows : {0, -1, -64}) {
+    auto s = EvaluateRegression(engine, *model, test, 10, 1, batch_rows);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument)
+        << batch_rows;
+  }
+  // Batches of one row and of more rows than the set score the same rows
+  // with different seeds; both succeed.
+  EXPECT_TRUE(EvaluateRegression(engine, *model, test, 10, 1, 1).ok());
+  auto all = EvaluateRegression(engine, *model, test, 10, 1, 1000);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->n, 10);
+}
+
 }  // namespace
 }  // namespace mcdrop
