@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Docker image from the top-level Dockerfile with buildah (these
-# machines have no Docker engine; ../shared/docs/CONTAINERS.md), starts
+# machines have no Docker engine and reach no registry: the debian base image
+# is made locally with debootstrap and imported into podman), starts
 # mcdrop-server from the image, and checks from the host: health SERVING, the
 # image's HEALTHCHECK command, a Predict answer equal to the host build's for
 # the same seed, a metrics scrape, the non-root user, and the image config

@@ -79,8 +79,10 @@ namespace {
 struct Published {
   double rmse, rmse_se, ll, ll_se;
 };
-// Gal & Ghahramani's grid-search figures (DropoutUncertaintyExps readme,
-// ../shared/docs/UNCERTAINTY.md).
+// Gal & Ghahramani's grid-search figures: MC RMSE and test log-likelihood,
+// mean and standard error over the splits, as published with their
+// experiment code (yaringal/DropoutUncertaintyExps); docs/results.md sets
+// ours beside them.
 const std::map<std::string, Published>& PublishedFigures() {
   static const auto* m = new std::map<std::string, Published>{
       {"bostonHousing", {2.90, 0.18, -2.40, 0.04}},

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
-"""Splits ../shared/data/digits/digits.csv.gz into the fixed train/test split of
-mcdrop's digits model: row i (0-based, file order) is a test row when
-i % 4 == 3, a training row otherwise (1348 train, 449 test).
+"""Splits the digits table (gzipped CSV, 1797 rows of 64 pixel intensities
+0..16 then the label 0..9: the UCI optdigits test set as shipped by Debian's
+scikit-learn) into the fixed train/test split of mcdrop's digits model: row i
+(0-based, file order) is a test row when i % 4 == 3, a training row otherwise
+(1348 train, 449 test).
   prepare.py DIGITS_CSV_GZ OUT_DIR"""
 import gzip
 import os

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The digits classifier and the picture of its uncertainty, end to end:
-#   1. split ../shared/data/digits (row i is a test row iff i % 4 == 3);
+#   1. split the digits table, $MCDROP_DIGITS (prepare.py describes it; CI
+#      keeps it outside the repository), row i a test row iff i % 4 == 3;
 #   2. with --retrain, train models/digits.safetensors with mcdrop-train;
 #   3. start mcdrop-server on it, score the test split with mcdrop-client eval
 #      (MC, T = 100, and dropout off);
