@@ -23,6 +23,8 @@ WORKDIR /src
 COPY CMakeLists.txt ./
 COPY proto proto
 COPY core core
+COPY scoring scoring
+COPY train train
 COPY server server
 COPY client client
 COPY tools tools
