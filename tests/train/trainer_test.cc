@@ -132,10 +132,15 @@ TEST(TrainerTest, EvaluateRegressionRefusesEmptyBatches) {
   auto model = Train(train, c);
   ASSERT_TRUE(model.ok()) << model.status();
   Engine engine({.threads = 1});
+  // Refused by EvaluateRegression itself, not left to the engine's check of
+  // an empty batch (a negative one is not even a valid Eigen::Map).
   for (int batch_rows : {0, -1, -64}) {
     auto s = EvaluateRegression(engine, *model, test, 10, 1, batch_rows);
     EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument)
         << batch_rows;
+    EXPECT_NE(s.status().message().find("batch_rows must be >= 1"),
+              absl::string_view::npos)
+        << s.status();
   }
   // Batches of one row and of more rows than the set score the same rows
   // with different seeds; both succeed.
