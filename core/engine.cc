@@ -77,6 +77,7 @@ struct Engine::Workspace {
   std::vector<float, Eigen::aligned_allocator<float>> a, b;
   std::vector<uint8_t> bits;
   std::vector<MaskColumn> columns;
+  IntervalScratch intervals;
 };
 
 // One tile's finished output, waiting for its turn to be merged.
@@ -89,7 +90,7 @@ struct TileOutput {
 };
 
 struct Engine::Request {
-  const Model* model = nullptr;
+  std::shared_ptr<const Model> model;
   const float* input_data = nullptr;
   Eigen::Index input_rows = 0, input_cols = 0;
   absl::Time submitted, started;
@@ -101,6 +102,7 @@ struct Engine::Request {
 
   // Plan, fixed before any tile runs.
   int B = 0, D = 0, T = 0, L = 0, first = 0;
+  bool keep_samples = false;  // for return_samples or intervals
   int rows_per_tile = 1, samples_per_tile = 1, chunks = 1, num_tiles = 0;
   int64_t max_cols = 0;
   int max_width = 0;
@@ -115,7 +117,13 @@ struct Engine::Request {
   std::condition_variable slot_freed;  // next_merge or stop_status changed
   int next_tile ABSL_GUARDED_BY(mu) = 0;
   int next_merge ABSL_GUARDED_BY(mu) = 0;
+  // Tiles or interval items taken and not yet given back. A task touches the
+  // model and the options only while it holds one, and the request is not
+  // finalised while any is held.
   int in_progress ABSL_GUARDED_BY(mu) = 0;
+  // The interval step: outputs (row, d) taken and finished, of B x D.
+  int next_item ABSL_GUARDED_BY(mu) = 0;
+  int items_done ABSL_GUARDED_BY(mu) = 0;
   bool finalized ABSL_GUARDED_BY(mu) = false;
   absl::Status stop_status ABSL_GUARDED_BY(mu);
   std::vector<TileOutput> slots ABSL_GUARDED_BY(mu);
@@ -177,6 +185,17 @@ absl::Status Engine::Validate(const Model& model,
   if (options.samples_per_tile < 0 || options.rows_per_tile < 0) {
     return absl::InvalidArgumentError("tile sizes must be >= 0");
   }
+  if (!options.interval_levels.empty() &&
+      model.task() != Task::kRegression) {
+    return absl::InvalidArgumentError(
+        "interval levels apply to regression models only");
+  }
+  for (double level : options.interval_levels) {
+    if (!(level > 0 && level < 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("interval level ", level, " is not in (0, 1)"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -187,7 +206,10 @@ absl::StatusOr<Prediction> Engine::Predict(const Model& model,
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
-  PredictAsync(model, inputs, options, [&](absl::StatusOr<Prediction> p) {
+  // No ownership: no task touches the model once `done` has run.
+  std::shared_ptr<const Model> unowned(std::shared_ptr<const Model>(), &model);
+  PredictAsync(std::move(unowned), inputs, options,
+               [&](absl::StatusOr<Prediction> p) {
     std::lock_guard<std::mutex> lock(mu);
     out = std::move(p);
     done = true;
@@ -198,10 +220,11 @@ absl::StatusOr<Prediction> Engine::Predict(const Model& model,
   return out;
 }
 
-void Engine::PredictAsync(const Model& model, InputMatrix inputs,
-                          PredictOptions options, Callback done) {
+void Engine::PredictAsync(std::shared_ptr<const Model> model,
+                          InputMatrix inputs, PredictOptions options,
+                          Callback done) {
   auto request = std::make_shared<Request>();
-  request->model = &model;
+  request->model = std::move(model);
   request->input_data = inputs.data();
   request->input_rows = inputs.rows();
   request->input_cols = inputs.cols();
@@ -260,12 +283,14 @@ void Engine::Start(std::shared_ptr<Request> req) {
   const bool mc = opt.mode == PredictMode::kMonteCarlo;
   req->T = mc ? opt.samples : 1;
   req->first = mc ? model.first_stochastic_layer() : req->L;
+  req->keep_samples = opt.return_samples || !opt.interval_levels.empty();
 
   Prediction& res = req->result;
   res.task = model.task();
   res.rows = req->B;
   res.outputs = req->D;
   res.samples = req->T;
+  res.levels = static_cast<int>(opt.interval_levels.size());
   const int B = req->B, D = req->D, T = req->T;
 
   Eigen::MatrixXf x = StandardisedColumns(model, req->inputs());
@@ -275,7 +300,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
     // No stochastic layer runs: every pass gives the same output.
     const Eigen::MatrixXf& y = req->prefix;  // [D x B]
     res.mean.assign(static_cast<size_t>(B) * D, 0.0);
-    if (opt.return_samples)
+    if (req->keep_samples)
       res.sample_values.resize(static_cast<size_t>(T) * B * D);
     if (classification) {
       res.predicted_class.resize(B);
@@ -303,7 +328,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
         }
       }
     }
-    if (opt.return_samples) {
+    if (req->keep_samples) {
       for (int t = 0; t < T; ++t) {
         for (int i = 0; i < B * D; ++i) {
           res.sample_values[static_cast<size_t>(t) * B * D + i] =
@@ -312,8 +337,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
       }
     }
     res.tiles = 0;
-    res.run_seconds = absl::ToDoubleSeconds(absl::Now() - req->started);
-    req->done(std::move(res));
+    PassesFinished(req);
     return;
   }
 
@@ -371,7 +395,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
     req->run_mean.assign(static_cast<size_t>(B) * D, 0.0);
     req->run_m2.assign(static_cast<size_t>(B) * D, 0.0);
   }
-  if (opt.return_samples)
+  if (req->keep_samples)
     res.sample_values.resize(static_cast<size_t>(T) * B * D);
 
   const int tasks = std::min(threads, req->num_tiles);
@@ -388,180 +412,114 @@ void Engine::Start(std::shared_ptr<Request> req) {
 
 namespace {
 
+// CANCELLED or DEADLINE_EXCEEDED when the request should stop, else OK.
+absl::Status CheckStop(const PredictOptions& opt, absl::string_view stage) {
+  if (opt.should_stop && opt.should_stop()) {
+    return absl::CancelledError("the request was cancelled");
+  }
+  if (absl::Now() > opt.deadline) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("the deadline passed before the ", stage, " finished"));
+  }
+  return absl::OkStatus();
+}
+
+// With req.mu held: records `stop` (the first stop wins) and wakes the
+// threads waiting for a slot.
+void RecordStop(Engine::Request& req, const absl::Status& stop)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(req.mu) {
+  if (req.stop_status.ok()) {
+    req.stop_status = stop;
+    req.slot_freed.notify_all();
+  }
+}
+
+// With req.mu held: when the request has stopped and no task holds a unit
+// of its work, finalises it and returns the call that delivers the status
+// (to be made after unlocking); otherwise an empty function.
+std::function<void()> FinishIfStopped(Engine::Request& req)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(req.mu) {
+  if (req.stop_status.ok() || req.finalized || req.in_progress > 0) return {};
+  req.finalized = true;
+  return [done = std::move(req.done), status = req.stop_status] {
+    done(status);
+  };
+}
+
+// With req.mu held: finalises a successful request and returns the call that
+// delivers its result.
+std::function<void()> FinishWithResult(Engine::Request& req)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(req.mu) {
+  req.finalized = true;
+  Prediction& res = req.result;
+  res.run_seconds = absl::ToDoubleSeconds(absl::Now() - req.started);
+  if (!req.options.return_samples) {
+    std::vector<float>().swap(res.sample_values);  // kept for intervals only
+  }
+  return [done = std::move(req.done), result = std::move(res)]() mutable {
+    done(std::move(result));
+  };
+}
+
 // Folds one finished tile into the running statistics, in sample order.
 void MergeTile(Engine::Request& req, int tile, const TileOutput& out);
 
 // Builds the final prediction from the running statistics.
 void Finish(Engine::Request& req);
 
+// Computes tile `tile` of the passes into `slot`.
+void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
+                 TileOutput* slot);
+
 }  // namespace
 
 void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
   Request& req = *req_ptr;
-  const Model& model = *req.model;
-  const PredictOptions& opt = req.options;
   Workspace& ws = *workspaces_[std::max(0, ThreadPool::CurrentThreadIndex())];
-  const int D = req.D;
-  const bool classification = model.task() == Task::kClassification;
-  const ModelSpec& spec = model.spec();
-
   while (true) {
-    // Cancellation and deadline, checked between tiles, outside the lock.
-    absl::Status stop;
-    if (opt.should_stop && opt.should_stop()) {
-      stop = absl::CancelledError("the request was cancelled");
-    } else if (absl::Now() > opt.deadline) {
-      stop = absl::DeadlineExceededError(
-          "the deadline passed before the passes finished");
-    }
-
     int tile = -1;
+    TileOutput* slot = nullptr;
     std::function<void()> finish;
     {
       std::unique_lock<std::mutex> lock(req.mu);
-      if (!stop.ok() && req.stop_status.ok()) {
-        req.stop_status = stop;
-        req.slot_freed.notify_all();
-      }
-      if (!req.stop_status.ok() || req.finalized ||
-          req.next_tile >= req.num_tiles) {
-        if (!req.stop_status.ok() && !req.finalized && req.in_progress == 0) {
-          req.finalized = true;
-          Callback done = std::move(req.done);
-          absl::Status status = req.stop_status;
-          finish = [done = std::move(done), status] { done(status); };
-        }
-      } else {
+      if (!req.finalized && req.stop_status.ok() &&
+          req.next_tile < req.num_tiles) {
         tile = req.next_tile++;
-        auto slot_free = [&req, tile]() {
+        ++req.in_progress;  // from here the request cannot be finalised
+        req.slot_freed.wait(lock, [&req, tile]() {
           return tile < req.next_merge + req.window || !req.stop_status.ok();
-        };
-        req.slot_freed.wait(lock, slot_free);
-        if (!req.stop_status.ok()) {
-          // Stopped while waiting: the tile is abandoned; finish if last.
-          if (!req.finalized && req.in_progress == 0) {
-            req.finalized = true;
-            Callback done = std::move(req.done);
-            absl::Status status = req.stop_status;
-            finish = [done = std::move(done), status] { done(status); };
-          }
+        });
+        if (!req.stop_status.ok()) {  // stopped while waiting: abandon it
+          --req.in_progress;
           tile = -1;
         } else {
-          ++req.in_progress;
+          slot = &req.slots[tile % req.window];
         }
       }
+      if (tile < 0) finish = FinishIfStopped(req);
     }
     if (tile < 0) {
       if (finish) finish();
       return;
     }
 
-    // Compute the tile.
-    Grow(ws.a, static_cast<size_t>(req.max_width) * req.max_cols);
-    Grow(ws.b, static_cast<size_t>(req.max_width) * req.max_cols);
-    Grow(ws.bits, DropoutMask::ScratchSize(req.max_width, req.max_cols));
-    Grow(ws.columns, static_cast<size_t>(req.max_cols));
-    std::chrono::steady_clock::time_point tile_start;
-    if (opt.collect_timing) tile_start = std::chrono::steady_clock::now();
-    const int S = req.samples_per_tile, R = req.rows_per_tile;
-    const int g = tile / req.chunks, k = tile % req.chunks;
-    const int r0 = g * R, r1 = std::min(req.B, r0 + R);
-    const int s0 = k * S, s1 = std::min(req.T, s0 + S);
-    const int ns = s1 - s0;
-    const int cols = (r1 - r0) * ns;
-    const int64_t cols_pad = RoundUp(cols, kColumnAlign);
-    for (int c = 0; c < cols; ++c) {
-      ws.columns[c] = {static_cast<uint32_t>(r0 + c / ns),
-                       static_cast<uint32_t>(s0 + c % ns)};
-    }
-
-    const int n0 = static_cast<int>(req.prefix.rows());
-    float* in = ws.a.data();
-    float* out_buf = ws.b.data();
-    {
-      MatrixMap x(in, n0, cols_pad);
-      for (int c = 0; c < cols; ++c)
-        x.col(c) = req.prefix.col(ws.columns[c].row);
-      x.rightCols(cols_pad - cols).setZero();
-    }
-    int64_t mask_ns = 0;
-    for (int l = req.first; l < req.L; ++l) {
-      const DenseLayer& layer = model.layers()[l];
-      const int n_in = static_cast<int>(layer.weight.cols());
-      const int n_out = static_cast<int>(layer.weight.rows());
-      if (layer.drop_rate > 0.0f) {
-        std::chrono::steady_clock::time_point t0;
-        if (opt.collect_timing) t0 = std::chrono::steady_clock::now();
-        req.masks[l].Apply(in, n_in, n_in, ws.columns.data(), cols,
-                           ws.bits.data());
-        if (opt.collect_timing) {
-          mask_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::steady_clock::now() - t0)
-                         .count();
-        }
+    // Holding a tile: the model and the options may be used.
+    if (absl::Status stop = CheckStop(req.options, "passes"); !stop.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(req.mu);
+        RecordStop(req, stop);
+        --req.in_progress;
+        finish = FinishIfStopped(req);
       }
-      MatrixMap x(in, n_in, cols_pad);
-      MatrixMap z(out_buf, n_out, cols_pad);
-      Gemm(layer.weight, x, z);
-      AddBiasAndActivate(z, layer.bias, model.activation(), l == req.L - 1);
-      std::swap(in, out_buf);
+      if (finish) finish();
+      return;
     }
-    if (mask_ns) req.mask_ns.fetch_add(mask_ns, std::memory_order_relaxed);
-    const float* y = in;  // [D x cols_pad]
-
-    // Per-sample outputs into a slot of our own (slots are indexed by tile
-    // modulo the window; the wait above guarantees this one is free).
-    TileOutput* slot;
-    {
-      std::unique_lock<std::mutex> lock(req.mu);
-      slot = &req.slots[tile % req.window];
-    }
-    if (classification) {
-      Grow(slot->probs, static_cast<size_t>(cols) * D);
-      Grow(slot->entropy, cols);
-      Grow(slot->argmax, cols);
-      for (int c = 0; c < cols; ++c) {
-        slot->entropy[c] = Softmax(
-            y + static_cast<int64_t>(c) * D, D,
-            slot->probs.data() + static_cast<int64_t>(c) * D, &slot->argmax[c]);
-      }
-    } else {
-      Grow(slot->values, static_cast<size_t>(cols) * D);
-      for (int c = 0; c < cols; ++c) {
-        for (int d = 0; d < D; ++d) {
-          float v = y[static_cast<int64_t>(c) * D + d];
-          if (spec.output_mean.size())
-            v = v * spec.output_std[d] + spec.output_mean[d];
-          slot->values[static_cast<int64_t>(c) * D + d] = v;
-        }
-      }
-    }
-    if (opt.return_samples) {
-      float* samples = req.result.sample_values.data();
-      for (int c = 0; c < cols; ++c) {
-        const MaskColumn& mc = ws.columns[c];
-        float* dst =
-            samples + (static_cast<int64_t>(mc.sample) * req.B + mc.row) * D;
-        for (int d = 0; d < D; ++d) {
-          dst[d] = classification
-                       ? static_cast<float>(
-                             slot->probs[static_cast<int64_t>(c) * D + d])
-                       : slot->values[static_cast<int64_t>(c) * D + d];
-        }
-      }
-    }
-
-    if (opt.collect_timing) {
-      req.compute_ns.fetch_add(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(
-              std::chrono::steady_clock::now() - tile_start)
-              .count(),
-          std::memory_order_relaxed);
-    }
+    ComputeTile(req, tile, ws, slot);
 
     // Merge every tile that is ready, in order.
+    bool passes_done = false;
     {
-      std::unique_lock<std::mutex> lock(req.mu);
+      std::lock_guard<std::mutex> lock(req.mu);
       slot->ready = true;
       --req.in_progress;
       while (req.next_merge < req.num_tiles &&
@@ -572,21 +530,93 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
         ++req.next_merge;
         req.slot_freed.notify_all();
       }
-      if (req.finalized) continue;
-      if (req.next_merge == req.num_tiles && req.stop_status.ok()) {
-        req.finalized = true;
+      if (req.next_merge == req.num_tiles && req.stop_status.ok() &&
+          !req.finalized) {
+        // Every tile is merged, so no other task holds one, and none can
+        // take one: this thread alone moves the request on.
         Finish(req);
-        Callback done = std::move(req.done);
-        Prediction result = std::move(req.result);
-        finish = [done = std::move(done),
-                  result = std::move(result)]() mutable {
-          done(std::move(result));
-        };
-      } else if (!req.stop_status.ok() && req.in_progress == 0) {
-        req.finalized = true;
-        Callback done = std::move(req.done);
-        absl::Status status = req.stop_status;
-        finish = [done = std::move(done), status] { done(status); };
+        passes_done = true;
+      } else {
+        finish = FinishIfStopped(req);
+      }
+    }
+    if (passes_done) {
+      PassesFinished(req_ptr);
+      return;
+    }
+    if (finish) {
+      finish();
+      return;
+    }
+  }
+}
+
+void Engine::PassesFinished(const std::shared_ptr<Request>& req_ptr) {
+  Request& req = *req_ptr;
+  std::function<void()> finish;
+  int helpers = 0;
+  {
+    std::lock_guard<std::mutex> lock(req.mu);
+    if (req.options.interval_levels.empty()) {
+      finish = FinishWithResult(req);
+    } else {
+      req.result.intervals.resize(static_cast<size_t>(req.B) * req.D *
+                                  req.options.interval_levels.size());
+      helpers = std::min(pool_.size(), req.B * req.D) - 1;
+    }
+  }
+  if (finish) {
+    finish();
+    return;
+  }
+  for (int i = 0; i < helpers; ++i) {
+    pool_.Schedule([this, req_ptr] { IntervalWork(req_ptr); });
+  }
+  IntervalWork(req_ptr);
+}
+
+void Engine::IntervalWork(const std::shared_ptr<Request>& req_ptr) {
+  Request& req = *req_ptr;
+  Workspace& ws = *workspaces_[std::max(0, ThreadPool::CurrentThreadIndex())];
+  const int items = req.B * req.D;
+  while (true) {
+    int item = -1;
+    std::function<void()> finish;
+    {
+      std::lock_guard<std::mutex> lock(req.mu);
+      if (!req.finalized && req.stop_status.ok() && req.next_item < items) {
+        item = req.next_item++;
+        ++req.in_progress;
+      } else {
+        finish = FinishIfStopped(req);
+      }
+    }
+    if (item < 0) {
+      if (finish) finish();
+      return;
+    }
+
+    // Holding an item: the model and the options may be used.
+    const PredictOptions& opt = req.options;
+    absl::Status stop = CheckStop(opt, "predictive intervals");
+    if (stop.ok()) {
+      const double noise = opt.include_noise ? 1.0 / req.model->tau() : 0.0;
+      const std::vector<double>& levels = opt.interval_levels;
+      Prediction& res = req.result;
+      // Outputs are disjoint: no lock needed for the samples or the bounds.
+      PredictiveIntervals(res.sample_values.data() + item,
+                          static_cast<int64_t>(req.B) * req.D, req.T, noise,
+                          levels, &res.intervals[item * levels.size()],
+                          &ws.intervals);
+    }
+    {
+      std::lock_guard<std::mutex> lock(req.mu);
+      if (!stop.ok()) RecordStop(req, stop);
+      --req.in_progress;
+      if (stop.ok() && ++req.items_done == items && req.stop_status.ok()) {
+        finish = FinishWithResult(req);
+      } else {
+        finish = FinishIfStopped(req);
       }
     }
     if (finish) {
@@ -597,6 +627,111 @@ void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
 }
 
 namespace {
+
+void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
+                 TileOutput* slot) {
+  const Model& model = *req.model;
+  const PredictOptions& opt = req.options;
+  const int D = req.D;
+  const bool classification = model.task() == Task::kClassification;
+  const ModelSpec& spec = model.spec();
+  Grow(ws.a, static_cast<size_t>(req.max_width) * req.max_cols);
+  Grow(ws.b, static_cast<size_t>(req.max_width) * req.max_cols);
+  Grow(ws.bits, DropoutMask::ScratchSize(req.max_width, req.max_cols));
+  Grow(ws.columns, static_cast<size_t>(req.max_cols));
+  std::chrono::steady_clock::time_point tile_start;
+  if (opt.collect_timing) tile_start = std::chrono::steady_clock::now();
+  const int S = req.samples_per_tile, R = req.rows_per_tile;
+  const int g = tile / req.chunks, k = tile % req.chunks;
+  const int r0 = g * R, r1 = std::min(req.B, r0 + R);
+  const int s0 = k * S, s1 = std::min(req.T, s0 + S);
+  const int ns = s1 - s0;
+  const int cols = (r1 - r0) * ns;
+  const int64_t cols_pad = RoundUp(cols, kColumnAlign);
+  for (int c = 0; c < cols; ++c) {
+    ws.columns[c] = {static_cast<uint32_t>(r0 + c / ns),
+                     static_cast<uint32_t>(s0 + c % ns)};
+  }
+
+  const int n0 = static_cast<int>(req.prefix.rows());
+  float* in = ws.a.data();
+  float* out_buf = ws.b.data();
+  {
+    MatrixMap x(in, n0, cols_pad);
+    for (int c = 0; c < cols; ++c)
+      x.col(c) = req.prefix.col(ws.columns[c].row);
+    x.rightCols(cols_pad - cols).setZero();
+  }
+  int64_t mask_ns = 0;
+  for (int l = req.first; l < req.L; ++l) {
+    const DenseLayer& layer = model.layers()[l];
+    const int n_in = static_cast<int>(layer.weight.cols());
+    const int n_out = static_cast<int>(layer.weight.rows());
+    if (layer.drop_rate > 0.0f) {
+      std::chrono::steady_clock::time_point t0;
+      if (opt.collect_timing) t0 = std::chrono::steady_clock::now();
+      req.masks[l].Apply(in, n_in, n_in, ws.columns.data(), cols,
+                         ws.bits.data());
+      if (opt.collect_timing) {
+        mask_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::steady_clock::now() - t0)
+                       .count();
+      }
+    }
+    MatrixMap x(in, n_in, cols_pad);
+    MatrixMap z(out_buf, n_out, cols_pad);
+    Gemm(layer.weight, x, z);
+    AddBiasAndActivate(z, layer.bias, model.activation(), l == req.L - 1);
+    std::swap(in, out_buf);
+  }
+  if (mask_ns) req.mask_ns.fetch_add(mask_ns, std::memory_order_relaxed);
+  const float* y = in;  // [D x cols_pad]
+
+  // Per-sample outputs into the tile's slot (slots are indexed by tile
+  // modulo the window; Work waited until this one was free).
+  if (classification) {
+    Grow(slot->probs, static_cast<size_t>(cols) * D);
+    Grow(slot->entropy, cols);
+    Grow(slot->argmax, cols);
+    for (int c = 0; c < cols; ++c) {
+      slot->entropy[c] = Softmax(
+          y + static_cast<int64_t>(c) * D, D,
+          slot->probs.data() + static_cast<int64_t>(c) * D, &slot->argmax[c]);
+    }
+  } else {
+    Grow(slot->values, static_cast<size_t>(cols) * D);
+    for (int c = 0; c < cols; ++c) {
+      for (int d = 0; d < D; ++d) {
+        float v = y[static_cast<int64_t>(c) * D + d];
+        if (spec.output_mean.size())
+          v = v * spec.output_std[d] + spec.output_mean[d];
+        slot->values[static_cast<int64_t>(c) * D + d] = v;
+      }
+    }
+  }
+  if (req.keep_samples) {
+    float* samples = req.result.sample_values.data();
+    for (int c = 0; c < cols; ++c) {
+      const MaskColumn& mc = ws.columns[c];
+      float* dst =
+          samples + (static_cast<int64_t>(mc.sample) * req.B + mc.row) * D;
+      for (int d = 0; d < D; ++d) {
+        dst[d] = classification
+                     ? static_cast<float>(
+                           slot->probs[static_cast<int64_t>(c) * D + d])
+                     : slot->values[static_cast<int64_t>(c) * D + d];
+      }
+    }
+  }
+
+  if (opt.collect_timing) {
+    req.compute_ns.fetch_add(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now() - tile_start)
+            .count(),
+        std::memory_order_relaxed);
+  }
+}
 
 void MergeTile(Engine::Request& req, int tile, const TileOutput& out) {
   const int S = req.samples_per_tile, R = req.rows_per_tile, D = req.D;

@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/intervals.h"
 #include "core/model.h"
 #include "core/thread_pool.h"
 
@@ -76,6 +77,13 @@ struct PredictOptions {
   absl::Time deadline = absl::InfiniteFuture();
   // Measure the time spent making masks (a few clock reads per tile).
   bool collect_timing = false;
+  // Regression only: central predictive intervals of every output at these
+  // levels, each in (0, 1) (intervals.h: the quantiles of the mixture of
+  // N(y_t, 1/tau), or of the samples alone without include_noise). They are
+  // computed on the pool after the passes, output by output, with the
+  // cancellation and deadline checked between outputs. Keeps the T x B x D
+  // samples while the request runs.
+  std::vector<double> interval_levels;
 };
 
 struct Prediction {
@@ -83,6 +91,7 @@ struct Prediction {
   int rows = 0;     // B
   int outputs = 0;  // D: regression outputs, or classes
   int samples = 0;  // T actually run (1 in deterministic mode)
+  int levels = 0;   // interval levels per output
 
   // [B x D], row-major. Regression: predictive mean in output units.
   // Classification: mean probabilities pbar.
@@ -101,6 +110,9 @@ struct Prediction {
   // [T x B x D] when return_samples.
   std::vector<float> sample_values;
 
+  // [B x D x levels] when interval_levels were asked for.
+  std::vector<IntervalBounds> intervals;
+
   // Work done.
   int64_t tiles = 0;
   // Wall-clock: waiting for a pool thread, and from start to the result.
@@ -114,6 +126,9 @@ struct Prediction {
   double Variance(int row, int d) const { return variance[row * outputs + d]; }
   float Sample(int t, int row, int d) const {
     return sample_values[(static_cast<int64_t>(t) * rows + row) * outputs + d];
+  }
+  const IntervalBounds& Interval(int row, int d, int level) const {
+    return intervals[(static_cast<size_t>(row) * outputs + d) * levels + level];
   }
 };
 
@@ -135,19 +150,26 @@ class Engine {
 
   // Checks a request without running it: inputs are [B x Q] with B >= 1, Q
   // equal to the model's input size, every value finite; samples >= 1 in MC
-  // mode. InvalidArgument with a message saying what is wrong.
+  // mode; interval levels in (0, 1) and for a regression model only.
+  // InvalidArgument with a message saying what is wrong.
   static absl::Status Validate(const Model& model,
                                const Eigen::Ref<const RowMajorMatrixXf>& inputs,
                                const PredictOptions& options);
 
   // Runs the request on the pool and calls `done` exactly once, from a pool
   // thread, with the prediction or an error (InvalidArgument from Validate,
-  // CANCELLED, DEADLINE_EXCEEDED). `model` and the memory behind `inputs` must
-  // stay valid until `done` has been called. Never blocks on the computation.
-  void PredictAsync(const Model& model, InputMatrix inputs,
+  // CANCELLED, DEADLINE_EXCEEDED). The engine shares ownership of `model`
+  // for as long as any task of the request may run (the way a serving handle
+  // pins a servable), so a model version may be unloaded at any time. The
+  // memory behind `inputs` need only stay valid until `done` has been called.
+  // Once `done` runs, no task of the request touches the model, the inputs
+  // or `options` (should_stop included) again. Never blocks on the
+  // computation.
+  void PredictAsync(std::shared_ptr<const Model> model, InputMatrix inputs,
                     PredictOptions options, Callback done);
 
-  // Blocking form of PredictAsync. Must not be called from a pool thread.
+  // Blocking form of PredictAsync for a model the caller owns: `model` may be
+  // destroyed as soon as this returns. Must not be called from a pool thread.
   absl::StatusOr<Prediction> Predict(const Model& model, InputMatrix inputs,
                                      const PredictOptions& options);
 
@@ -162,7 +184,13 @@ class Engine {
  private:
   friend struct Request;
   void Start(std::shared_ptr<Request> request);
+  // Takes tiles of passes until none is left.
   void Work(const std::shared_ptr<Request>& request);
+  // Called once, by the thread that completed the passes: delivers the
+  // result, or starts the interval step on the pool.
+  void PassesFinished(const std::shared_ptr<Request>& request);
+  // Takes outputs whose intervals are still to compute until none is left.
+  void IntervalWork(const std::shared_ptr<Request>& request);
 
   // Declared before pool_ so that they outlive the pool's threads: the pool's
   // destructor still runs queued tasks, which use them.

@@ -44,6 +44,9 @@ ABSL_FLAG(int, default_samples, 100,
           "T for requests that ask for 0 when the model sets none");
 ABSL_FLAG(int, max_samples, 100000, "Largest T a request may ask for");
 ABSL_FLAG(int, max_batch_rows, 1024, "Most input rows per request");
+ABSL_FLAG(int64_t, max_interval_work, int64_t{1} << 27,
+          "Most T x rows x outputs x interval levels per request (bounds the "
+          "time spent computing predictive intervals)");
 ABSL_FLAG(int, max_message_bytes, 64 << 20,
           "Largest request or response message");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -130,6 +133,7 @@ int main(int argc, char** argv) {
   options.limits.default_samples = absl::GetFlag(FLAGS_default_samples);
   options.limits.max_samples = absl::GetFlag(FLAGS_max_samples);
   options.limits.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
+  options.limits.max_interval_work = absl::GetFlag(FLAGS_max_interval_work);
   options.limits.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key = absl::GetFlag(FLAGS_tls_key);

@@ -180,8 +180,11 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
 Metrics::~Metrics() = default;
 
 ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
-                                    const Model* model) {
+                                    const ServedModel* served) {
   auto mm = std::make_unique<ModelMetrics>();
+  // Request counts and latencies are per model name (prometheus-cpp's Add
+  // returns the existing child for labels it has seen); what depends on the
+  // version's task and shape is per version.
   const prometheus::Labels labels = {{"model", model_label}};
   for (grpc::StatusCode code : kCodes) {
     mm->requests[code] =
@@ -194,6 +197,10 @@ ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
   mm->compute = &compute_->Add(labels, kSecondsBuckets);
   mm->batch_rows = &batch_rows_->Add(labels, kRowsBuckets);
   mm->passes = &passes_->Add(labels);
+  const Model* model = served != nullptr ? &served->model : nullptr;
+  const prometheus::Labels version_labels = {
+      {"model", model_label},
+      {"version", served != nullptr ? absl::StrCat(served->version) : ""}};
   if (model != nullptr && model->task() == Task::kRegression) {
     // Buckets from the model's output scale (its training-target std when
     // the file has one) and its noise floor sqrt(1/tau).
@@ -201,18 +208,20 @@ ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
     constexpr int kMaxOutputs = 16;  // bound the label cardinality
     for (int d = 0; d < model->output_size() && d < kMaxOutputs; ++d) {
       const double scale = spec.output_std.size() ? spec.output_std[d] : 1.0;
+      prometheus::Labels output_labels = version_labels;
+      output_labels["output"] = absl::StrCat(d);
       mm->predictive_std.push_back(
-          &std_->Add({{"model", model_label}, {"output", absl::StrCat(d)}},
+          &std_->Add(output_labels,
                      Scaled(scale, {0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5,
                                     0.75, 1, 1.5, 2, 5})));
     }
   } else if (model != nullptr) {
     const double max_h = std::log(static_cast<double>(model->output_size()));
     mm->entropy = &entropy_->Add(
-        labels, Scaled(max_h, {0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
+        version_labels, Scaled(max_h, {0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
                                0.7, 0.8, 0.9, 1.0}));
     mm->mutual_information =
-        &mi_->Add(labels, Scaled(max_h, {0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+        &mi_->Add(version_labels, Scaled(max_h, {0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
                                          0.1, 0.2, 0.3, 0.5, 1.0}));
   }
   ModelMetrics* raw = mm.get();
@@ -222,12 +231,13 @@ ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
 
 const ModelMetrics* Metrics::ForModel(const ServedModel& model) {
   absl::MutexLock lock(&mu_);
-  auto it = by_model_.find(model.name);
-  if (it != by_model_.end()) return it->second;
-  // Children are per model name, made with the first version seen: later
-  // versions of the model reuse them (and their bucket scale).
-  ModelMetrics* mm = MakeChildren(model.name, &model.model);
-  by_model_[model.name] = mm;
+  const auto key = std::make_pair(model.name, model.version);
+  auto it = by_version_.find(key);
+  if (it != by_version_.end()) return it->second;
+  // Kept after the version is unloaded: a request still computing on it may
+  // hold the children, and a version's series is its history.
+  ModelMetrics* mm = MakeChildren(model.name, &model);
+  by_version_[key] = mm;
   return mm;
 }
 

@@ -29,7 +29,7 @@
 
 namespace mcdrop::server {
 
-// The children of one model's labels.
+// The children of one model version's labels.
 struct ModelMetrics {
   std::map<grpc::StatusCode, prometheus::Counter*> requests;  // by code
   prometheus::Counter* unknown_code = nullptr;
@@ -56,7 +56,8 @@ class Metrics {
       const std::string& address, const Engine* engine);
   ~Metrics();
 
-  // The children for `model`, made on first use and kept. Thread-safe.
+  // The children for `model` (a name and version: versions of one name may
+  // differ in task and shape), made on first use and kept. Thread-safe.
   const ModelMetrics* ForModel(const ServedModel& model);
   // For requests that name no served model (label model="").
   const ModelMetrics* Unknown() const { return unknown_; }
@@ -75,7 +76,7 @@ class Metrics {
  private:
   Metrics() = default;
   ModelMetrics* MakeChildren(const std::string& model_label,
-                             const Model* model);
+                             const ServedModel* served);
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<prometheus::Collectable> pool_collector_;
@@ -94,7 +95,8 @@ class Metrics {
   ModelMetrics* unknown_ = nullptr;
 
   absl::Mutex mu_;
-  std::map<std::string, const ModelMetrics*> by_model_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, int64_t>, const ModelMetrics*> by_version_
+      ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, int64_t>, prometheus::Gauge*> info_
       ABSL_GUARDED_BY(mu_);
   prometheus::Family<prometheus::Counter>* load_failures_ = nullptr;

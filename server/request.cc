@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/intervals.h"
 
 namespace mcdrop::server {
 namespace {
@@ -97,6 +96,14 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
             absl::StrCat("interval level ", level, " is not in (0, 1)"));
       }
     }
+    const int64_t work = (mc ? t : 1) * b * model.output_size() *
+                         req.interval_levels_size();
+    if (work > limits.max_interval_work) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "T x rows x outputs x interval levels = ", work,
+          " exceeds the server's limit of ", limits.max_interval_work,
+          " for one request; send fewer rows, levels or a smaller T"));
+    }
   }
   const int64_t keep = mc ? t : 1;
   if ((req.return_samples() || req.interval_levels_size() > 0) &&
@@ -112,7 +119,9 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
   opt->samples = mc ? t : 1;  // T means nothing without dropout
   opt->seed = req.seed() != 0 ? req.seed() : FreshSeed();
   opt->include_noise = !req.exclude_noise();
-  opt->return_samples = req.return_samples() || req.interval_levels_size() > 0;
+  opt->return_samples = req.return_samples();
+  opt->interval_levels.assign(req.interval_levels().begin(),
+                              req.interval_levels().end());
   return absl::OkStatus();
 }
 
@@ -128,9 +137,6 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
   resp->set_seed(opt.seed);
   resp->set_queue_seconds(p.queue_seconds);
   resp->set_compute_seconds(p.run_seconds);
-  const double noise =
-      regression && opt.include_noise ? 1.0 / served.model.tau() : 0.0;
-  std::vector<double> scratch;
   for (int r = 0; r < p.rows; ++r) {
     auto* row = resp->add_rows();
     if (regression) {
@@ -140,15 +146,11 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
         o->set_variance(p.Variance(r, d));
         o->set_std(std::sqrt(p.Variance(r, d)));
         o->set_model_variance(p.model_variance[r * p.outputs + d]);
-        for (double level : req.interval_levels()) {
-          const IntervalBounds b = PredictiveInterval(
-              p.sample_values.data() + static_cast<int64_t>(r) * p.outputs + d,
-              static_cast<int64_t>(p.rows) * p.outputs, p.samples, noise, level,
-              &scratch);
+        for (int i = 0; i < p.levels; ++i) {
           auto* iv = o->add_intervals();
-          iv->set_level(level);
-          iv->set_lower(b.lower);
-          iv->set_upper(b.upper);
+          iv->set_level(opt.interval_levels[i]);
+          iv->set_lower(p.Interval(r, d, i).lower);
+          iv->set_upper(p.Interval(r, d, i).upper);
         }
       }
     } else {

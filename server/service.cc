@@ -228,10 +228,11 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
   };
 
   std::shared_ptr<const ServedModel> model = *served;
-  const Model& m = model->model;
-  const int q = m.input_size();
+  const int q = model->model.input_size();
+  // The engine's handle on the model keeps the whole version alive.
+  std::shared_ptr<const Model> pinned(model, &model->model);
   engine_->PredictAsync(
-      m, InputMatrix(request->inputs().data(), rows, q), opt,
+      std::move(pinned), InputMatrix(request->inputs().data(), rows, q), opt,
       [reactor, call, raw_response, model, opt, mm, arrived, release,
        deadline](absl::StatusOr<Prediction> p) {
         absl::Status status = p.status();

@@ -184,7 +184,7 @@ TEST_F(ClientTest, RegressionEvaluatorMatchesADirectComputation) {
     for (double v : ys) mean += v / 400;
     sq += (y[r] - mean) * (y[r] - mean);
     ll += DirectLogLikelihood(ys, y[r], tau);
-    std::vector<double> scratch;
+    IntervalScratch scratch;
     for (int l = 0; l < 4; ++l) {
       std::vector<float> fs(ys.begin(), ys.end());
       const IntervalBounds b = PredictiveInterval(

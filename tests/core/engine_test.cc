@@ -7,9 +7,13 @@
 
 #include <atomic>
 #include <cmath>
+#include <memory>
+#include <optional>
 #include <thread>
 
 #include "tests/testing/models.h"
+#include "core/intervals.h"
+#include "tests/testing/sync.h"
 
 namespace mcdrop {
 namespace {
@@ -441,6 +445,153 @@ TEST(EngineTest, DestroyRightAfterPredictIsSafe) {
     PredictOptions opt;
     opt.samples = 10000;
     ASSERT_TRUE(engine.Predict(model, View(x), opt).ok());
+  }
+}
+
+}  // namespace
+}  // namespace mcdrop
+
+namespace mcdrop {
+namespace {
+
+// The caller may let go of the model and of what should_stop reads as soon as
+// `done` runs, even while helper tasks of the request are still queued behind
+// other work: the engine owns the model until its last task is gone, and no
+// task calls should_stop once the request finished. (Before the engine shared
+// ownership, a helper read the destroyed model here: AddressSanitizer
+// reported a heap-use-after-free in Engine::Work.)
+TEST(EngineTest, ModelMayBeDestroyedRightAfterTheCallback) {
+  std::optional<Engine> engine;
+  engine.emplace(EngineOptions{.threads = 2});
+  const Model small = MustCreate(RandomSpec({2, 1}, {0.1f}, Task::kRegression,
+                                            Activation::kRelu, 1, false));
+  const RowMajorMatrixXf one = RandomInputs(1, 2, 1);
+  testing::Notification entered, release;
+  // A one-tile request that holds one pool thread until released.
+  std::thread blocker([&] {
+    PredictOptions o;
+    o.samples = 1;
+    bool first = true;
+    o.should_stop = [&] {
+      if (first) {
+        first = false;
+        entered.Notify();
+        release.WaitForNotification();
+      }
+      return false;
+    };
+    EXPECT_TRUE(engine->Predict(small, View(one), o).ok());
+  });
+  entered.WaitForNotification();
+
+  auto model = std::make_shared<const Model>(MustCreate(RandomSpec(
+      {4, 32, 1}, {0.2f, 0.2f}, Task::kRegression, Activation::kRelu, 3)));
+  std::weak_ptr<const Model> watch = model;
+  const RowMajorMatrixXf x = RandomInputs(2, 4, 5);
+  // Caller state the request's should_stop reads, destroyed with the model.
+  auto cancelled = std::make_unique<std::atomic<bool>>(false);
+  PredictOptions opt;
+  opt.samples = 64;
+  opt.samples_per_tile = 8;  // 8 tiles: a helper task is queued
+  opt.should_stop = [flag = cancelled.get()] { return flag->load(); };
+  testing::Notification finished;
+  absl::Status status;
+  engine->PredictAsync(model, View(x), opt,
+                      [&](absl::StatusOr<Prediction> p) {
+                        status = p.status();
+                        // Allowed: `done` is running. The pool thread takes
+                        // the queued helper as soon as this returns.
+                        model.reset();
+                        cancelled.reset();
+                        finished.Notify();
+                      });
+  finished.WaitForNotification();
+  EXPECT_TRUE(status.ok()) << status;
+  release.Notify();
+  blocker.join();
+  // The queued helper runs now (or in the engine's destructor); the engine
+  // lets go of the model once no task of the request is left.
+  engine.reset();
+  EXPECT_TRUE(watch.expired());
+}
+
+TEST(EngineTest, IntervalsEqualThoseOfTheReturnedSamples) {
+  const Model model = MustCreate(RandomSpec(
+      {3, 24, 2}, {0.2f, 0.3f}, Task::kRegression, Activation::kRelu, 5));
+  const RowMajorMatrixXf x = RandomInputs(3, 3, 2);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 500;
+  opt.seed = 9;
+  opt.interval_levels = {0.5, 0.9, 0.95};
+  auto without = engine.Predict(model, View(x), opt);
+  opt.return_samples = true;
+  auto with = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(without.ok() && with.ok());
+  EXPECT_TRUE(without->sample_values.empty());  // kept only while computing
+  ASSERT_EQ(with->intervals.size(), 3u * 2 * 3);
+  EXPECT_EQ(with->levels, 3);
+  IntervalScratch scratch;
+  for (int r = 0; r < 3; ++r) {
+    for (int d = 0; d < 2; ++d) {
+      for (int i = 0; i < 3; ++i) {
+        const IntervalBounds want = PredictiveInterval(
+            with->sample_values.data() + r * 2 + d, 3 * 2, 500,
+            1.0 / model.tau(), opt.interval_levels[i], &scratch);
+        EXPECT_EQ(with->Interval(r, d, i).lower, want.lower);
+        EXPECT_EQ(with->Interval(r, d, i).upper, want.upper);
+        EXPECT_EQ(without->Interval(r, d, i).lower, want.lower);
+        EXPECT_EQ(without->Interval(r, d, i).upper, want.upper);
+      }
+    }
+  }
+}
+
+// The interval step checks cancellation between outputs like the passes do
+// between tiles: a request cancelled after its passes stops there, and the
+// engine is free for the next request.
+TEST(EngineTest, CancellationStopsTheIntervalStep) {
+  const Model model = MustCreate(RandomSpec(
+      {3, 16, 4}, {0.1f, 0.1f}, Task::kRegression, Activation::kRelu, 6));
+  const RowMajorMatrixXf x = RandomInputs(50, 3, 3);  // 200 outputs
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 2000;
+  opt.samples_per_tile = 2000;
+  opt.rows_per_tile = 10;  // 5 tiles
+  opt.interval_levels = {0.9};
+  std::atomic<int> checks{0};
+  opt.should_stop = [&] { return ++checks > 5 + 3; };  // 3 outputs in
+  auto pred = engine.Predict(model, View(x), opt);
+  EXPECT_EQ(pred.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(checks.load(), 5 + 3 + 4);  // not 5 + 200
+  opt.should_stop = nullptr;
+  opt.deadline = absl::Now() - absl::Seconds(1);
+  pred = engine.Predict(model, View(x), opt);
+  EXPECT_EQ(pred.status().code(), absl::StatusCode::kDeadlineExceeded);
+  opt.deadline = absl::InfiniteFuture();
+  EXPECT_TRUE(engine.Predict(model, View(x), opt).ok());
+}
+
+TEST(EngineTest, IntervalLevelsAreValidated) {
+  const Model reg = MustCreate(RandomSpec({2, 8, 1}, {0.1f, 0.1f},
+                                          Task::kRegression,
+                                          Activation::kRelu, 1));
+  const Model cls = MustCreate(RandomSpec({2, 8, 3}, {0.1f, 0.1f},
+                                          Task::kClassification,
+                                          Activation::kRelu, 1));
+  const RowMajorMatrixXf x = RandomInputs(1, 2, 1);
+  Engine engine({.threads = 1});
+  PredictOptions opt;
+  opt.interval_levels = {0.9};
+  auto p = engine.Predict(cls, View(x), opt);
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(p.status().message(), HasSubstr("regression models only"));
+  for (double bad : {0.0, 1.0, -0.5, std::nan("")}) {
+    opt.interval_levels = {0.5, bad};
+    p = engine.Predict(reg, View(x), opt);
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(p.status().message(), HasSubstr("is not in (0, 1)"));
   }
 }
 

@@ -291,6 +291,52 @@ TEST_F(HardeningTest, DeadlineExpiringInTheQueueAnswersPromptly) {
   ExpectServing("a deadline in the queue");
 }
 
+// The interval step runs on the pool between deadline and cancellation
+// checks. Two calls asking for intervals on 64 rows x T = 100000 x 16 levels
+// with deadlines shorter than their work end with DEADLINE_EXCEEDED, leave
+// the engine idle at once, and a small call sent right after is answered
+// promptly. (Before, intervals were computed in the completion callback
+// after the last check: two such calls held both threads for about 33 s.)
+TEST_F(HardeningTest, IntervalWorkStopsAtTheDeadline) {
+  Start();
+  PredictRequest big = Rows(64, 100000);
+  for (int i = 1; i <= 16; ++i) big.add_interval_levels(i / 17.0);
+  grpc::Status status[2];
+  std::vector<std::thread> calls;
+  for (grpc::Status& s : status) {
+    calls.emplace_back([&] {
+      PredictResponse resp;
+      s = Call(big, &resp, absl::Milliseconds(300));
+    });
+  }
+  for (auto& t : calls) t.join();
+  for (const grpc::Status& s : status) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+        << s.error_message();
+  }
+  EXPECT_TRUE(WaitUntilIdle(absl::Milliseconds(500)))
+      << "the engine kept working past the deadlines";
+  ExpectServing("two interval calls past their deadline");
+}
+
+TEST_F(HardeningTest, IntervalWorkIsBoundedAtAdmission) {
+  Limits limits;
+  limits.max_interval_work = 100000;
+  Start(limits);
+  PredictRequest req = Rows(4, 10000);
+  req.add_interval_levels(0.9);
+  req.add_interval_levels(0.5);
+  PredictResponse resp;
+  grpc::Status s = Call(req, &resp);  // 80000: within the limit
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  req.add_interval_levels(0.8);
+  s = Call(req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(),
+              HasSubstr("T x rows x outputs x interval levels = 120000 "
+                        "exceeds the server's limit of 100000"));
+}
+
 TEST_F(HardeningTest, ChannelDestroyedMidCallFreesTheServer) {
   Start();
   {

@@ -53,8 +53,8 @@ curl -sf "http://127.0.0.1:$mport/metrics" > "$tmp/metrics.txt"
 promtool check metrics < "$tmp/metrics.txt"
 grep -q 'mcdrop_requests_total{code="OK",model="concrete"} 1' "$tmp/metrics.txt"
 grep -q 'mcdrop_requests_total{code="INVALID_ARGUMENT",model="concrete"} 1' "$tmp/metrics.txt"
-grep -q 'mcdrop_predictive_entropy_nats_count{model="digits"} 2' "$tmp/metrics.txt"
-grep -q 'mcdrop_mutual_information_nats_count{model="digits"} 2' "$tmp/metrics.txt"
+grep -q 'mcdrop_predictive_entropy_nats_count{model="digits",version="1"} 2' "$tmp/metrics.txt"
+grep -q 'mcdrop_mutual_information_nats_count{model="digits",version="1"} 2' "$tmp/metrics.txt"
 echo "ok: promtool check metrics, counts"
 
 # Three long requests in flight (0.3 s each on 2 idle cores, several seconds

@@ -17,6 +17,7 @@
 
 #include "client/client.h"
 #include "server/server.h"
+#include "tests/testing/metrics.h"
 #include "tests/testing/models.h"
 
 namespace mcdrop::server {
@@ -37,6 +38,15 @@ void WriteModel(const fs::path& file, float marker) {
   ASSERT_TRUE(m->Save(file.string()).ok());
 }
 
+// A model of the given task and shape, saved to `file`.
+void WriteShaped(const fs::path& file, Task task, int inputs, int outputs) {
+  const ModelSpec spec = testing::RandomSpec(
+      {inputs, 8, outputs}, {0.1f, 0.2f}, task, Activation::kRelu, 7);
+  auto m = Model::Create(spec);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_TRUE(m->Save(file.string()).ok());
+}
+
 class RepositoryTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -53,9 +63,14 @@ class RepositoryTest : public ::testing::Test {
   // Publishes a version the safe way: written under a temporary name, then
   // renamed into place.
   void Publish(const std::string& name, int version, float marker) {
+    Publish(name, version,
+            [&](const fs::path& f) { WriteModel(f, marker); });
+  }
+  void Publish(const std::string& name, int version,
+               const std::function<void(const fs::path&)>& write) {
     const fs::path tmp = root_ / name / (std::to_string(version) + ".tmp");
     fs::create_directories(tmp);
-    WriteModel(tmp / "model.safetensors", marker);
+    write(tmp / "model.safetensors");
     fs::rename(tmp, root_ / name / std::to_string(version));
   }
   void Start(std::vector<std::string> models = {}) {
@@ -74,13 +89,14 @@ class RepositoryTest : public ::testing::Test {
     client_ = *Client::Connect(co);
   }
   absl::StatusOr<v1::PredictResponse> Predict(const std::string& model,
-                                              int64_t version = 0) {
+                                              int64_t version = 0,
+                                              int inputs = 3) {
     v1::PredictRequest r;
     r.set_model(model);
     r.set_version(version);
     r.add_shape(1);
-    r.add_shape(3);
-    for (float v : {0.5f, -1.0f, 2.0f}) r.add_inputs(v);
+    r.add_shape(inputs);
+    for (int i = 0; i < inputs; ++i) r.add_inputs(0.5f - i);
     r.set_samples(10);
     r.set_seed(1);
     return client_->Predict(r);
@@ -147,6 +163,99 @@ TEST_F(RepositoryTest, NewVersionSwapsInUnderLoadWithoutAFailedRequest) {
   ASSERT_EQ(meta->versions_size(), 2);
   EXPECT_EQ(meta->versions(0).state(), v1::ModelVersionStatus::AVAILABLE);
   EXPECT_GT(meta->versions(1).load_time(), 1.7e9);
+}
+
+// Versions of one name may differ in task, outputs and inputs: each is
+// served, and measured, as what it is. (Before metrics were kept per
+// version, the first Predict on a classifier version that followed a
+// regression version crashed the server.)
+TEST_F(RepositoryTest, TaskAndShapeMayChangeBetweenVersions) {
+  Publish("m", 1, [](const fs::path& f) {
+    WriteShaped(f, Task::kRegression, 3, 2);
+  });
+  Start();
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0}, shape_refusals{0}, v1_calls{0}, answers[4] = {};
+  std::atomic<int64_t> latest_version{0};
+  std::string first_error;
+  std::thread load([&] {
+    int inputs = 3;
+    while (!stop) {
+      // The newest version, and version 1 pinned. Like any client, the loop
+      // learns the input size from the metadata when a shape is refused.
+      auto r = Predict("m", 0, inputs);
+      if (r.status().code() == absl::StatusCode::kInvalidArgument) {
+        ++shape_refusals;
+        auto meta = client_->GetModelMetadata("m");
+        if (meta.ok()) inputs = meta->input_size();
+        continue;
+      }
+      auto pinned = Predict("m", 1);
+      for (auto* p : {&r, &pinned}) {
+        if (!p->ok() && errors++ == 0) first_error = p->status().ToString();
+        if (p->ok() && (*p)->version() >= 1 && (*p)->version() <= 3) {
+          ++answers[(*p)->version()];
+        }
+      }
+      if (r.ok()) {
+        latest_version = r->version();
+        if (r->version() == 2) {
+          EXPECT_EQ(r->task(), v1::CLASSIFICATION);
+          EXPECT_EQ(r->rows(0).classification().probabilities_size(), 4);
+        }
+      }
+      if (pinned.ok()) {
+        ++v1_calls;
+        EXPECT_EQ(pinned->task(), v1::REGRESSION);
+        EXPECT_EQ(pinned->rows(0).outputs_size(), 2);
+      }
+    }
+  });
+  auto reached = [&](int64_t v) {
+    return Eventually([&] { return latest_version.load() == v; });
+  };
+  EXPECT_TRUE(reached(1));
+  Publish("m", 2, [](const fs::path& f) {
+    WriteShaped(f, Task::kClassification, 3, 4);
+  });
+  EXPECT_TRUE(reached(2));
+  absl::SleepFor(absl::Milliseconds(200));
+  Publish("m", 3, [](const fs::path& f) {
+    WriteShaped(f, Task::kRegression, 5, 1);
+  });
+  EXPECT_TRUE(reached(3));
+  absl::SleepFor(absl::Milliseconds(200));
+  stop = true;
+  load.join();
+  EXPECT_EQ(errors.load(), 0) << first_error;
+  // The 3-input request sent once version 3 (5 inputs) serves is refused
+  // with INVALID_ARGUMENT, once: then the loop sends 5.
+  EXPECT_EQ(shape_refusals.load(), 1);
+  EXPECT_GT(v1_calls.load(), 10);
+
+  // Each version's uncertainty is in its own series, with its own buckets.
+  const std::string text = server_->metrics().Text();
+  for (const char* output : {"0", "1"}) {
+    EXPECT_EQ(testing::Metric(text, "mcdrop_predictive_std_count",
+                              std::string("model=\"m\",output=\"") + output +
+                                  "\",version=\"1\""),
+              answers[1].load());
+  }
+  EXPECT_EQ(testing::Metric(text, "mcdrop_predictive_entropy_nats_count",
+                            "model=\"m\",version=\"2\""),
+            answers[2].load());
+  EXPECT_GT(testing::Metric(text, "mcdrop_predictive_entropy_nats_count",
+                            "model=\"m\",version=\"2\""),
+            0);
+  EXPECT_GT(testing::Metric(text, "mcdrop_mutual_information_nats_count",
+                            "model=\"m\",version=\"2\""),
+            0);
+  EXPECT_GT(testing::Metric(text, "mcdrop_predictive_std_count",
+                            "model=\"m\",output=\"0\",version=\"3\""),
+            0);
+  EXPECT_TRUE(std::isnan(testing::Metric(
+      text, "mcdrop_predictive_std_count",
+      "model=\"m\",output=\"1\",version=\"3\"")));
 }
 
 TEST_F(RepositoryTest, PinnedVersionsAndRemoval) {

@@ -131,7 +131,7 @@ TEST_F(ServerTest, RegressionMatchesTheEngine) {
   auto p = engine.Predict(*model, InputMatrix(x.data(), 3, 8), opt);
   ASSERT_TRUE(p.ok());
   ASSERT_EQ(resp.rows_size(), 3);
-  std::vector<double> scratch;
+  IntervalScratch scratch;
   for (int r = 0; r < 3; ++r) {
     const auto& o = resp.rows(r).outputs(0);
     EXPECT_EQ(o.mean(),
@@ -417,13 +417,15 @@ TEST_F(ServerTest, ScrapedMetricsMatchTheRequestsSent) {
   EXPECT_EQ(Metric(text, "mcdrop_request_batch_rows_sum", "model=\"concrete\""),
             12);
   EXPECT_EQ(Metric(text, "mcdrop_predictive_std_count",
-                   "model=\"concrete\",output=\"0\""),
+                   "model=\"concrete\",output=\"0\",version=\"1\""),
             12);
   EXPECT_EQ(
-      Metric(text, "mcdrop_predictive_entropy_nats_count", "model=\"digits\""),
+      Metric(text, "mcdrop_predictive_entropy_nats_count",
+             "model=\"digits\",version=\"1\""),
       10);
   EXPECT_EQ(
-      Metric(text, "mcdrop_mutual_information_nats_count", "model=\"digits\""),
+      Metric(text, "mcdrop_mutual_information_nats_count",
+             "model=\"digits\",version=\"1\""),
       10);
   EXPECT_EQ(Metric(text, "mcdrop_model_info",
                    "model=\"concrete\",task=\"regression\",version=\"1\""),
