@@ -11,6 +11,7 @@
 #include <benchmark/benchmark.h>
 
 #include <memory>
+#include <string>
 #include <random>
 #include <thread>
 #include <vector>
@@ -181,6 +182,86 @@ void Args(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_Engine)->Apply(Args);
 BENCHMARK(BM_PlainGemm)->Apply(Args);
+
+// The bundled concrete model, 64 rows x T = 100000, with 0 or 16 interval
+// levels, on 2 threads: the request that used to hold the engine for 25 s.
+const Model& Concrete() {
+  static const Model* m = new Model(
+      *Model::Load(std::string(MCDROP_SOURCE_DIR) +
+                   "/models/concrete.safetensors"));
+  return *m;
+}
+
+PredictOptions IntervalRequest(int levels) {
+  PredictOptions opt;
+  opt.samples = 100000;
+  for (int i = 1; i <= levels; ++i) opt.interval_levels.push_back(i / 17.0);
+  return opt;
+}
+
+RowMajorMatrixXf ConcreteRows(int rows) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0.5f, 1.5f);
+  const float typical[8] = {540, 0, 0, 162, 2.5f, 1040, 676, 28};
+  return RowMajorMatrixXf::NullaryExpr(rows, 8, [&](Eigen::Index, Eigen::Index c) {
+    return typical[c] * u(rng);
+  });
+}
+
+void BM_Intervals(benchmark::State& state) {
+  const RowMajorMatrixXf x = ConcreteRows(64);
+  const PredictOptions opt = IntervalRequest(state.range(0));
+  for (auto _ : state) {
+    auto p = EngineWith(2).Predict(Concrete(), InputMatrix(x.data(), 64, 8),
+                                   opt);
+    if (!p.ok()) {
+      state.SkipWithError(p.status().ToString().c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(p->intervals.data());
+  }
+}
+BENCHMARK(BM_Intervals)
+    ->ArgName("levels")
+    ->Arg(0)
+    ->Arg(16)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// A deadline that passes during the interval step: how long after it the
+// request ends (DEADLINE_EXCEEDED) and frees the engine's threads.
+void BM_IntervalDeadline(benchmark::State& state) {
+  const RowMajorMatrixXf x = ConcreteRows(64);
+  Engine& engine = EngineWith(2);
+  // The passes alone, to place the deadline inside the interval step.
+  const absl::Time t0 = absl::Now();
+  (void)engine.Predict(Concrete(), InputMatrix(x.data(), 64, 8),
+                       IntervalRequest(0));
+  const absl::Duration passes = absl::Now() - t0;
+  double overshoot = 0, free_after = 0;
+  for (auto _ : state) {
+    PredictOptions opt = IntervalRequest(16);
+    const absl::Time start = absl::Now();
+    opt.deadline = start + passes + absl::Milliseconds(50);
+    auto p = engine.Predict(Concrete(), InputMatrix(x.data(), 64, 8), opt);
+    const absl::Time answered = absl::Now();
+    if (!absl::IsDeadlineExceeded(p.status())) {
+      state.SkipWithError("the request did not hit its deadline");
+      return;
+    }
+    while (engine.busy_threads() > 0) absl::SleepFor(absl::Microseconds(50));
+    overshoot += absl::ToDoubleMilliseconds(answered - opt.deadline);
+    free_after += absl::ToDoubleMilliseconds(absl::Now() - opt.deadline);
+  }
+  state.counters["answered_ms_after_deadline"] =
+      benchmark::Counter(overshoot, benchmark::Counter::kAvgIterations);
+  state.counters["idle_ms_after_deadline"] =
+      benchmark::Counter(free_after, benchmark::Counter::kAvgIterations);
+}
+BENCHMARK(BM_IntervalDeadline)
+    ->Iterations(5)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace mcdrop

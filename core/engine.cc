@@ -14,7 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/mask.h"
-#include "core/nn.h"
+#include "core/activation.h"
 
 namespace mcdrop {
 namespace {

@@ -4,7 +4,8 @@
 //
 // For each input row the engine runs T stochastic forward passes with dropout
 // left on (or one deterministic pass with dropout off) and reduces them to the
-// predictive statistics of Gal & Ghahramani (2016), docs/UNCERTAINTY.md:
+// predictive statistics of Gal & Ghahramani (2016) (docs/api.md describes
+// the response fields):
 //
 //   regression:      mean_d = (1/T) sum_t y_td
 //                    var_d  = 1/tau + (1/T) sum_t y_td^2 - mean_d^2

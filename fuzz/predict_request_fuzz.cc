@@ -86,5 +86,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   mcdrop::server::FillPredictResponse(request, served, options, *prediction,
                                       &response);
   if (response.rows_size() != rows) std::abort();
+  if (prediction->levels != request.interval_levels_size()) std::abort();
   return 0;
 }
