@@ -11,8 +11,8 @@
 #include <benchmark/benchmark.h>
 
 #include <memory>
-#include <string>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -186,9 +186,8 @@ BENCHMARK(BM_PlainGemm)->Apply(Args);
 // The bundled concrete model, 64 rows x T = 100000, with 0 or 16 interval
 // levels, on 2 threads: the request that used to hold the engine for 25 s.
 const Model& Concrete() {
-  static const Model* m = new Model(
-      *Model::Load(std::string(MCDROP_SOURCE_DIR) +
-                   "/models/concrete.safetensors"));
+  static const Model* m = new Model(*Model::Load(
+      std::string(MCDROP_SOURCE_DIR) + "/models/concrete.safetensors"));
   return *m;
 }
 
@@ -203,17 +202,17 @@ RowMajorMatrixXf ConcreteRows(int rows) {
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(0.5f, 1.5f);
   const float typical[8] = {540, 0, 0, 162, 2.5f, 1040, 676, 28};
-  return RowMajorMatrixXf::NullaryExpr(rows, 8, [&](Eigen::Index, Eigen::Index c) {
-    return typical[c] * u(rng);
-  });
+  return RowMajorMatrixXf::NullaryExpr(
+      rows, 8,
+      [&](Eigen::Index, Eigen::Index c) { return typical[c] * u(rng); });
 }
 
 void BM_Intervals(benchmark::State& state) {
   const RowMajorMatrixXf x = ConcreteRows(64);
   const PredictOptions opt = IntervalRequest(state.range(0));
   for (auto _ : state) {
-    auto p = EngineWith(2).Predict(Concrete(), InputMatrix(x.data(), 64, 8),
-                                   opt);
+    auto p =
+        EngineWith(2).Predict(Concrete(), InputMatrix(x.data(), 64, 8), opt);
     if (!p.ok()) {
       state.SkipWithError(p.status().ToString().c_str());
       return;

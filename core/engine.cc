@@ -13,8 +13,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "core/mask.h"
 #include "core/activation.h"
+#include "core/mask.h"
 
 namespace mcdrop {
 namespace {
@@ -185,8 +185,7 @@ absl::Status Engine::Validate(const Model& model,
   if (options.samples_per_tile < 0 || options.rows_per_tile < 0) {
     return absl::InvalidArgumentError("tile sizes must be >= 0");
   }
-  if (!options.interval_levels.empty() &&
-      model.task() != Task::kRegression) {
+  if (!options.interval_levels.empty() && model.task() != Task::kRegression) {
     return absl::InvalidArgumentError(
         "interval levels apply to regression models only");
   }
@@ -210,11 +209,11 @@ absl::StatusOr<Prediction> Engine::Predict(const Model& model,
   std::shared_ptr<const Model> unowned(std::shared_ptr<const Model>(), &model);
   PredictAsync(std::move(unowned), inputs, options,
                [&](absl::StatusOr<Prediction> p) {
-    std::lock_guard<std::mutex> lock(mu);
-    out = std::move(p);
-    done = true;
-    cv.notify_one();
-  });
+                 std::lock_guard<std::mutex> lock(mu);
+                 out = std::move(p);
+                 done = true;
+                 cv.notify_one();
+               });
   std::unique_lock<std::mutex> lock(mu);
   cv.wait(lock, [&] { return done; });
   return out;
@@ -441,9 +440,8 @@ std::function<void()> FinishIfStopped(Engine::Request& req)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(req.mu) {
   if (req.stop_status.ok() || req.finalized || req.in_progress > 0) return {};
   req.finalized = true;
-  return [done = std::move(req.done), status = req.stop_status] {
-    done(status);
-  };
+  return
+      [done = std::move(req.done), status = req.stop_status] { done(status); };
 }
 
 // With req.mu held: finalises a successful request and returns the call that
@@ -658,8 +656,7 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
   float* out_buf = ws.b.data();
   {
     MatrixMap x(in, n0, cols_pad);
-    for (int c = 0; c < cols; ++c)
-      x.col(c) = req.prefix.col(ws.columns[c].row);
+    for (int c = 0; c < cols; ++c) x.col(c) = req.prefix.col(ws.columns[c].row);
     x.rightCols(cols_pad - cols).setZero();
   }
   int64_t mask_ns = 0;

@@ -92,8 +92,8 @@ CdfAndDensity ClusterCdf(const IntervalScratch& c, double s, double window,
 
 // The q-quantile of the mixture: Newton steps on the cluster CDF, kept
 // inside a bracket that bisection shrinks when a step leaves it.
-double MixtureQuantile(const IntervalScratch& c, double lo, double hi,
-                       double s, double q, double start) {
+double MixtureQuantile(const IntervalScratch& c, double lo, double hi, double s,
+                       double q, double start) {
   const double total = c.below.back() + c.count.back();
   const double window = kWindowSigmas * s + s / kClustersPerSigma;
   const double target = q * total;
@@ -145,8 +145,9 @@ void PredictiveIntervals(const float* samples, int64_t stride, int T,
                hi = ys.back() + kWindowSigmas * s;
   for (size_t i = 0; i < levels.size(); ++i) {
     const double a = (1.0 - levels[i]) / 2, b = (1.0 + levels[i]) / 2;
-    out[i] = {MixtureQuantile(*scratch, lo, hi, s, a, EmpiricalQuantile(ys, a)),
-              MixtureQuantile(*scratch, lo, hi, s, b, EmpiricalQuantile(ys, b))};
+    out[i] = {
+        MixtureQuantile(*scratch, lo, hi, s, a, EmpiricalQuantile(ys, a)),
+        MixtureQuantile(*scratch, lo, hi, s, b, EmpiricalQuantile(ys, b))};
   }
 }
 

@@ -210,19 +210,18 @@ ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
       const double scale = spec.output_std.size() ? spec.output_std[d] : 1.0;
       prometheus::Labels output_labels = version_labels;
       output_labels["output"] = absl::StrCat(d);
-      mm->predictive_std.push_back(
-          &std_->Add(output_labels,
-                     Scaled(scale, {0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5,
-                                    0.75, 1, 1.5, 2, 5})));
+      mm->predictive_std.push_back(&std_->Add(
+          output_labels, Scaled(scale, {0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3,
+                                        0.5, 0.75, 1, 1.5, 2, 5})));
     }
   } else if (model != nullptr) {
     const double max_h = std::log(static_cast<double>(model->output_size()));
     mm->entropy = &entropy_->Add(
-        version_labels, Scaled(max_h, {0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
-                               0.7, 0.8, 0.9, 1.0}));
-    mm->mutual_information =
-        &mi_->Add(version_labels, Scaled(max_h, {0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
-                                         0.1, 0.2, 0.3, 0.5, 1.0}));
+        version_labels, Scaled(max_h, {0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4,
+                                       0.5, 0.6, 0.7, 0.8, 0.9, 1.0}));
+    mm->mutual_information = &mi_->Add(
+        version_labels, Scaled(max_h, {0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                       0.1, 0.2, 0.3, 0.5, 1.0}));
   }
   ModelMetrics* raw = mm.get();
   owned_.push_back(std::move(mm));

@@ -96,8 +96,8 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
             absl::StrCat("interval level ", level, " is not in (0, 1)"));
       }
     }
-    const int64_t work = (mc ? t : 1) * b * model.output_size() *
-                         req.interval_levels_size();
+    const int64_t work =
+        (mc ? t : 1) * b * model.output_size() * req.interval_levels_size();
     if (work > limits.max_interval_work) {
       return absl::InvalidArgumentError(absl::StrCat(
           "T x rows x outputs x interval levels = ", work,

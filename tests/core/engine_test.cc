@@ -11,8 +11,8 @@
 #include <optional>
 #include <thread>
 
-#include "tests/testing/models.h"
 #include "core/intervals.h"
+#include "tests/testing/models.h"
 #include "tests/testing/sync.h"
 
 namespace mcdrop {
@@ -496,15 +496,14 @@ TEST(EngineTest, ModelMayBeDestroyedRightAfterTheCallback) {
   opt.should_stop = [flag = cancelled.get()] { return flag->load(); };
   testing::Notification finished;
   absl::Status status;
-  engine->PredictAsync(model, View(x), opt,
-                      [&](absl::StatusOr<Prediction> p) {
-                        status = p.status();
-                        // Allowed: `done` is running. The pool thread takes
-                        // the queued helper as soon as this returns.
-                        model.reset();
-                        cancelled.reset();
-                        finished.Notify();
-                      });
+  engine->PredictAsync(model, View(x), opt, [&](absl::StatusOr<Prediction> p) {
+    status = p.status();
+    // Allowed: `done` is running. The pool thread takes
+    // the queued helper as soon as this returns.
+    model.reset();
+    cancelled.reset();
+    finished.Notify();
+  });
   finished.WaitForNotification();
   EXPECT_TRUE(status.ok()) << status;
   release.Notify();
@@ -574,12 +573,10 @@ TEST(EngineTest, CancellationStopsTheIntervalStep) {
 }
 
 TEST(EngineTest, IntervalLevelsAreValidated) {
-  const Model reg = MustCreate(RandomSpec({2, 8, 1}, {0.1f, 0.1f},
-                                          Task::kRegression,
-                                          Activation::kRelu, 1));
-  const Model cls = MustCreate(RandomSpec({2, 8, 3}, {0.1f, 0.1f},
-                                          Task::kClassification,
-                                          Activation::kRelu, 1));
+  const Model reg = MustCreate(RandomSpec(
+      {2, 8, 1}, {0.1f, 0.1f}, Task::kRegression, Activation::kRelu, 1));
+  const Model cls = MustCreate(RandomSpec(
+      {2, 8, 3}, {0.1f, 0.1f}, Task::kClassification, Activation::kRelu, 1));
   const RowMajorMatrixXf x = RandomInputs(1, 2, 1);
   Engine engine({.threads = 1});
   PredictOptions opt;

@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <string>
 #include <utility>
-#include <random>
 #include <vector>
 
 namespace mcdrop {
@@ -125,18 +125,18 @@ TEST_P(MixtureQuantileTest, MatchesTheBruteForceReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, MixtureQuantileTest,
-    ::testing::Values(Case{"one", 1, 1.0, false}, Case{"two", 2, 1.0, false},
-                      Case{"seven", 7, 3.0, true},
-                      Case{"equal", 500, 0.0, false},
-                      Case{"narrow", 3000, 0.001, false},
-                      Case{"comparable", 3000, 1.0, false},
-                      Case{"wide", 3000, 100.0, false},
-                      Case{"bimodal", 3000, 0.5, true}),
-    [](const ::testing::TestParamInfo<Case>& info) {
-      return std::string(info.param.name);
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, MixtureQuantileTest,
+                         ::testing::Values(Case{"one", 1, 1.0, false},
+                                           Case{"two", 2, 1.0, false},
+                                           Case{"seven", 7, 3.0, true},
+                                           Case{"equal", 500, 0.0, false},
+                                           Case{"narrow", 3000, 0.001, false},
+                                           Case{"comparable", 3000, 1.0, false},
+                                           Case{"wide", 3000, 100.0, false},
+                                           Case{"bimodal", 3000, 0.5, true}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::string(info.param.name);
+                         });
 
 TEST(IntervalsTest, ManyLevelsAtOnceEqualOneAtATime) {
   std::mt19937 rng(3);

@@ -40,8 +40,8 @@ void WriteModel(const fs::path& file, float marker) {
 
 // A model of the given task and shape, saved to `file`.
 void WriteShaped(const fs::path& file, Task task, int inputs, int outputs) {
-  const ModelSpec spec = testing::RandomSpec(
-      {inputs, 8, outputs}, {0.1f, 0.2f}, task, Activation::kRelu, 7);
+  const ModelSpec spec = testing::RandomSpec({inputs, 8, outputs}, {0.1f, 0.2f},
+                                             task, Activation::kRelu, 7);
   auto m = Model::Create(spec);
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_TRUE(m->Save(file.string()).ok());
@@ -63,8 +63,7 @@ class RepositoryTest : public ::testing::Test {
   // Publishes a version the safe way: written under a temporary name, then
   // renamed into place.
   void Publish(const std::string& name, int version, float marker) {
-    Publish(name, version,
-            [&](const fs::path& f) { WriteModel(f, marker); });
+    Publish(name, version, [&](const fs::path& f) { WriteModel(f, marker); });
   }
   void Publish(const std::string& name, int version,
                const std::function<void(const fs::path&)>& write) {
@@ -170,9 +169,8 @@ TEST_F(RepositoryTest, NewVersionSwapsInUnderLoadWithoutAFailedRequest) {
 // version, the first Predict on a classifier version that followed a
 // regression version crashed the server.)
 TEST_F(RepositoryTest, TaskAndShapeMayChangeBetweenVersions) {
-  Publish("m", 1, [](const fs::path& f) {
-    WriteShaped(f, Task::kRegression, 3, 2);
-  });
+  Publish("m", 1,
+          [](const fs::path& f) { WriteShaped(f, Task::kRegression, 3, 2); });
   Start();
   std::atomic<bool> stop{false};
   std::atomic<int> errors{0}, shape_refusals{0}, v1_calls{0}, answers[4] = {};
@@ -220,9 +218,8 @@ TEST_F(RepositoryTest, TaskAndShapeMayChangeBetweenVersions) {
   });
   EXPECT_TRUE(reached(2));
   absl::SleepFor(absl::Milliseconds(200));
-  Publish("m", 3, [](const fs::path& f) {
-    WriteShaped(f, Task::kRegression, 5, 1);
-  });
+  Publish("m", 3,
+          [](const fs::path& f) { WriteShaped(f, Task::kRegression, 5, 1); });
   EXPECT_TRUE(reached(3));
   absl::SleepFor(absl::Milliseconds(200));
   stop = true;
@@ -253,9 +250,9 @@ TEST_F(RepositoryTest, TaskAndShapeMayChangeBetweenVersions) {
   EXPECT_GT(testing::Metric(text, "mcdrop_predictive_std_count",
                             "model=\"m\",output=\"0\",version=\"3\""),
             0);
-  EXPECT_TRUE(std::isnan(testing::Metric(
-      text, "mcdrop_predictive_std_count",
-      "model=\"m\",output=\"1\",version=\"3\"")));
+  EXPECT_TRUE(
+      std::isnan(testing::Metric(text, "mcdrop_predictive_std_count",
+                                 "model=\"m\",output=\"1\",version=\"3\"")));
 }
 
 TEST_F(RepositoryTest, PinnedVersionsAndRemoval) {

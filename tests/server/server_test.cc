@@ -419,14 +419,12 @@ TEST_F(ServerTest, ScrapedMetricsMatchTheRequestsSent) {
   EXPECT_EQ(Metric(text, "mcdrop_predictive_std_count",
                    "model=\"concrete\",output=\"0\",version=\"1\""),
             12);
-  EXPECT_EQ(
-      Metric(text, "mcdrop_predictive_entropy_nats_count",
-             "model=\"digits\",version=\"1\""),
-      10);
-  EXPECT_EQ(
-      Metric(text, "mcdrop_mutual_information_nats_count",
-             "model=\"digits\",version=\"1\""),
-      10);
+  EXPECT_EQ(Metric(text, "mcdrop_predictive_entropy_nats_count",
+                   "model=\"digits\",version=\"1\""),
+            10);
+  EXPECT_EQ(Metric(text, "mcdrop_mutual_information_nats_count",
+                   "model=\"digits\",version=\"1\""),
+            10);
   EXPECT_EQ(Metric(text, "mcdrop_model_info",
                    "model=\"concrete\",task=\"regression\",version=\"1\""),
             1);
