@@ -9,7 +9,11 @@
 // JSON output into the table of docs/performance.md.
 
 #include <benchmark/benchmark.h>
+#include <immintrin.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -18,6 +22,7 @@
 
 #include "absl/synchronization/blocking_counter.h"
 #include "core/ars.h"
+#include "core/dense_kernel.h"
 #include "core/engine.h"
 #include "core/thread_pool.h"
 
@@ -180,14 +185,128 @@ void Args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMicrosecond);
 }
 
+// The same products through the engine's own kernels (oneDNN, weights
+// packed), columns split evenly over the threads, in chunks of at most 4096
+// columns (the engine's largest tile), no masks, no statistics: the library's
+// roof for the request's shapes.
+void BM_LibraryGemm(benchmark::State& state) {
+  const int net = state.range(0), T = state.range(1), B = state.range(2),
+            threads = state.range(3);
+  const Model& model = Net(net);
+  const int first = model.first_stochastic_layer();
+  const int64_t cols = static_cast<int64_t>(T) * B;
+  const int64_t chunk = std::min<int64_t>(4096, (cols + threads - 1) / threads);
+  const int width =
+      *std::max_element(model.widths().begin(), model.widths().end());
+  std::vector<std::vector<float>> a(threads), b(threads);
+  for (int t = 0; t < threads; ++t) {
+    a[t].assign(static_cast<size_t>(width) * chunk, 0.5f);
+    b[t].assign(static_cast<size_t>(width) * chunk, 0.0f);
+  }
+  auto run = [&](int t) {
+    const int64_t begin = cols * t / threads, end = cols * (t + 1) / threads;
+    for (int64_t c = begin; c < end; c += chunk) {
+      const int64_t n = std::min(chunk, end - c);
+      float* in = a[t].data();
+      float* out = b[t].data();
+      for (int l = first; l < model.num_layers(); ++l) {
+        model.kernel(l).Apply(in, n, out);
+        std::swap(in, out);
+      }
+    }
+  };
+  for (auto _ : state) {
+    absl::BlockingCounter done(threads);
+    for (int t = 0; t < threads; ++t) {
+      GemmPool().Schedule([&, t] {
+        run(t);
+        done.DecrementCount();
+      });
+    }
+    done.Wait();
+  }
+  state.counters["GFLOPs"] =
+      benchmark::Counter(RequestFlops(model, T, B) * 1e-9,
+                         benchmark::Counter::kIsIterationInvariantRate);
+}
+
 BENCHMARK(BM_Engine)->Apply(Args);
 BENCHMARK(BM_PlainGemm)->Apply(Args);
+BENCHMARK(BM_LibraryGemm)->Apply(Args);
+
+// The machine's FP32 FMA peak: 12 independent chains of vector FMAs in
+// registers, per thread. isa 0: AVX2 (8 lanes), 1: AVX-512 (16 lanes).
+constexpr int kChains = 12;
+constexpr int64_t kFmaRounds = 1 << 22;
+
+__attribute__((target("avx2,fma"))) float FmaAvx2(float seed) {
+  __m256 acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(seed + i);
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  for (int64_t r = 0; r < kFmaRounds; ++r) {
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  }
+  __m256 sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm256_add_ps(sum, acc[i]);
+  return _mm256_cvtss_f32(sum);
+}
+
+__attribute__((target("avx512f"))) float FmaAvx512(float seed) {
+  __m512 acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(seed + i);
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  for (int64_t r = 0; r < kFmaRounds; ++r) {
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  }
+  __m512 sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, sum);
+  return lanes[0];
+}
+
+void BM_FmaPeak(benchmark::State& state) {
+  const bool avx512 = state.range(0) == 1;
+  const int threads = state.range(1);
+  if (avx512 && !__builtin_cpu_supports("avx512f")) {
+    state.SkipWithError("no AVX-512 on this CPU");
+    return;
+  }
+  for (auto _ : state) {
+    absl::BlockingCounter done(threads);
+    for (int t = 0; t < threads; ++t) {
+      GemmPool().Schedule([&, t] {
+        benchmark::DoNotOptimize(avx512 ? FmaAvx512(t) : FmaAvx2(t));
+        done.DecrementCount();
+      });
+    }
+    done.Wait();
+  }
+  const double flops = 2.0 * kChains * (avx512 ? 16 : 8) * kFmaRounds * threads;
+  state.counters["GFLOPs"] = benchmark::Counter(
+      flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_FmaPeak)
+    ->ArgNames({"avx512", "threads"})
+    ->Args({0, 1})
+    ->Args({0, 2})
+    ->Args({1, 1})
+    ->Args({1, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // The bundled concrete model, 64 rows x T = 100000, with 0 or 16 interval
 // levels, on 2 threads: the request that used to hold the engine for 25 s.
 const Model& Concrete() {
-  static const Model* m = new Model(*Model::Load(
-      std::string(MCDROP_SOURCE_DIR) + "/models/concrete.safetensors"));
+  static const Model* m = [] {
+    auto loaded = Model::Load(std::string(MCDROP_SOURCE_DIR) +
+                              "/models/concrete.safetensors");
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
+      std::abort();
+    }
+    return new Model(*std::move(loaded));
+  }();
   return *m;
 }
 
@@ -269,6 +388,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("build_arch", MCDROP_ARCH_FLAG);
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+  benchmark::AddCustomContext("kernel_isa", mcdrop::KernelIsa());
   benchmark::AddCustomContext("mask_generator",
                               mcdrop::ars::HaveAesNi()
                                   ? "ARS-4x32-7, AES instructions"

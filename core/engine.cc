@@ -25,18 +25,6 @@ constexpr int kColumnAlign = 8;
 
 int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// out = w * x through Eigen's blocked GEMM kernel, always. Eigen's operator*
-// picks a coefficient-based or GEMV kernel for some runtime sizes, whose
-// summation order differs; calling the GEMM path directly (and keeping the
-// column count a multiple of kColumnAlign) makes each output column a function
-// of its input column alone, which the seed-determinism guarantee relies on.
-void Gemm(const Eigen::MatrixXf& w, const MatrixMap& x, MatrixMap& out) {
-  out.setZero();
-  Eigen::internal::generic_product_impl<
-      Eigen::MatrixXf, MatrixMap, Eigen::DenseShape, Eigen::DenseShape,
-      Eigen::GemmProduct>::scaleAndAddTo(out, w, x, 1.0f);
-}
-
 template <typename Block>
 void AddBiasAndActivate(Block&& z, const Eigen::VectorXf& bias,
                         Activation activation, bool last) {
@@ -219,6 +207,32 @@ absl::StatusOr<Prediction> Engine::Predict(const Model& model,
   return out;
 }
 
+namespace {
+
+// One small tile without an interval step: cheaper on the calling thread than
+// handed to a pool thread and back.
+bool RunsInline(const Model& model, int64_t rows, const PredictOptions& opt) {
+  if (!opt.interval_levels.empty() || rows < 1) return false;
+  const int64_t passes =
+      opt.mode == PredictMode::kMonteCarlo ? std::max(opt.samples, 1) : 1;
+  const int first = opt.mode == PredictMode::kMonteCarlo
+                        ? model.first_stochastic_layer()
+                        : model.num_layers();
+  const int64_t macs =
+      rows * (model.MultiplyAdds() - model.MultiplyAdds(first)) +
+      rows * passes * model.MultiplyAdds(first);
+  return macs <= Engine::kInlineMultiplyAdds;
+}
+
+}  // namespace
+
+Engine::Workspace& Engine::CurrentWorkspace() {
+  const int index = pool_.CurrentThreadIndex();
+  if (index >= 0) return *workspaces_[index];
+  thread_local Workspace caller;
+  return caller;
+}
+
 void Engine::PredictAsync(std::shared_ptr<const Model> model,
                           InputMatrix inputs, PredictOptions options,
                           Callback done) {
@@ -230,6 +244,10 @@ void Engine::PredictAsync(std::shared_ptr<const Model> model,
   request->options = std::move(options);
   request->done = std::move(done);
   request->submitted = absl::Now();
+  if (RunsInline(*request->model, request->input_rows, request->options)) {
+    Start(std::move(request));
+    return;
+  }
   pool_.Schedule([this, request]() mutable { Start(std::move(request)); });
 }
 
@@ -473,7 +491,7 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
 
 void Engine::Work(const std::shared_ptr<Request>& req_ptr) {
   Request& req = *req_ptr;
-  Workspace& ws = *workspaces_[std::max(0, ThreadPool::CurrentThreadIndex())];
+  Workspace& ws = CurrentWorkspace();
   while (true) {
     int tile = -1;
     TileOutput* slot = nullptr;
@@ -575,7 +593,7 @@ void Engine::PassesFinished(const std::shared_ptr<Request>& req_ptr) {
 
 void Engine::IntervalWork(const std::shared_ptr<Request>& req_ptr) {
   Request& req = *req_ptr;
-  Workspace& ws = *workspaces_[std::max(0, ThreadPool::CurrentThreadIndex())];
+  Workspace& ws = CurrentWorkspace();
   const int items = req.B * req.D;
   while (true) {
     int item = -1;
@@ -675,9 +693,8 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
                        .count();
       }
     }
-    MatrixMap x(in, n_in, cols_pad);
+    model.kernel(l).Apply(in, cols_pad, out_buf);
     MatrixMap z(out_buf, n_out, cols_pad);
-    Gemm(layer.weight, x, z);
     AddBiasAndActivate(z, layer.bias, model.activation(), l == req.L - 1);
     std::swap(in, out_buf);
   }

@@ -144,6 +144,10 @@ class Engine {
  public:
   using Callback = std::function<void(absl::StatusOr<Prediction>)>;
 
+  // Requests of at most this many multiply-adds run inline (see
+  // PredictAsync).
+  static constexpr int64_t kInlineMultiplyAdds = 262144;
+
   explicit Engine(EngineOptions options = {});
   ~Engine();  // finishes queued work first
   Engine(const Engine&) = delete;
@@ -157,8 +161,12 @@ class Engine {
                                const Eigen::Ref<const RowMajorMatrixXf>& inputs,
                                const PredictOptions& options);
 
-  // Runs the request on the pool and calls `done` exactly once, from a pool
-  // thread, with the prediction or an error (InvalidArgument from Validate,
+  // Runs the request on the pool and calls `done` exactly once with the
+  // prediction or an error. A request of at most one small tile (under
+  // kInlineMultiplyAdds, without intervals) runs on the calling thread before
+  // PredictAsync returns, sparing the hand-off to a pool thread and back;
+  // others call `done` from a pool thread. Results are the same either way.
+  // Errors: (InvalidArgument from Validate,
   // CANCELLED, DEADLINE_EXCEEDED). The engine shares ownership of `model`
   // for as long as any task of the request may run (the way a serving handle
   // pins a servable), so a model version may be unloaded at any time. The
@@ -192,6 +200,9 @@ class Engine {
   void PassesFinished(const std::shared_ptr<Request>& request);
   // Takes outputs whose intervals are still to compute until none is left.
   void IntervalWork(const std::shared_ptr<Request>& request);
+  // The calling thread's buffers: its own as a pool thread, else a
+  // thread-local set (a request run inline on the caller's thread).
+  Workspace& CurrentWorkspace();
 
   // Declared before pool_ so that they outlive the pool's threads: the pool's
   // destructor still runs queued tasks, which use them.

@@ -228,7 +228,13 @@ absl::StatusOr<Model> Model::Create(ModelSpec spec) {
     return absl::InvalidArgumentError(
         "metadata \"default_samples\" must be >= 0");
   }
-  return Model(std::move(spec));
+  Model model(std::move(spec));
+  for (const DenseLayer& layer : model.spec_.layers) {
+    auto kernel = DenseKernel::Create(layer.weight);
+    if (!kernel.ok()) return kernel.status();
+    model.kernels_.push_back(*std::move(kernel));
+  }
+  return model;
 }
 
 namespace {

@@ -21,11 +21,13 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/dense_kernel.h"
 
 namespace mcdrop {
 
@@ -110,10 +112,14 @@ class Model {
   std::vector<int> widths() const;
   // Multiply-adds of one forward pass from layer `from` on.
   int64_t MultiplyAdds(int from = 0) const;
+  // Layer l's products (weights packed for this CPU when the model was
+  // made; shared by copies of the model).
+  const DenseKernel& kernel(int l) const { return *kernels_[l]; }
 
  private:
   explicit Model(ModelSpec spec);
   ModelSpec spec_;
+  std::vector<std::shared_ptr<const DenseKernel>> kernels_;
   int first_stochastic_layer_ = 0;
 };
 

@@ -7,6 +7,7 @@
 namespace mcdrop {
 namespace {
 thread_local int current_thread_index = -1;
+thread_local const ThreadPool* current_pool = nullptr;
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
@@ -39,10 +40,13 @@ int ThreadPool::queued() const {
   return static_cast<int>(queue_.size());
 }
 
-int ThreadPool::CurrentThreadIndex() { return current_thread_index; }
+int ThreadPool::CurrentThreadIndex() const {
+  return current_pool == this ? current_thread_index : -1;
+}
 
 void ThreadPool::WorkerLoop(int index) {
   current_thread_index = index;
+  current_pool = this;
   auto has_work = [this] { return !queue_.empty() || stopping_; };
   while (true) {
     std::function<void()> task;

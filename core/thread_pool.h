@@ -38,9 +38,9 @@ class ThreadPool {
   // Tasks waiting for a worker at this instant.
   int queued() const;
 
-  // The index in [0, size()) of the calling worker thread of *some* pool, or -1
-  // when called from a thread no pool owns.
-  static int CurrentThreadIndex();
+  // The index in [0, size()) of the calling thread when it is one of this
+  // pool's workers, else -1.
+  int CurrentThreadIndex() const;
 
  private:
   void WorkerLoop(int index);

@@ -14,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "core/dense_kernel.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::vector<std::string>, model, {},
@@ -44,6 +45,11 @@ ABSL_FLAG(int, default_samples, 100,
           "T for requests that ask for 0 when the model sets none");
 ABSL_FLAG(int, max_samples, 100000, "Largest T a request may ask for");
 ABSL_FLAG(int, max_batch_rows, 1024, "Most input rows per request");
+ABSL_FLAG(std::string, max_cpu_isa, "all",
+          "Most advanced instruction set the kernels may use: all, avx2, "
+          "avx512_core, avx512_core_vnni, avx512_core_bf16, avx512_core_amx. "
+          "avx2 makes every x86-64-v3 machine of a fleet compute the same "
+          "bits for the same seed");
 ABSL_FLAG(int64_t, max_interval_work, int64_t{1} << 27,
           "Most T x rows x outputs x interval levels per request (bounds the "
           "time spent computing predictive intervals)");
@@ -114,6 +120,13 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  if (absl::Status isa = mcdrop::SetMaxCpuIsa(absl::GetFlag(FLAGS_max_cpu_isa));
+      !isa.ok()) {
+    spdlog::error("--max_cpu_isa: {}", isa.ToString());
+    return 1;
+  }
+  spdlog::info("kernels: oneDNN, instruction set {}", mcdrop::KernelIsa());
 
   mcdrop::server::ServerOptions options;
   options.models = absl::GetFlag(FLAGS_model);

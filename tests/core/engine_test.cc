@@ -467,10 +467,12 @@ TEST(EngineTest, ModelMayBeDestroyedRightAfterTheCallback) {
                                             Activation::kRelu, 1, false));
   const RowMajorMatrixXf one = RandomInputs(1, 2, 1);
   testing::Notification entered, release;
-  // A one-tile request that holds one pool thread until released.
+  // A one-tile request that holds one pool thread until released (with an
+  // interval level, so that it is not run inline on the calling thread).
   std::thread blocker([&] {
     PredictOptions o;
     o.samples = 1;
+    o.interval_levels = {0.5};
     bool first = true;
     o.should_stop = [&] {
       if (first) {
@@ -491,8 +493,8 @@ TEST(EngineTest, ModelMayBeDestroyedRightAfterTheCallback) {
   // Caller state the request's should_stop reads, destroyed with the model.
   auto cancelled = std::make_unique<std::atomic<bool>>(false);
   PredictOptions opt;
-  opt.samples = 64;
-  opt.samples_per_tile = 8;  // 8 tiles: a helper task is queued
+  opt.samples = 2048;        // too much work to run inline
+  opt.samples_per_tile = 8;  // 512 tiles: a helper task is queued
   opt.should_stop = [flag = cancelled.get()] { return flag->load(); };
   testing::Notification finished;
   absl::Status status;
@@ -512,6 +514,44 @@ TEST(EngineTest, ModelMayBeDestroyedRightAfterTheCallback) {
   // lets go of the model once no task of the request is left.
   engine.reset();
   EXPECT_TRUE(watch.expired());
+}
+
+// A request of one small tile runs on the calling thread (no hand-off to the
+// pool and back), with the same results as on the pool.
+TEST(EngineTest, SmallRequestsRunInlineWithIdenticalResults) {
+  const std::shared_ptr<const Model> model = std::make_shared<const Model>(
+      MustCreate(RandomSpec({8, 50, 1}, {0.05f, 0.05f}, Task::kRegression,
+                            Activation::kRelu, 2)));
+  const RowMajorMatrixXf x = RandomInputs(1, 8, 3);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 100;  // 45,000 multiply-adds: inline
+  opt.seed = 5;
+  std::thread::id ran_on;
+  absl::StatusOr<Prediction> inline_result;
+  engine.PredictAsync(model, View(x), opt, [&](absl::StatusOr<Prediction> p) {
+    ran_on = std::this_thread::get_id();
+    inline_result = std::move(p);
+  });
+  // `done` already ran, on this thread.
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  ASSERT_TRUE(inline_result.ok()) << inline_result.status();
+  // With an interval level the same request runs on the pool.
+  opt.interval_levels = {0.5};
+  auto pooled = engine.Predict(*model, View(x), opt);
+  ASSERT_TRUE(pooled.ok());
+  EXPECT_EQ(inline_result->mean, pooled->mean);
+  EXPECT_EQ(inline_result->variance, pooled->variance);
+  // Too much work for one small tile: on the pool.
+  opt.interval_levels.clear();
+  opt.samples = 10000;
+  testing::Notification finished;
+  engine.PredictAsync(model, View(x), opt, [&](absl::StatusOr<Prediction>) {
+    ran_on = std::this_thread::get_id();
+    finished.Notify();
+  });
+  finished.WaitForNotification();
+  EXPECT_NE(ran_on, std::this_thread::get_id());
 }
 
 TEST(EngineTest, IntervalsEqualThoseOfTheReturnedSamples) {

@@ -16,7 +16,7 @@ namespace {
 TEST(ThreadPoolTest, RunsEveryTaskOnItsThreads) {
   ThreadPool pool(3);
   EXPECT_EQ(pool.size(), 3);
-  EXPECT_EQ(ThreadPool::CurrentThreadIndex(), -1);
+  EXPECT_EQ(pool.CurrentThreadIndex(), -1);
   std::mutex mu;
   std::set<int> indices;
   std::atomic<int> ran{0};
@@ -25,7 +25,7 @@ TEST(ThreadPoolTest, RunsEveryTaskOnItsThreads) {
     pool.Schedule([&] {
       {
         std::lock_guard<std::mutex> lock(mu);
-        indices.insert(ThreadPool::CurrentThreadIndex());
+        indices.insert(pool.CurrentThreadIndex());
       }
       ++ran;
       counter.DecrementCount();
@@ -33,6 +33,16 @@ TEST(ThreadPoolTest, RunsEveryTaskOnItsThreads) {
   }
   counter.Wait();
   EXPECT_EQ(ran.load(), 200);
+  // A worker of another pool is not one of this pool's threads.
+  ThreadPool other(1);
+  testing::Notification checked;
+  int seen = 0;
+  other.Schedule([&] {
+    seen = pool.CurrentThreadIndex();
+    checked.Notify();
+  });
+  checked.WaitForNotification();
+  EXPECT_EQ(seen, -1);
   for (int i : indices) {
     EXPECT_GE(i, 0);
     EXPECT_LT(i, 3);

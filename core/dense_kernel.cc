@@ -1,0 +1,187 @@
+// Copyright 2026 The mcdrop Authors.
+
+#include "core/dense_kernel.h"
+
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+// libgomp's C interface (oneDNN's threading runtime here), declared rather
+// than included: <omp.h> is not on every compiler's path (clang without
+// libomp), and the library is linked by name.
+extern "C" void omp_set_num_threads(int);
+
+namespace mcdrop {
+namespace {
+
+using dnnl::memory;
+
+dnnl::engine& CpuEngine() {
+  static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+// oneDNN runs on the calling thread alone: the engine's pool owns the cores.
+// Set once per thread (an OpenMP setting of the calling thread).
+void PinLibraryThreads() {
+  thread_local const bool pinned = [] {
+    omp_set_num_threads(1);
+    return true;
+  }();
+  (void)pinned;
+}
+
+dnnl::stream& ThreadStream() {
+  thread_local dnnl::stream stream(CpuEngine());
+  return stream;
+}
+
+memory::desc Plain(memory::dim rows, memory::dim cols) {
+  return memory::desc({rows, cols}, memory::data_type::f32,
+                      memory::format_tag::ab);
+}
+
+}  // namespace
+
+// Scratch memory for the kernels, one buffer per thread: with the library's
+// default (global) scratchpad, two threads running kernels at once would
+// share it.
+void* ThreadScratch(size_t bytes) {
+  thread_local std::vector<uint8_t> buffer;
+  if (buffer.size() < bytes) buffer.resize(bytes);
+  return buffer.data();
+}
+
+struct DenseKernel::State {
+  memory::desc weights_md;  // the layout the kernels chose
+  memory weights;           // reordered once
+  struct Primitive {
+    dnnl::matmul matmul;
+    memory::desc scratch_md;
+  };
+  mutable std::mutex mu;
+  mutable std::map<int64_t, Primitive> by_cols;  // guarded by mu
+
+  dnnl::matmul::primitive_desc Describe(int64_t cols, int in, int out,
+                                        const memory::desc& w) const {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(Plain(cols, in), w, Plain(cols, out)), attr,
+        CpuEngine());
+  }
+};
+
+DenseKernel::DenseKernel(int in, int out, std::unique_ptr<State> state)
+    : in_(in), out_(out), state_(std::move(state)) {}
+
+DenseKernel::~DenseKernel() = default;
+
+absl::StatusOr<std::unique_ptr<DenseKernel>> DenseKernel::Create(
+    const Eigen::MatrixXf& weight) {
+  const int in = static_cast<int>(weight.cols());
+  const int out = static_cast<int>(weight.rows());
+  try {
+    PinLibraryThreads();
+    auto state = std::make_unique<State>();
+    // W [out x in] column-major is [in x out] row-major: matmul's weights
+    // {K = in, N = out} in the plain layout.
+    const memory::desc any({in, out}, memory::data_type::f32,
+                           memory::format_tag::any);
+    // The layout chosen does not depend on the column count (checked for
+    // 1 to 4096 columns); 64 is a typical tile.
+    state->weights_md = state->Describe(64, in, out, any).weights_desc();
+    state->weights = memory(state->weights_md, CpuEngine());
+    memory plain(Plain(in, out), CpuEngine(),
+                 const_cast<float*>(weight.data()));
+    dnnl::reorder(plain, state->weights)
+        .execute(ThreadStream(), plain, state->weights);
+    ThreadStream().wait();
+    return std::unique_ptr<DenseKernel>(
+        new DenseKernel(in, out, std::move(state)));
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat("oneDNN cannot make a ", in, " -> ",
+                                            out, " kernel: ", e.what()));
+  }
+}
+
+void DenseKernel::Apply(const float* x, int64_t cols, float* y) const {
+  PinLibraryThreads();
+  const State::Primitive* primitive;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    auto it = state_->by_cols.find(cols);
+    if (it == state_->by_cols.end()) {
+      const auto pd = state_->Describe(cols, in_, out_, state_->weights_md);
+      it = state_->by_cols
+               .emplace(cols, State::Primitive{dnnl::matmul(pd),
+                                               pd.scratchpad_desc()})
+               .first;
+    }
+    primitive = &it->second;  // map nodes are stable
+  }
+  memory src(Plain(cols, in_), CpuEngine(), const_cast<float*>(x));
+  memory dst(Plain(cols, out_), CpuEngine(), y);
+  memory scratch(primitive->scratch_md, CpuEngine(),
+                 ThreadScratch(primitive->scratch_md.get_size()));
+  primitive->matmul.execute(ThreadStream(),
+                            {{DNNL_ARG_SRC, src},
+                             {DNNL_ARG_WEIGHTS, state_->weights},
+                             {DNNL_ARG_DST, dst},
+                             {DNNL_ARG_SCRATCHPAD, scratch}});
+  ThreadStream().wait();
+}
+
+std::string KernelIsa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41:
+      return "sse41";
+    case dnnl::cpu_isa::avx:
+      return "avx";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    default:
+      return "other";
+  }
+}
+
+absl::Status SetMaxCpuIsa(absl::string_view isa) {
+  static const std::map<std::string, dnnl::cpu_isa, std::less<>> kIsas = {
+      {"all", dnnl::cpu_isa::all},
+      {"avx2", dnnl::cpu_isa::avx2},
+      {"avx512_core", dnnl::cpu_isa::avx512_core},
+      {"avx512_core_vnni", dnnl::cpu_isa::avx512_core_vnni},
+      {"avx512_core_bf16", dnnl::cpu_isa::avx512_core_bf16},
+      {"avx512_core_amx", dnnl::cpu_isa::avx512_core_amx},
+  };
+  const auto it = kIsas.find(isa);
+  if (it == kIsas.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown instruction set \"", isa,
+        "\"; use all, avx2, avx512_core, avx512_core_vnni, avx512_core_bf16 "
+        "or avx512_core_amx"));
+  }
+  try {
+    dnnl::set_max_cpu_isa(it->second);
+  } catch (const dnnl::error& e) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the instruction set can be limited only before the first kernel is "
+        "made: ",
+        e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mcdrop

@@ -1,0 +1,72 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// The products of a dense layer for a tile of (row, sample) columns, through
+// oneDNN's matmul primitive: kernels generated at run time for the CPU the
+// process runs on (AVX2, AVX-512, AVX512-BF16 or AMX), so one x86-64-v3
+// binary runs at the speed of the machine it lands on. The weights are
+// reordered once, when the kernel is made, into the layout the kernel
+// prefers; primitives are made lazily per column count and kept.
+//
+// Threading: the engine's pool is the only scheduler. Apply runs the product
+// on the calling thread alone (oneDNN's OpenMP runtime is pinned to one
+// thread per calling thread).
+//
+// Determinism: each output column is a function of its input column alone,
+// whatever the number of columns in the call, and the threads: the engine's
+// seed contract rests on it (tested in dense_kernel_test.cc). Another CPU
+// type may take another kernel path and round differently; SetMaxCpuIsa pins
+// the instruction set for a fleet of mixed machines.
+
+#ifndef MCDROP_CORE_DENSE_KERNEL_H_
+#define MCDROP_CORE_DENSE_KERNEL_H_
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace mcdrop {
+
+class DenseKernel {
+ public:
+  // A kernel for y = W x with W [out x in] (the model's layout). Internal
+  // error if oneDNN cannot make one.
+  static absl::StatusOr<std::unique_ptr<DenseKernel>> Create(
+      const Eigen::MatrixXf& weight);
+  ~DenseKernel();
+  DenseKernel(const DenseKernel&) = delete;
+  DenseKernel& operator=(const DenseKernel&) = delete;
+
+  // y = W x for `cols` columns: `x` holds cols x in floats, column after
+  // column (each column contiguous, as in a column-major [in x cols] Eigen
+  // matrix), `y` receives cols x out floats the same way. Thread-safe.
+  void Apply(const float* x, int64_t cols, float* y) const;
+
+  int in() const { return in_; }
+  int out() const { return out_; }
+
+ private:
+  struct State;
+  DenseKernel(int in, int out, std::unique_ptr<State> state);
+  int in_, out_;
+  std::unique_ptr<State> state_;
+};
+
+// The instruction set oneDNN dispatched to on this machine ("avx512_core",
+// "avx2", ...), after any limit set below.
+std::string KernelIsa();
+
+// Limits the instruction set oneDNN may use: "avx2" (x86-64-v3: the same
+// kernels on every such CPU), "avx512_core", "avx512_core_bf16",
+// "avx512_core_amx", or "all" (the default). Must be called before the first
+// kernel is made (ONEDNN_MAX_CPU_ISA in the environment does the same);
+// InvalidArgument for an unknown name, FailedPrecondition once kernels exist.
+absl::Status SetMaxCpuIsa(absl::string_view isa);
+
+}  // namespace mcdrop
+
+#endif  // MCDROP_CORE_DENSE_KERNEL_H_
