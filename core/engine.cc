@@ -3,6 +3,7 @@
 #include "core/engine.h"
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -105,9 +106,11 @@ struct Engine::Request {
   std::condition_variable slot_freed;  // next_merge or stop_status changed
   int next_tile ABSL_GUARDED_BY(mu) = 0;
   int next_merge ABSL_GUARDED_BY(mu) = 0;
-  // Tiles or interval items taken and not yet given back. A task touches the
-  // model and the options only while it holds one, and the request is not
-  // finalised while any is held.
+  // Tiles or interval items taken and not yet given back; the request is not
+  // finalised while any is held. A task touches the model and the options
+  // only while it holds one, or under mu while the request is not finalised
+  // and cannot stop (merging, and moving from passes to intervals, happen
+  // when every tile is done and none can be taken).
   int in_progress ABSL_GUARDED_BY(mu) = 0;
   // The interval step: outputs (row, d) taken and finished, of B x D.
   int next_item ABSL_GUARDED_BY(mu) = 0;
@@ -466,6 +469,7 @@ std::function<void()> FinishIfStopped(Engine::Request& req)
 // delivers its result.
 std::function<void()> FinishWithResult(Engine::Request& req)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(req.mu) {
+  assert(!req.finalized && req.stop_status.ok() && req.in_progress == 0);
   req.finalized = true;
   Prediction& res = req.result;
   res.run_seconds = absl::ToDoubleSeconds(absl::Now() - req.started);

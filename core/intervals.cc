@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace mcdrop {
 namespace {
@@ -23,7 +24,10 @@ double EmpiricalQuantile(const std::vector<float>& sorted, double q) {
 // Groups sorted samples into clusters whose members lie within h of the
 // cluster's first member, each kept as (count, mean, central moments 2-4),
 // and the number of samples before each cluster.
-void BuildClusters(const std::vector<float>& ys, double h, IntervalScratch* s) {
+// Moments are kept in units of s (sum of (d/s)^k), so that no power of s
+// under- or overflows whatever tau is.
+void BuildClusters(const std::vector<float>& ys, double s_noise, double h,
+                   IntervalScratch* s) {
   s->count.clear();
   s->centre.clear();
   s->m2.clear();
@@ -41,7 +45,7 @@ void BuildClusters(const std::vector<float>& ys, double h, IntervalScratch* s) {
     const double c = sum / n;
     double m2 = 0, m3 = 0, m4 = 0;
     for (size_t k = i; k < j; ++k) {
-      const double d = ys[k] - c, d2 = d * d;
+      const double d = (ys[k] - c) / s_noise, d2 = d * d;
       m2 += d2;
       m3 += d2 * d;
       m4 += d2 * d2;
@@ -73,13 +77,11 @@ CdfAndDensity ClusterCdf(const IntervalScratch& c, double s, double window,
       std::upper_bound(x.begin(), x.end(), z + window) - x.begin();
   CdfAndDensity out;
   out.cdf = first < x.size() ? c.below[first] : c.below.back() + c.count.back();
-  const double s2 = s * s, s3 = s2 * s, s4 = s2 * s2;
   for (size_t k = first; k < last; ++k) {
     const double u = (z - x[k]) / s, u2 = u * u;
     const double phi = kInvSqrt2Pi * std::exp(-0.5 * u2);
     const double Phi = 0.5 * std::erfc(-u * M_SQRT1_2);
-    const double a2 = c.m2[k] / (2 * s2), a3 = c.m3[k] / (6 * s3),
-                 a4 = c.m4[k] / (24 * s4);
+    const double a2 = c.m2[k] / 2, a3 = c.m3[k] / 6, a4 = c.m4[k] / 24;
     // Derivatives of Phi: Phi'' = -u phi, Phi''' = (u^2 - 1) phi,
     // Phi'''' = (3u - u^3) phi, Phi^(5) = (u^4 - 6u^2 + 3) phi.
     const double d2 = -u * phi, d3 = (u2 - 1) * phi, d4 = (3 - u2) * u * phi,
@@ -128,7 +130,17 @@ void PredictiveIntervals(const float* samples, int64_t stride, int T,
                          IntervalBounds* out, IntervalScratch* scratch) {
   std::vector<float>& ys = scratch->sorted;
   ys.resize(T);
-  for (int t = 0; t < T; ++t) ys[t] = samples[t * stride];
+  bool finite = true;
+  for (int t = 0; t < T; ++t) {
+    ys[t] = samples[t * stride];
+    finite &= std::isfinite(ys[t]);
+  }
+  if (!finite) {
+    // A pass that overflowed (or NaN): no meaningful quantile.
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for (size_t i = 0; i < levels.size(); ++i) out[i] = {nan, nan};
+    return;
+  }
   std::sort(ys.begin(), ys.end());
   if (noise_variance <= 0) {
     for (size_t i = 0; i < levels.size(); ++i) {
@@ -138,7 +150,7 @@ void PredictiveIntervals(const float* samples, int64_t stride, int T,
     return;
   }
   const double s = std::sqrt(noise_variance);
-  BuildClusters(ys, s / kClustersPerSigma, scratch);
+  BuildClusters(ys, s, s / kClustersPerSigma, scratch);
   // Every quantile in (0, 1) lies within the samples' range widened by the
   // window: beyond it the CDF is within 1e-19 of 0 or 1.
   const double lo = ys.front() - kWindowSigmas * s,

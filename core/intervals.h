@@ -13,8 +13,8 @@
 //
 // Cost and accuracy (docs/performance.md, "Predictive intervals"): one sort
 // of the T samples, O(T log T); then the sorted samples are grouped into
-// clusters no wider than h = s / 32, each kept as its count and its central
-// moments up to the fourth. One evaluation of the mixture CDF sums a
+// clusters no wider than h = s / 32, each kept as its count, its mean and its
+// central moments 2 to 4. One evaluation of the mixture CDF sums a
 // fourth-order Taylor expansion of Phi over the clusters within 9 s + h of
 // the point (at most 2 * 9 * 32 + 3 = 579 of them, whatever T is) and counts
 // the clusters below that window as 1. The truncation error is below
@@ -38,15 +38,18 @@ struct IntervalBounds {
 };
 
 // Buffers reused between calls (to avoid allocating per output).
+// (Its fields are the algorithm's working state, not an interface.)
 struct IntervalScratch {
   std::vector<float> sorted;
-  std::vector<double> count, centre, m2, m3, m4;  // per cluster
-  std::vector<double> below;  // samples in the clusters before each one
+  // Per cluster: members, mean, sums of ((y - mean) / s)^k for k = 2, 3, 4,
+  // and the samples in the clusters before it.
+  std::vector<double> count, centre, m2, m3, m4, below;
 };
 
 // `samples[t * stride]` for t in [0, T) are the passes (T >= 1); every level
 // in (0, 1); `noise_variance` >= 0. Writes one interval per level into `out`
-// (levels.size() entries). Thread-compatible.
+// (levels.size() entries); NaN bounds when a sample is NaN or infinite.
+// Thread-compatible.
 void PredictiveIntervals(const float* samples, int64_t stride, int T,
                          double noise_variance, absl::Span<const double> levels,
                          IntervalBounds* out, IntervalScratch* scratch);

@@ -612,6 +612,34 @@ TEST(EngineTest, CancellationStopsTheIntervalStep) {
   EXPECT_TRUE(engine.Predict(model, View(x), opt).ok());
 }
 
+// A deadline that passes during the interval step (the passes done) stops
+// it there with DEADLINE_EXCEEDED.
+TEST(EngineTest, DeadlineDuringTheIntervalStep) {
+  const Model model = MustCreate(RandomSpec(
+      {3, 16, 4}, {0.1f, 0.1f}, Task::kRegression, Activation::kRelu, 6));
+  const RowMajorMatrixXf x = RandomInputs(50, 3, 3);  // 200 outputs
+  Engine engine({.threads = 1});  // checks in a known order
+  PredictOptions opt;
+  opt.samples = 2000;
+  opt.samples_per_tile = 2000;
+  opt.rows_per_tile = 10;  // 5 tiles, then 200 outputs
+  opt.interval_levels = {0.9};
+  // The first check after the 5 tiles (the first output's) waits until the
+  // deadline (far beyond the passes' few milliseconds) has passed.
+  std::atomic<int> checks{0};
+  opt.deadline = absl::Now() + absl::Seconds(1);
+  opt.should_stop = [&checks, deadline = opt.deadline] {
+    if (++checks == 5 + 1) {
+      while (absl::Now() <= deadline) absl::SleepFor(absl::Milliseconds(1));
+    }
+    return false;
+  };
+  auto pred = engine.Predict(model, View(x), opt);
+  EXPECT_EQ(pred.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(pred.status().message(), HasSubstr("predictive intervals"));
+  EXPECT_EQ(checks.load(), 5 + 1);  // stopped there, not after 200 outputs
+}
+
 TEST(EngineTest, IntervalLevelsAreValidated) {
   const Model reg = MustCreate(RandomSpec(
       {2, 8, 1}, {0.1f, 0.1f}, Task::kRegression, Activation::kRelu, 1));

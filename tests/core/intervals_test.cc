@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <utility>
@@ -97,10 +98,11 @@ class MixtureQuantileTest : public ::testing::TestWithParam<Case> {};
 TEST_P(MixtureQuantileTest, MatchesTheBruteForceReference) {
   const Case c = GetParam();
   std::mt19937 rng(c.T);
-  std::normal_distribution<float> normal(0.0f, static_cast<float>(c.spread));
+  std::normal_distribution<float> normal;
   std::vector<float> samples(c.T);
   for (int t = 0; t < c.T; ++t) {
-    samples[t] = 50.0f + normal(rng) + (c.bimodal && t % 3 == 0 ? 8.0f : 0.0f);
+    const float noise = static_cast<float>(c.spread) * normal(rng);
+    samples[t] = 50.0f + noise + (c.bimodal && t % 3 == 0 ? 8.0f : 0.0f);
   }
   const std::vector<double> ys(samples.begin(), samples.end());
   const std::vector<double> levels = {0.001, 0.5, 0.8, 0.9, 0.95, 0.999};
@@ -137,6 +139,27 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MixtureQuantileTest,
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return std::string(info.param.name);
                          });
+
+TEST(IntervalsTest, TinyNoiseAndNonFiniteSamples) {
+  std::vector<float> s = {1.0f, 2.0f, 3.0f, 4.0f};
+  IntervalScratch scratch;
+  // s = 1e-150: powers of s would underflow; the bounds are the mixture's
+  // (here, to double precision, the samples' own quantiles).
+  const IntervalBounds tiny =
+      PredictiveInterval(s.data(), 1, 4, 1e-300, 0.5, &scratch);
+  EXPECT_TRUE(std::isfinite(tiny.lower) && std::isfinite(tiny.upper));
+  EXPECT_GE(tiny.lower, 1.0);
+  EXPECT_LE(tiny.upper, 4.0);
+  for (float bad : {std::numeric_limits<float>::infinity(),
+                    std::numeric_limits<float>::quiet_NaN()}) {
+    s[2] = bad;
+    for (double noise : {0.0, 1.0}) {
+      const IntervalBounds b =
+          PredictiveInterval(s.data(), 1, 4, noise, 0.9, &scratch);
+      EXPECT_TRUE(std::isnan(b.lower) && std::isnan(b.upper)) << bad;
+    }
+  }
+}
 
 TEST(IntervalsTest, ManyLevelsAtOnceEqualOneAtATime) {
   std::mt19937 rng(3);
