@@ -8,14 +8,17 @@
 #   docker run -v $PWD/repo:/repo:ro mcdrop --model_repository /repo
 #
 # The binaries target x86-64-v3 (AVX2, FMA): any x86 server from the last
-# decade. Build with --build-arg CMAKE_FLAGS=-DMCDROP_NATIVE=ON to tune for the
-# build host instead.
+# decade; the dense products run on oneDNN kernels generated at run time for
+# the CPU the container lands on (AVX-512, AVX512-BF16, AMX where present;
+# --max_cpu_isa=avx2 pins them). Build with
+# --build-arg CMAKE_FLAGS=-DMCDROP_NATIVE=ON to tune the rest for the build
+# host instead.
 
 FROM debian:bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config \
-      libeigen3-dev libabsl-dev libprotobuf-dev protobuf-compiler \
+      libeigen3-dev libabsl-dev libdnnl-dev libprotobuf-dev protobuf-compiler \
       libgrpc++-dev libgrpc-dev protobuf-compiler-grpc prometheus-cpp-dev \
       librandom123-dev zlib1g-dev libspdlog-dev libfmt-dev nlohmann-json3-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -37,7 +40,7 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libabsl20220623 libc-ares2 libcivetweb1 libfmt9 libgrpc++1.51 libgrpc29 \
+      libabsl20220623 libc-ares2 libcivetweb1 libdnnl2 libfmt9 libgrpc++1.51 libgrpc29 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprotobuf32 libre2-9 \
       libspdlog1.10 libssl3 zlib1g \
  && rm -rf /var/lib/apt/lists/* \

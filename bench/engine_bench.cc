@@ -196,8 +196,8 @@ void BM_LibraryGemm(benchmark::State& state) {
   const int first = model.first_stochastic_layer();
   const int64_t cols = static_cast<int64_t>(T) * B;
   const int64_t chunk = std::min<int64_t>(4096, (cols + threads - 1) / threads);
-  const int width =
-      *std::max_element(model.widths().begin(), model.widths().end());
+  const std::vector<int> widths = model.widths();
+  const int width = *std::max_element(widths.begin(), widths.end());
   std::vector<std::vector<float>> a(threads), b(threads);
   for (int t = 0; t < threads; ++t) {
     a[t].assign(static_cast<size_t>(width) * chunk, 0.5f);
