@@ -388,7 +388,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("build_arch", MCDROP_ARCH_FLAG);
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
-  benchmark::AddCustomContext("kernel_isa", mcdrop::KernelIsa());
+  benchmark::AddCustomContext("kernels", mcdrop::KernelPath());
   benchmark::AddCustomContext("mask_generator",
                               mcdrop::ars::HaveAesNi()
                                   ? "ARS-4x32-7, AES instructions"

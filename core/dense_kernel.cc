@@ -56,9 +56,22 @@ void* ThreadScratch(size_t bytes) {
   return buffer.data();
 }
 
+// oneDNN's AVX-512 brgemm kernels compute each output column from its own
+// input column whatever the column count; its AVX2 kernels do not (found by
+// pinned_isa_test: results changed with the tiling). Below AVX-512 the
+// products go through Eigen's GEMM compiled for x86-64-v3, whose results
+// are the same on every such CPU.
+bool UseOneDnn() {
+  static const bool use =
+      dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core &&
+      dnnl::get_effective_cpu_isa() != dnnl::cpu_isa::all;
+  return use;
+}
+
 struct DenseKernel::State {
-  memory::desc weights_md;  // the layout the kernels chose
-  memory weights;           // reordered once
+  Eigen::MatrixXf eigen_weight;  // the Eigen path's copy
+  memory::desc weights_md;       // the layout the kernels chose
+  memory weights;                // reordered once
   struct Primitive {
     dnnl::matmul matmul;
     memory::desc scratch_md;
@@ -88,6 +101,11 @@ absl::StatusOr<std::unique_ptr<DenseKernel>> DenseKernel::Create(
   try {
     PinLibraryThreads();
     auto state = std::make_unique<State>();
+    if (!UseOneDnn()) {
+      state->eigen_weight = weight;
+      return std::unique_ptr<DenseKernel>(
+          new DenseKernel(in, out, std::move(state)));
+    }
     // W [out x in] column-major is [in x out] row-major: matmul's weights
     // {K = in, N = out} in the plain layout.
     const memory::desc any({in, out}, memory::data_type::f32,
@@ -110,6 +128,20 @@ absl::StatusOr<std::unique_ptr<DenseKernel>> DenseKernel::Create(
 }
 
 void DenseKernel::Apply(const float* x, int64_t cols, float* y) const {
+  if (!UseOneDnn()) {
+    // Eigen's blocked GEMM kernel, always (operator* picks GEMV or a lazy
+    // product for some sizes, whose summation order differs).
+    using Map = Eigen::Map<Eigen::MatrixXf>;
+    const Eigen::Map<const Eigen::MatrixXf> in_map(x, in_, cols);
+    Map out_map(y, out_, cols);
+    out_map.setZero();
+    Eigen::internal::generic_product_impl<
+        Eigen::MatrixXf, Eigen::Map<const Eigen::MatrixXf>, Eigen::DenseShape,
+        Eigen::DenseShape,
+        Eigen::GemmProduct>::scaleAndAddTo(out_map, state_->eigen_weight,
+                                           in_map, 1.0f);
+    return;
+  }
   PinLibraryThreads();
   const State::Primitive* primitive;
   {
@@ -134,6 +166,11 @@ void DenseKernel::Apply(const float* x, int64_t cols, float* y) const {
                              {DNNL_ARG_DST, dst},
                              {DNNL_ARG_SCRATCHPAD, scratch}});
   ThreadStream().wait();
+}
+
+std::string KernelPath() {
+  return UseOneDnn() ? "oneDNN " + KernelIsa()
+                     : "Eigen x86-64-v3 (oneDNN would use " + KernelIsa() + ")";
 }
 
 std::string KernelIsa() {

@@ -15,7 +15,8 @@
 // whatever the number of columns in the call, and the threads: the engine's
 // seed contract rests on it (tested in dense_kernel_test.cc). Another CPU
 // type may take another kernel path and round differently; SetMaxCpuIsa pins
-// the instruction set for a fleet of mixed machines.
+// the instruction set for a fleet of mixed machines. Below AVX-512 the
+// products run on Eigen's GEMM instead (see KernelPath).
 
 #ifndef MCDROP_CORE_DENSE_KERNEL_H_
 #define MCDROP_CORE_DENSE_KERNEL_H_
@@ -56,15 +57,22 @@ class DenseKernel {
   std::unique_ptr<State> state_;
 };
 
+// What the products run on: "oneDNN avx512_core_bf16", or Eigen's GEMM
+// compiled for x86-64-v3 when oneDNN's limit is below AVX-512 (its AVX2
+// kernels' results depend on the column count, which would break the seed
+// contract).
+std::string KernelPath();
+
 // The instruction set oneDNN dispatched to on this machine ("avx512_core",
 // "avx2", ...), after any limit set below.
 std::string KernelIsa();
 
-// Limits the instruction set oneDNN may use: "avx2" (x86-64-v3: the same
-// kernels on every such CPU), "avx512_core", "avx512_core_bf16",
-// "avx512_core_amx", or "all" (the default). Must be called before the first
-// kernel is made (ONEDNN_MAX_CPU_ISA in the environment does the same);
-// InvalidArgument for an unknown name, FailedPrecondition once kernels exist.
+// Limits the instruction set oneDNN may use: "avx2" (then the products run
+// on Eigen's x86-64-v3 GEMM: the same bits on every x86-64-v3 CPU),
+// "avx512_core", "avx512_core_bf16", "avx512_core_amx", or "all" (the
+// default). Must be called before the first kernel is made
+// (ONEDNN_MAX_CPU_ISA in the environment does the same); later calls may have
+// no effect. InvalidArgument for an unknown name.
 absl::Status SetMaxCpuIsa(absl::string_view isa);
 
 }  // namespace mcdrop

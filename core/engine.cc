@@ -293,7 +293,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
       absl::ToDoubleSeconds(req->started - req->submitted);
   absl::Status valid = Validate(model, req->inputs(), opt);
   if (!valid.ok()) {
-    req->done(valid);
+    req->done(std::move(valid));  // moved: see FinishIfStopped
     return;
   }
   req->B = static_cast<int>(req->inputs().rows());
@@ -461,8 +461,15 @@ std::function<void()> FinishIfStopped(Engine::Request& req)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(req.mu) {
   if (req.stop_status.ok() || req.finalized || req.in_progress > 0) return {};
   req.finalized = true;
-  return
-      [done = std::move(req.done), status = req.stop_status] { done(status); };
+  // A status of its own for the caller rather than a copy sharing
+  // stop_status's reference-counted message: the request (and its status)
+  // may be destroyed on another thread, and Debian's abseil is not built for
+  // ThreadSanitizer, which could not see that the count orders the two.
+  absl::Status status(req.stop_status.code(),
+                      std::string(req.stop_status.message()));
+  return [done = std::move(req.done), status = std::move(status)]() mutable {
+    done(std::move(status));  // moved, so no copy is left to release here
+  };
 }
 
 // With req.mu held: finalises a successful request and returns the call that

@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
     spdlog::error("--max_cpu_isa: {}", isa.ToString());
     return 1;
   }
-  spdlog::info("kernels: oneDNN, instruction set {}", mcdrop::KernelIsa());
+  spdlog::info("kernels: {}", mcdrop::KernelPath());
 
   mcdrop::server::ServerOptions options;
   options.models = absl::GetFlag(FLAGS_model);
