@@ -18,7 +18,8 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config \
-      libeigen3-dev libabsl-dev libdnnl-dev libprotobuf-dev protobuf-compiler \
+      libeigen3-dev libabsl-dev libdnnl-dev ocl-icd-opencl-dev \
+      libprotobuf-dev protobuf-compiler \
       libgrpc++-dev libgrpc-dev protobuf-compiler-grpc prometheus-cpp-dev \
       librandom123-dev zlib1g-dev libspdlog-dev libfmt-dev nlohmann-json3-dev \
  && rm -rf /var/lib/apt/lists/*

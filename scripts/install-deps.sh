@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates openssl
-  libeigen3-dev libabsl-dev libdnnl-dev
+  libeigen3-dev libabsl-dev libdnnl-dev ocl-icd-opencl-dev
   libprotobuf-dev protobuf-compiler
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
   prometheus-cpp-dev
