@@ -54,10 +54,13 @@ ModelSpec NetSpec(int net) {
   return spec;
 }
 
-const Model& Net(int net) {
+const Model& Net(int net, Precision precision = Precision::kF32) {
   static const Model* models[2] = {new Model(*Model::Create(NetSpec(0))),
                                    new Model(*Model::Create(NetSpec(1)))};
-  return *models[net];
+  static const Model* bf16[2] = {
+      new Model(*models[0]->WithPrecision(Precision::kBf16)),
+      new Model(*models[1]->WithPrecision(Precision::kBf16))};
+  return precision == Precision::kBf16 ? *bf16[net] : *models[net];
 }
 
 Engine& EngineWith(int threads) {
@@ -80,10 +83,10 @@ double RequestFlops(const Model& m, int T, int B) {
           static_cast<double>(B) * T * m.MultiplyAdds(first));
 }
 
-void BM_Engine(benchmark::State& state) {
+void EngineBench(benchmark::State& state, Precision precision) {
   const int net = state.range(0), T = state.range(1), B = state.range(2),
             threads = state.range(3);
-  const Model& model = Net(net);
+  const Model& model = Net(net, precision);
   Engine& engine = EngineWith(threads);
   std::mt19937 rng(2);
   std::normal_distribution<float> normal;
@@ -112,6 +115,11 @@ void BM_Engine(benchmark::State& state) {
       benchmark::Counter(RequestFlops(model, T, B) * 1e-9,
                          benchmark::Counter::kIsIterationInvariantRate);
   state.counters["mask_share"] = compute > 0 ? mask / compute : 0.0;
+}
+
+void BM_Engine(benchmark::State& state) { EngineBench(state, Precision::kF32); }
+void BM_EngineBf16(benchmark::State& state) {
+  EngineBench(state, Precision::kBf16);
 }
 
 // The same products as one request, as plain Eigen GEMMs on preallocated
@@ -231,6 +239,7 @@ void BM_LibraryGemm(benchmark::State& state) {
 }
 
 BENCHMARK(BM_Engine)->Apply(Args);
+BENCHMARK(BM_EngineBf16)->Apply(Args);
 BENCHMARK(BM_PlainGemm)->Apply(Args);
 BENCHMARK(BM_LibraryGemm)->Apply(Args);
 

@@ -2,6 +2,7 @@
 
 #include "core/dense_kernel.h"
 
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -40,9 +41,22 @@ dnnl::stream& ThreadStream() {
   return stream;
 }
 
-memory::desc Plain(memory::dim rows, memory::dim cols) {
-  return memory::desc({rows, cols}, memory::data_type::f32,
-                      memory::format_tag::ab);
+memory::desc Plain(memory::dim rows, memory::dim cols,
+                   memory::data_type type = memory::data_type::f32) {
+  return memory::desc({rows, cols}, type, memory::format_tag::ab);
+}
+
+memory::data_type SourceType(Precision p) {
+  return p == Precision::kBf16 ? memory::data_type::bf16
+                               : memory::data_type::f32;
+}
+
+// Per-thread buffer for a tile's inputs rounded to bf16.
+template <typename T>
+T* ThreadBuffer(size_t n) {
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
 }
 
 }  // namespace
@@ -79,36 +93,71 @@ struct DenseKernel::State {
   mutable std::mutex mu;
   mutable std::map<int64_t, Primitive> by_cols;  // guarded by mu
 
+  Precision precision = Precision::kF32;
+
   dnnl::matmul::primitive_desc Describe(int64_t cols, int in, int out,
                                         const memory::desc& w) const {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     return dnnl::matmul::primitive_desc(
-        dnnl::matmul::desc(Plain(cols, in), w, Plain(cols, out)), attr,
-        CpuEngine());
+        dnnl::matmul::desc(Plain(cols, in, SourceType(precision)), w,
+                           Plain(cols, out)),
+        attr, CpuEngine());
   }
 };
 
-DenseKernel::DenseKernel(int in, int out, std::unique_ptr<State> state)
-    : in_(in), out_(out), state_(std::move(state)) {}
+DenseKernel::DenseKernel(int in, int out, Precision precision,
+                         std::unique_ptr<State> state)
+    : in_(in), out_(out), precision_(precision), state_(std::move(state)) {}
+
+absl::string_view PrecisionName(Precision p) {
+  return p == Precision::kBf16 ? "bf16" : "f32";
+}
+
+absl::StatusOr<Precision> ParsePrecision(absl::string_view name) {
+  if (name == "f32") return Precision::kF32;
+  if (name == "bf16") return Precision::kBf16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown precision \"", name, "\" (expected f32 or bf16)"));
+}
+
+uint16_t ToBf16Bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float RoundToBf16(float x) {
+  const uint32_t u = static_cast<uint32_t>(ToBf16Bits(x)) << 16;
+  float out;
+  std::memcpy(&out, &u, sizeof(out));
+  return out;
+}
 
 DenseKernel::~DenseKernel() = default;
 
 absl::StatusOr<std::unique_ptr<DenseKernel>> DenseKernel::Create(
-    const Eigen::MatrixXf& weight) {
+    const Eigen::MatrixXf& weight, Precision precision) {
   const int in = static_cast<int>(weight.cols());
   const int out = static_cast<int>(weight.rows());
   try {
     PinLibraryThreads();
     auto state = std::make_unique<State>();
+    state->precision = precision;
     if (!UseOneDnn()) {
       state->eigen_weight = weight;
+      if (precision == Precision::kBf16) {
+        state->eigen_weight = weight.unaryExpr(&RoundToBf16);
+      }
       return std::unique_ptr<DenseKernel>(
-          new DenseKernel(in, out, std::move(state)));
+          new DenseKernel(in, out, precision, std::move(state)));
     }
     // W [out x in] column-major is [in x out] row-major: matmul's weights
     // {K = in, N = out} in the plain layout.
-    const memory::desc any({in, out}, memory::data_type::f32,
+    const memory::desc any({in, out}, SourceType(precision),
                            memory::format_tag::any);
     // The layout chosen does not depend on the column count (checked for
     // 1 to 4096 columns); 64 is a typical tile.
@@ -120,7 +169,7 @@ absl::StatusOr<std::unique_ptr<DenseKernel>> DenseKernel::Create(
         .execute(ThreadStream(), plain, state->weights);
     ThreadStream().wait();
     return std::unique_ptr<DenseKernel>(
-        new DenseKernel(in, out, std::move(state)));
+        new DenseKernel(in, out, precision, std::move(state)));
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("oneDNN cannot make a ", in, " -> ",
                                             out, " kernel: ", e.what()));
@@ -128,10 +177,16 @@ absl::StatusOr<std::unique_ptr<DenseKernel>> DenseKernel::Create(
 }
 
 void DenseKernel::Apply(const float* x, int64_t cols, float* y) const {
+  const size_t n = static_cast<size_t>(cols) * in_;
   if (!UseOneDnn()) {
     // Eigen's blocked GEMM kernel, always (operator* picks GEMV or a lazy
     // product for some sizes, whose summation order differs).
     using Map = Eigen::Map<Eigen::MatrixXf>;
+    if (precision_ == Precision::kBf16) {
+      float* rounded = ThreadBuffer<float>(n);
+      for (size_t i = 0; i < n; ++i) rounded[i] = RoundToBf16(x[i]);
+      x = rounded;
+    }
     const Eigen::Map<const Eigen::MatrixXf> in_map(x, in_, cols);
     Map out_map(y, out_, cols);
     out_map.setZero();
@@ -156,7 +211,13 @@ void DenseKernel::Apply(const float* x, int64_t cols, float* y) const {
     }
     primitive = &it->second;  // map nodes are stable
   }
-  memory src(Plain(cols, in_), CpuEngine(), const_cast<float*>(x));
+  void* source = const_cast<float*>(x);
+  if (precision_ == Precision::kBf16) {
+    uint16_t* bits = ThreadBuffer<uint16_t>(n);
+    for (size_t i = 0; i < n; ++i) bits[i] = ToBf16Bits(x[i]);
+    source = bits;
+  }
+  memory src(Plain(cols, in_, SourceType(precision_)), CpuEngine(), source);
   memory dst(Plain(cols, out_), CpuEngine(), y);
   memory scratch(primitive->scratch_md, CpuEngine(),
                  ThreadScratch(primitive->scratch_md.get_size()));

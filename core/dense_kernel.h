@@ -32,12 +32,24 @@
 
 namespace mcdrop {
 
+// The arithmetic of a model's products. kBf16: weights and each layer's
+// inputs rounded to bfloat16 (round to nearest even), products accumulated in
+// f32; everything else (bias, activations, statistics) as in f32.
+enum class Precision { kF32, kBf16 };
+absl::string_view PrecisionName(Precision p);  // "f32", "bf16"
+absl::StatusOr<Precision> ParsePrecision(absl::string_view name);
+
+// x rounded to the nearest bfloat16 (ties to even), as bits; NaN stays NaN.
+uint16_t ToBf16Bits(float x);
+// x rounded to the nearest bfloat16, as a float.
+float RoundToBf16(float x);
+
 class DenseKernel {
  public:
   // A kernel for y = W x with W [out x in] (the model's layout). Internal
   // error if oneDNN cannot make one.
   static absl::StatusOr<std::unique_ptr<DenseKernel>> Create(
-      const Eigen::MatrixXf& weight);
+      const Eigen::MatrixXf& weight, Precision precision = Precision::kF32);
   ~DenseKernel();
   DenseKernel(const DenseKernel&) = delete;
   DenseKernel& operator=(const DenseKernel&) = delete;
@@ -49,11 +61,14 @@ class DenseKernel {
 
   int in() const { return in_; }
   int out() const { return out_; }
+  Precision precision() const { return precision_; }
 
  private:
   struct State;
-  DenseKernel(int in, int out, std::unique_ptr<State> state);
+  DenseKernel(int in, int out, Precision precision,
+              std::unique_ptr<State> state);
   int in_, out_;
+  Precision precision_;
   std::unique_ptr<State> state_;
 };
 

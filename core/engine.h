@@ -21,8 +21,9 @@
 // (ARS-4x32-7) keyed by (seed, row, sample, layer, unit) (mask.h). Tiles run
 // on the engine's thread pool; their per-sample outputs are folded into
 // double-precision running statistics in sample order, so memory is bounded
-// independent of T (apart from samples returned or kept for intervals) and a seed gives
-// bit-identical results whatever the number of threads or the tile sizes.
+// independent of T (apart from samples returned or kept for intervals) and a
+// seed gives bit-identical results whatever the number of threads or the tile
+// sizes.
 
 #ifndef MCDROP_CORE_ENGINE_H_
 #define MCDROP_CORE_ENGINE_H_
@@ -71,7 +72,8 @@ struct PredictOptions {
   int samples_per_tile = 0;
   int rows_per_tile = 0;
   // Checked between tiles (and between outputs of the interval step); when
-  // it returns true the request stops with CANCELLED. May be called from any pool thread; must be thread-safe.
+  // it returns true the request stops with CANCELLED. May be called from any
+  // pool thread; must be thread-safe.
   std::function<bool()> should_stop;
   // Checked between tiles (and between outputs of the interval step); once
   // passed the request stops with DEADLINE_EXCEEDED.

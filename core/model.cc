@@ -157,6 +157,13 @@ Model::Model(ModelSpec spec) : spec_(std::move(spec)) {
   }
 }
 
+absl::StatusOr<Model> Model::WithPrecision(Precision precision) const {
+  if (precision == spec_.precision) return *this;
+  ModelSpec spec = spec_;
+  spec.precision = precision;
+  return Create(std::move(spec));
+}
+
 absl::StatusOr<Model> Model::Create(ModelSpec spec) {
   if (spec.layers.empty()) {
     return absl::InvalidArgumentError("model has no layers");
@@ -230,7 +237,7 @@ absl::StatusOr<Model> Model::Create(ModelSpec spec) {
   }
   Model model(std::move(spec));
   for (const DenseLayer& layer : model.spec_.layers) {
-    auto kernel = DenseKernel::Create(layer.weight);
+    auto kernel = DenseKernel::Create(layer.weight, model.spec_.precision);
     if (!kernel.ok()) return kernel.status();
     model.kernels_.push_back(*std::move(kernel));
   }
@@ -367,11 +374,19 @@ absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
                            absl::StrCat("\"", *t, "\" is not an integer >= 0"));
     }
   }
+  if (const std::string* p = get("precision")) {
+    auto precision = ParsePrecision(*p);
+    if (!precision.ok()) {
+      return MetadataError("precision",
+                           std::string(precision.status().message()));
+    }
+    spec.precision = *precision;
+  }
   if (const std::string* n = get("name")) spec.name = *n;
   if (const std::string* d = get("description")) spec.description = *d;
   static const std::set<std::string> kKnown = {
-      "format",          "task", "activation", "dropout", "tau",
-      "default_samples", "name", "description"};
+      "format",          "task", "activation",  "dropout",  "tau",
+      "default_samples", "name", "description", "precision"};
   for (const auto& [k, v] : meta) {
     if (!kKnown.count(k)) spec.extra_metadata[k] = v;
   }
@@ -433,6 +448,8 @@ absl::StatusOr<std::string> Model::ToBytes() const {
     meta["tau"] = Shortest(spec_.tau);
   if (spec_.default_samples > 0)
     meta["default_samples"] = absl::StrCat(spec_.default_samples);
+  if (spec_.precision != Precision::kF32)
+    meta["precision"] = std::string(PrecisionName(spec_.precision));
   if (!spec_.name.empty()) meta["name"] = spec_.name;
   if (!spec_.description.empty()) meta["description"] = spec_.description;
   return SerializeSafetensors(tensors, meta);

@@ -63,6 +63,8 @@ struct ModelSpec {
   std::string name;
   std::string description;
   int default_samples = 0;  // 0: let the caller choose
+  // The arithmetic of the products (metadata "precision", absent = f32).
+  Precision precision = Precision::kF32;
   // Any other __metadata__ keys, kept and written back unchanged.
   std::map<std::string, std::string> extra_metadata;
 };
@@ -88,6 +90,10 @@ class Model {
   // Parses a model from the bytes of a model file, as Load does.
   static absl::StatusOr<Model> FromBytes(std::string bytes);
 
+  // The same model computing in `precision` (the weights stay f32 in the
+  // spec and in files; the kernels round them).
+  absl::StatusOr<Model> WithPrecision(Precision precision) const;
+
   // The model as model-file bytes (F32 tensors), and written to `path`
   // atomically (temporary file and rename).
   absl::StatusOr<std::string> ToBytes() const;
@@ -105,6 +111,7 @@ class Model {
     return static_cast<int>(spec_.layers.back().weight.rows());
   }
   double tau() const { return spec_.tau; }
+  Precision precision() const { return spec_.precision; }
   // Index of the first layer with a nonzero drop rate, or num_layers() if the
   // model has no dropout at all. Layers before it are deterministic.
   int first_stochastic_layer() const { return first_stochastic_layer_; }

@@ -45,6 +45,10 @@ ABSL_FLAG(int, default_samples, 100,
           "T for requests that ask for 0 when the model sets none");
 ABSL_FLAG(int, max_samples, 100000, "Largest T a request may ask for");
 ABSL_FLAG(int, max_batch_rows, 1024, "Most input rows per request");
+ABSL_FLAG(std::string, precision, "",
+          "f32 or bf16: the arithmetic of every model's products (bf16: "
+          "bfloat16 weights and layer inputs, f32 accumulation); empty: each "
+          "model's own metadata \"precision\" (default f32)");
 ABSL_FLAG(std::string, max_cpu_isa, "all",
           "Most advanced instruction set the kernels may use: all, avx2, "
           "avx512_core, avx512_core_vnni, avx512_core_bf16, avx512_core_amx. "
@@ -142,6 +146,7 @@ int main(int argc, char** argv) {
                      absl::GetFlag(FLAGS_metrics_port));
   }
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.precision = absl::GetFlag(FLAGS_precision);
   options.limits.max_inflight = absl::GetFlag(FLAGS_max_inflight);
   options.limits.default_samples = absl::GetFlag(FLAGS_default_samples);
   options.limits.max_samples = absl::GetFlag(FLAGS_max_samples);

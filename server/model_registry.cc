@@ -98,6 +98,14 @@ void ParseModelSpec(const std::string& spec, std::string* name,
   *name = dot == std::string::npos ? base : base.substr(0, dot);
 }
 
+absl::StatusOr<Model> ModelRegistry::LoadFile(const std::string& path) const {
+  auto model = Model::Load(path);
+  if (!model.ok() || !precision_ || model->precision() == *precision_) {
+    return model;
+  }
+  return model->WithPrecision(*precision_);
+}
+
 absl::Status ModelRegistry::Load(const std::string& name,
                                  const std::string& path) {
   if (!ValidModelName(name)) {
@@ -105,7 +113,7 @@ absl::Status ModelRegistry::Load(const std::string& name,
         absl::StrCat("model name \"", name,
                      "\" must be 1-128 characters of [A-Za-z0-9._-]"));
   }
-  auto model = Model::Load(path);
+  auto model = LoadFile(path);
   if (!model.ok()) return model.status();
   auto served = std::make_shared<ServedModel>(
       ServedModel{name, 1, path, absl::Now(), *std::move(model)});
@@ -210,7 +218,7 @@ absl::Status ModelRegistry::SyncRepository(const std::string& root,
         entry.status = {version, VersionState::kLoading, "", file,
                         absl::InfinitePast()};
       }
-      auto model = Model::Load(file);
+      auto model = LoadFile(file);
       absl::MutexLock lock(&mu_);
       auto mit = models_.find(name);
       if (mit == models_.end() || !mit->second.count(version)) continue;

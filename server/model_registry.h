@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,12 @@ struct VersionStatus {
 // Thread-safe.
 class ModelRegistry {
  public:
+  // Every model loaded from now on computes in `precision` whatever its file
+  // says (the server's --precision); unset: each file's own.
+  void OverridePrecision(std::optional<Precision> precision) {
+    precision_ = precision;
+  }
+
   // Loads `path` as version 1 of model `name` (a --model flag).
   // InvalidArgument for a bad name or a duplicate; the loader's error for a
   // bad file.
@@ -85,6 +92,9 @@ class ModelRegistry {
   bool empty() const;
 
  private:
+  // Model::Load, then the precision override.
+  absl::StatusOr<Model> LoadFile(const std::string& path) const;
+  std::optional<Precision> precision_;
   struct Entry {
     VersionStatus status;
     std::shared_ptr<const ServedModel> model;  // when available

@@ -74,15 +74,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     return absl::InvalidArgumentError(
         "no model given: pass --model NAME=PATH or --model_repository DIR");
   }
+  if (!options.precision.empty()) {
+    auto precision = ParsePrecision(options.precision);
+    if (!precision.ok()) return precision.status();
+    s->models_.OverridePrecision(*precision);
+  }
   for (const std::string& spec : options.models) {
     std::string name, path;
     ParseModelSpec(spec, &name, &path);
     if (absl::Status st = s->models_.Load(name, path); !st.ok()) return st;
     auto m = s->models_.Get(name, 0);
-    spdlog::info("model {}: {} {} from {} (default T {})", name,
+    spdlog::info("model {}: {} {} from {} (default T {}, {})", name,
                  std::string(TaskName((*m)->model.task())),
                  absl::StrJoin((*m)->model.widths(), "-"), path,
-                 (*m)->model.spec().default_samples);
+                 (*m)->model.spec().default_samples,
+                 std::string(PrecisionName((*m)->model.precision())));
   }
   s->engine_ =
       std::make_unique<Engine>(EngineOptions{.threads = options.threads});

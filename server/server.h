@@ -39,6 +39,9 @@ struct ServerOptions {
   int port = 50051;             // 0 picks a free port
   std::string metrics_address;  // "host:port" of /metrics; empty: none
   int threads = 0;              // engine threads; 0: all cores
+  // "f32" or "bf16": every model computes so whatever its file says; empty:
+  // each model's own precision (metadata "precision", default f32).
+  std::string precision;
   Limits limits;
   // TLS: PEM files of the server's certificate chain and key (both or
   // neither). With `tls_client_ca`, clients must present a certificate

@@ -82,6 +82,7 @@ void DescribeModel(const ServedModel& served, bool is_default,
   for (const DenseLayer& l : m.layers()) out->add_dropout(l.drop_rate);
   if (m.task() == Task::kRegression) out->set_tau(m.tau());
   out->set_default_samples(m.spec().default_samples);
+  out->set_precision(std::string(PrecisionName(m.precision())));
   out->set_description(m.spec().description);
   out->set_load_time(
       absl::ToDoubleSeconds(served.load_time - absl::UnixEpoch()));

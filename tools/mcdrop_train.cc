@@ -67,6 +67,9 @@ ABSL_FLAG(std::string, description, "",
           "fit: model description written into the file");
 ABSL_FLAG(int, default_samples, 100, "fit: default T written into the file");
 ABSL_FLAG(int, samples, 10000, "T for evaluation (the paper uses 10000)");
+ABSL_FLAG(std::string, precision, "f32",
+          "arithmetic of the engine's products in every evaluation (f32 or "
+          "bf16); training is always f32");
 ABSL_FLAG(int, splits, 0, "uci: number of splits to run (0: all)");
 ABSL_FLAG(int, epoch_multiplier, 100,
           "uci: epochs = multiplier x n_epochs.txt (published: 100)");
@@ -74,6 +77,18 @@ ABSL_FLAG(int, threads, 0, "worker threads (0: all cores)");
 ABSL_FLAG(bool, quiet, false, "no progress on stderr");
 
 namespace mcdrop {
+namespace {
+
+// A trained model evaluated in the --precision of the flags.
+absl::StatusOr<mcdrop::Model> InPrecision(absl::StatusOr<mcdrop::Model> model) {
+  if (!model.ok()) return model;
+  auto precision = mcdrop::ParsePrecision(absl::GetFlag(FLAGS_precision));
+  if (!precision.ok()) return precision.status();
+  return model->WithPrecision(*precision);
+}
+
+}  // namespace
+
 namespace {
 
 struct Published {
@@ -281,8 +296,8 @@ int Uci(const std::string& command_line) {
         jobs.Schedule([&, k, g] {
           const double p = uci->dropout_rates[g / uci->tau_values.size()];
           const double tau = uci->tau_values[g % uci->tau_values.size()];
-          auto model =
-              Train(fit[k], config_for(p, tau, seed * 1000003 + k * 1009 + g));
+          auto model = InPrecision(
+              Train(fit[k], config_for(p, tau, seed * 1000003 + k * 1009 + g)));
           absl::StatusOr<RegressionScores> s =
               model.ok()
                   ? EvaluateRegression(engine, *model, val[k], T, seed + k)
@@ -318,9 +333,9 @@ int Uci(const std::string& command_line) {
         if (r.val_ll > best[k].val_ll) best[k] = r;
       }
       jobs.Schedule([&, k] {
-        auto model =
+        auto model = InPrecision(
             Train(train[k], config_for(best[k].p, best[k].tau,
-                                       seed * 1000003 + k * 1009 + 999));
+                                       seed * 1000003 + k * 1009 + 999)));
         absl::StatusOr<RegressionScores> s =
             model.ok() ? EvaluateRegression(engine, *model, test[k], T,
                                             seed + 7919 * (k + 1))

@@ -138,9 +138,15 @@ std::vector<double> Flatten(const Prediction& p) {
 }
 
 TEST(EngineTest, SameSeedBitIdenticalAcrossThreadsAndTiles) {
-  for (Task task : {Task::kRegression, Task::kClassification}) {
-    const Model model = MustCreate(RandomSpec(
-        {7, 33, 29, 5}, {0.0f, 0.25f, 0.1f}, task, Activation::kTanh, 21));
+  for (auto [task, precision] : std::vector<std::pair<Task, Precision>>{
+           {Task::kRegression, Precision::kF32},
+           {Task::kClassification, Precision::kF32},
+           {Task::kRegression, Precision::kBf16},
+           {Task::kClassification, Precision::kBf16}}) {
+    ModelSpec spec = RandomSpec({7, 33, 29, 5}, {0.0f, 0.25f, 0.1f}, task,
+                                Activation::kTanh, 21);
+    spec.precision = precision;
+    const Model model = MustCreate(std::move(spec));
     const RowMajorMatrixXf x = RandomInputs(5, 7, 4);
     std::vector<double> baseline;
     for (int threads : {1, 2, 4}) {
@@ -164,13 +170,43 @@ TEST(EngineTest, SameSeedBitIdenticalAcrossThreadsAndTiles) {
         for (size_t i = 0; i < flat.size(); ++i) {
           // Bitwise: compare the representations, not the values.
           ASSERT_EQ(std::memcmp(&flat[i], &baseline[i], sizeof(double)), 0)
-              << "task " << TaskName(task) << " threads " << threads << " tile "
-              << spt << "x" << rpt << " element " << i << ": " << flat[i]
-              << " vs " << baseline[i];
+              << "task " << TaskName(task) << " " << PrecisionName(precision)
+              << " threads " << threads << " tile " << spt << "x" << rpt
+              << " element " << i << ": " << flat[i] << " vs " << baseline[i];
         }
       }
     }
   }
+}
+
+// bf16 rounds weights and each layer's inputs to 8 significant bits (unit
+// roundoff 2^-9) and accumulates in f32. Through three layers of weights of
+// scale 1/sqrt(n) and tanh (Lipschitz 1), each pass's output moves by a few
+// units of 2^-9 of its scale: bound 2^-5 of max(1, |y|), checked pass by pass
+// against the f32 engine on the same seed (the same masks).
+TEST(EngineTest, Bf16PassesStayCloseToF32) {
+  ModelSpec spec = RandomSpec({7, 64, 64, 3}, {0.1f, 0.2f, 0.2f},
+                              Task::kRegression, Activation::kTanh, 5);
+  const Model f32 = MustCreate(spec);
+  auto bf16 = f32.WithPrecision(Precision::kBf16);
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ(bf16->precision(), Precision::kBf16);
+  const RowMajorMatrixXf x = RandomInputs(4, 7, 9);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 300;
+  opt.seed = 3;
+  opt.return_samples = true;
+  auto a = engine.Predict(f32, View(x), opt);
+  auto b = engine.Predict(*bf16, View(x), opt);
+  ASSERT_TRUE(a.ok() && b.ok());
+  double worst = 0;
+  for (size_t i = 0; i < a->sample_values.size(); ++i) {
+    const double ya = a->sample_values[i], yb = b->sample_values[i];
+    worst = std::max(worst, std::abs(ya - yb) / std::max(1.0, std::abs(ya)));
+  }
+  EXPECT_LT(worst, 1.0 / 32);
+  EXPECT_GT(worst, 0.0);  // the bf16 path really rounds
 }
 
 TEST(EngineTest, DifferentSeedsDiffer) {
@@ -618,7 +654,7 @@ TEST(EngineTest, DeadlineDuringTheIntervalStep) {
   const Model model = MustCreate(RandomSpec(
       {3, 16, 4}, {0.1f, 0.1f}, Task::kRegression, Activation::kRelu, 6));
   const RowMajorMatrixXf x = RandomInputs(50, 3, 3);  // 200 outputs
-  Engine engine({.threads = 1});  // checks in a known order
+  Engine engine({.threads = 1});                      // checks in a known order
   PredictOptions opt;
   opt.samples = 2000;
   opt.samples_per_tile = 2000;

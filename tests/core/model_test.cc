@@ -97,6 +97,8 @@ TEST(ModelTest, SaveAndLoadRoundTrip) {
     spec.description = "round trip";
     spec.default_samples = 250;
     spec.extra_metadata["trained_by"] = "test";
+    // The classifier is stored as bf16 (metadata "precision").
+    if (task == Task::kClassification) spec.precision = Precision::kBf16;
     auto model = Model::Create(spec);
     ASSERT_TRUE(model.ok()) << model.status();
     const std::string path = ::testing::TempDir() + "/rt.safetensors";
@@ -112,7 +114,9 @@ TEST(ModelTest, SaveAndLoadRoundTrip) {
     EXPECT_EQ(b.name, "rt");
     EXPECT_EQ(b.description, "round trip");
     EXPECT_EQ(b.default_samples, 250);
+    EXPECT_EQ(b.precision, a.precision);
     EXPECT_EQ(b.extra_metadata.at("trained_by"), "test");
+    EXPECT_EQ(b.extra_metadata.count("precision"), 0u);
     ASSERT_EQ(b.layers.size(), a.layers.size());
     for (size_t i = 0; i < a.layers.size(); ++i) {
       EXPECT_EQ(b.layers[i].weight, a.layers[i].weight);
@@ -146,6 +150,8 @@ TEST(ModelTest, RejectsEachClassOfMalformedModel) {
        "\"activation\": missing"},
       {"unknown activation", [](Parts& p) { p.meta["activation"] = "swish"; },
        "unknown activation"},
+      {"unknown precision", [](Parts& p) { p.meta["precision"] = "fp8"; },
+       "metadata \"precision\": unknown precision \"fp8\""},
       {"missing dropout", [](Parts& p) { p.meta.erase("dropout"); },
        "\"dropout\": missing"},
       {"dropout not a list", [](Parts& p) { p.meta["dropout"] = "lots"; },
