@@ -49,8 +49,10 @@ std::string ClassifierPath() {
 
 class ServerTest : public ::testing::Test {
  protected:
-  void StartServer(Limits limits = {}) {
+  void StartServer(Limits limits = {}, std::string precision = "") {
+    server_.reset();
     ServerOptions o;
+    o.precision = precision;
     o.models = {"concrete=" + kConcrete, "digits=" + ClassifierPath()};
     o.host = "127.0.0.1";
     o.port = 0;
@@ -175,6 +177,44 @@ TEST_F(ServerTest, ClassificationMatchesTheEngine) {
     EXPECT_EQ(c.mutual_information(), p->mutual_information[r]);
     EXPECT_EQ(c.variation_ratio(), p->variation_ratio[r]);
   }
+}
+
+// --precision bf16 serves every model in bf16: the metadata says so and the
+// answer equals the engine's on the bf16 model, close to (not equal to) f32.
+TEST_F(ServerTest, PrecisionOverride) {
+  const RowMajorMatrixXf x = testing::RandomInputs(2, 16, 8);
+  PredictResponse f32;
+  ASSERT_TRUE(Call(Request("digits", x, 200, 9), &f32).ok());
+  EXPECT_EQ(client_->GetModelMetadata("digits")->precision(), "f32");
+  StartServer({}, "bf16");
+  EXPECT_EQ(client_->GetModelMetadata("digits")->precision(), "bf16");
+  PredictResponse bf16;
+  ASSERT_TRUE(Call(Request("digits", x, 200, 9), &bf16).ok());
+  auto model = Model::Load(ClassifierPath());
+  ASSERT_TRUE(model.ok());
+  auto rounded = model->WithPrecision(Precision::kBf16);
+  ASSERT_TRUE(rounded.ok());
+  Engine engine({.threads = 1});
+  PredictOptions opt;
+  opt.samples = 200;
+  opt.seed = 9;
+  auto p = engine.Predict(*rounded, InputMatrix(x.data(), 2, 16), opt);
+  ASSERT_TRUE(p.ok());
+  bool differs = false;
+  for (int r = 0; r < 2; ++r) {
+    for (int c = 0; c < p->outputs; ++c) {
+      const double got = bf16.rows(r).classification().probabilities(c);
+      EXPECT_EQ(got, p->Mean(r, c));
+      EXPECT_NEAR(got, f32.rows(r).classification().probabilities(c), 0.05);
+      differs |= got != f32.rows(r).classification().probabilities(c);
+    }
+  }
+  EXPECT_TRUE(differs);
+  ServerOptions bad;
+  bad.models = {"concrete=" + kConcrete};
+  bad.precision = "fp8";
+  EXPECT_EQ(Server::Start(bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ServerTest, SeedsReproduceOverTheWire) {
