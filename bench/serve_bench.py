@@ -33,6 +33,8 @@ def main():
     ap.add_argument("--duration", default="4s")
     ap.add_argument("--warmup", default="1s")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--server_flag", action="append", default=[],
+                    help="extra mcdrop-server flag, e.g. --server_flag=--precision=bf16")
     args = ap.parse_args()
     server_bin = os.path.join(args.build, "server", "mcdrop-server")
     client_bin = os.path.join(args.build, "client", "mcdrop-client")
@@ -40,7 +42,8 @@ def main():
     target = f"127.0.0.1:{port}"
     server = subprocess.Popen([server_bin, "--model", args.model, "--host", "127.0.0.1",
                                "--port", str(port), "--metrics_port", "0",
-                               "--threads", str(args.threads)], stderr=subprocess.DEVNULL)
+                               "--threads", str(args.threads)] + args.server_flag,
+                              stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
             if subprocess.run([client_bin, "health", "--target", target, "--timeout", "1s"],
@@ -71,7 +74,8 @@ def main():
 
     print(f"mcdrop-server --threads {args.threads or os.cpu_count()} on {os.cpu_count()} CPUs, "
           f"model {args.model}, B = 1, {args.repeats} repetitions of {args.duration} "
-          f"(+{args.warmup} warm-up) each, medians; client and server share the machine.")
+          f"(+{args.warmup} warm-up) each, medians; client and server share the machine."
+          + (f" Server flags: {' '.join(args.server_flag)}." if args.server_flag else ""))
     print()
     print("| RPC | T | concurrency | requests/s | passes/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -91,7 +95,7 @@ def main():
     print(f"- concurrency 64: Predict (T = 100) reaches {ratio:.0%} of the health check's requests/s "
           f"(target >= 60%): {'met' if ratio >= 0.6 else 'NOT met'}")
     print(f"- concurrency 1: Predict (T = 100) p50 is {p50:.2f}x the health check's "
-          f"(target <= 2x): {'met' if p50 <= 2 else 'NOT met'}")
+          f"(target <= 1.3x): {'met' if p50 <= 1.3 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,9 @@ int ThreadCount(const EngineOptions& options) {
 }
 }  // namespace
 
-Engine::Engine(EngineOptions options) : pool_(ThreadCount(options)) {
+Engine::Engine(EngineOptions options)
+    : inline_small_requests_(options.inline_small_requests),
+      pool_(ThreadCount(options)) {
   for (int i = 0; i < pool_.size(); ++i) {
     workspaces_.push_back(std::make_unique<Workspace>());
   }
@@ -247,7 +249,8 @@ void Engine::PredictAsync(std::shared_ptr<const Model> model,
   request->options = std::move(options);
   request->done = std::move(done);
   request->submitted = absl::Now();
-  if (RunsInline(*request->model, request->input_rows, request->options)) {
+  if (inline_small_requests_ &&
+      RunsInline(*request->model, request->input_rows, request->options)) {
     Start(std::move(request));
     return;
   }

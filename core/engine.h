@@ -138,6 +138,9 @@ struct Prediction {
 struct EngineOptions {
   // Worker threads; 0 means one per hardware thread.
   int threads = 0;
+  // Run requests of at most one small tile on the calling thread (see
+  // PredictAsync); false hands every request to the pool.
+  bool inline_small_requests = true;
 };
 
 // Owns a fixed thread pool and runs predictions on it. Thread-safe: any number
@@ -206,6 +209,7 @@ class Engine {
   // thread-local set (a request run inline on the caller's thread).
   Workspace& CurrentWorkspace();
 
+  const bool inline_small_requests_;
   // Declared before pool_ so that they outlive the pool's threads: the pool's
   // destructor still runs queued tasks, which use them.
   std::vector<std::unique_ptr<Workspace>> workspaces_;  // one per pool thread

@@ -45,6 +45,10 @@ ABSL_FLAG(int, default_samples, 100,
           "T for requests that ask for 0 when the model sets none");
 ABSL_FLAG(int, max_samples, 100000, "Largest T a request may ask for");
 ABSL_FLAG(int, max_batch_rows, 1024, "Most input rows per request");
+ABSL_FLAG(bool, inline_small_requests, true,
+          "Compute a request of at most one small tile (262,144 multiply-adds, "
+          "no intervals) on the gRPC thread that received it, sparing the "
+          "hand-off to an engine thread and back");
 ABSL_FLAG(std::string, precision, "",
           "f32 or bf16: the arithmetic of every model's products (bf16: "
           "bfloat16 weights and layer inputs, f32 accumulation); empty: each "
@@ -147,6 +151,7 @@ int main(int argc, char** argv) {
   }
   options.threads = absl::GetFlag(FLAGS_threads);
   options.precision = absl::GetFlag(FLAGS_precision);
+  options.inline_small_requests = absl::GetFlag(FLAGS_inline_small_requests);
   options.limits.max_inflight = absl::GetFlag(FLAGS_max_inflight);
   options.limits.default_samples = absl::GetFlag(FLAGS_default_samples);
   options.limits.max_samples = absl::GetFlag(FLAGS_max_samples);

@@ -90,8 +90,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
                  (*m)->model.spec().default_samples,
                  std::string(PrecisionName((*m)->model.precision())));
   }
-  s->engine_ =
-      std::make_unique<Engine>(EngineOptions{.threads = options.threads});
+  s->engine_ = std::make_unique<Engine>(
+      EngineOptions{.threads = options.threads,
+                    .inline_small_requests = options.inline_small_requests});
   auto metrics = Metrics::Create(options.metrics_address, s->engine_.get());
   if (!metrics.ok()) return metrics.status();
   s->metrics_ = *std::move(metrics);

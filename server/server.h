@@ -36,9 +36,10 @@ struct ServerOptions {
   // repository's first model by name).
   std::string default_model;
   std::string host = "0.0.0.0";
-  int port = 50051;             // 0 picks a free port
-  std::string metrics_address;  // "host:port" of /metrics; empty: none
-  int threads = 0;              // engine threads; 0: all cores
+  int port = 50051;                   // 0 picks a free port
+  std::string metrics_address;        // "host:port" of /metrics; empty: none
+  int threads = 0;                    // engine threads; 0: all cores
+  bool inline_small_requests = true;  // EngineOptions::inline_small_requests
   // "f32" or "bf16": every model computes so whatever its file says; empty:
   // each model's own precision (metadata "precision", default f32).
   std::string precision;

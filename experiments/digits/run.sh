@@ -9,6 +9,8 @@
 #      the figure (docs/figures/digits_uncertainty.svg, gnuplot) and the
 #      out-of-distribution AUROC table.
 #   experiments/digits/run.sh [--retrain]
+# MCDROP_SERVER_FLAGS adds server flags (e.g. "--precision bf16") and
+# MCDROP_FIGURES moves the outputs (default docs/figures).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${MCDROP_DIGITS:-../shared/data/digits/digits.csv.gz}
@@ -27,7 +29,7 @@ if [ "${1:-}" = "--retrain" ]; then
 fi
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ./build/server/mcdrop-server --model digits=models/digits.safetensors --host 127.0.0.1 \
-  --port "$port" --metrics_port 0 2> "$tmp/server.log" &
+  --port "$port" --metrics_port 0 ${MCDROP_SERVER_FLAGS:-} 2> "$tmp/server.log" &
 server=$!
 for _ in $(seq 1 100); do
   ./build/client/mcdrop-client health --target "127.0.0.1:$port" >/dev/null 2>&1 && break
@@ -39,6 +41,6 @@ echo "== test split, dropout off"
 ./build/client/mcdrop-client eval --target "127.0.0.1:$port" --file "$tmp/test.csv" --deterministic
 echo "== rotation, noise and out-of-distribution detection"
 /usr/bin/python3 experiments/digits/uncertainty.py --client build/client/mcdrop-client \
-  --target "127.0.0.1:$port" --test "$tmp/test.csv" --out docs/figures --samples 100
-gnuplot -e "dir='docs/figures'" experiments/digits/plot.gp
+  --target "127.0.0.1:$port" --test "$tmp/test.csv" --out "${MCDROP_FIGURES:-docs/figures}" --samples 100
+gnuplot -e "dir='${MCDROP_FIGURES:-docs/figures}'" experiments/digits/plot.gp
 echo "wrote docs/figures/digits_uncertainty.svg"

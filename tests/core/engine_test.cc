@@ -588,6 +588,18 @@ TEST(EngineTest, SmallRequestsRunInlineWithIdenticalResults) {
   });
   finished.WaitForNotification();
   EXPECT_NE(ran_on, std::this_thread::get_id());
+  // With inlining off, even the smallest request goes to the pool.
+  Engine pooled_only({.threads = 1, .inline_small_requests = false});
+  opt.samples = 100;
+  testing::Notification answered;
+  pooled_only.PredictAsync(model, View(x), opt,
+                           [&](absl::StatusOr<Prediction> p) {
+                             ran_on = std::this_thread::get_id();
+                             EXPECT_EQ(p->mean, inline_result->mean);
+                             answered.Notify();
+                           });
+  answered.WaitForNotification();
+  EXPECT_NE(ran_on, std::this_thread::get_id());
 }
 
 TEST(EngineTest, IntervalsEqualThoseOfTheReturnedSamples) {
