@@ -12,14 +12,15 @@
 #include <cmath>
 #include <unsupported/Eigen/SpecialFunctions>
 
-#include "core/model.h"
+#include "core/layers.h"
 
 namespace mcdrop::nn {
 
 // z = act(z), in place. `z` may be a matrix, a Map or a block, of any scalar
 // type.
 template <typename Derived>
-void Activate(Activation activation, Eigen::DenseBase<Derived>& z) {
+void Activate(Activation activation, Eigen::DenseBase<Derived>& z,
+              float negative_slope = 0.01f) {
   using Scalar = typename Derived::Scalar;
   switch (activation) {
     case Activation::kRelu:
@@ -37,6 +38,11 @@ void Activate(Activation activation, Eigen::DenseBase<Derived>& z) {
           (Scalar(1) + (z.derived().array() * Scalar(M_SQRT1_2)).erf());
       break;
     case Activation::kIdentity:
+      break;
+    case Activation::kLeakyRelu:
+      z = (z.derived().array() > Scalar(0))
+              .select(z.derived().array(),
+                      z.derived().array() * Scalar(negative_slope));
       break;
   }
 }

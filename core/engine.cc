@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/activation.h"
 #include "core/mask.h"
+#include "core/stage.h"
 
 namespace mcdrop {
 namespace {
@@ -25,13 +26,6 @@ using MatrixMap = Eigen::Map<Eigen::MatrixXf, Eigen::Aligned32>;
 constexpr int kColumnAlign = 8;
 
 int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-template <typename Block>
-void AddBiasAndActivate(Block&& z, const Eigen::VectorXf& bias,
-                        Activation activation, bool last) {
-  z.colwise() += bias;
-  if (!last) nn::Activate(activation, z);
-}
 
 // Softmax of one column of logits in double precision; returns the entropy of
 // the distribution (0 log 0 = 0) and writes the probabilities and argmax.
@@ -66,6 +60,8 @@ struct Engine::Workspace {
   std::vector<float, Eigen::aligned_allocator<float>> a, b;
   std::vector<uint8_t> bits;
   std::vector<MaskColumn> columns;
+  std::vector<float> channel;  // dropout2d's per-channel factors
+  std::vector<float> patches;  // a convolution's patches
   IntervalScratch intervals;
 };
 
@@ -90,7 +86,7 @@ struct Engine::Request {
   Callback done;
 
   // Plan, fixed before any tile runs.
-  int B = 0, D = 0, T = 0, L = 0, first = 0;
+  int B = 0, D = 0, T = 0, L = 0, first = 0, max_channels = 1;
   bool keep_samples = false;  // for return_samples or intervals
   int rows_per_tile = 1, samples_per_tile = 1, chunks = 1, num_tiles = 0;
   int64_t max_cols = 0;
@@ -222,7 +218,7 @@ bool RunsInline(const Model& model, int64_t rows, const PredictOptions& opt) {
       opt.mode == PredictMode::kMonteCarlo ? std::max(opt.samples, 1) : 1;
   const int first = opt.mode == PredictMode::kMonteCarlo
                         ? model.first_stochastic_layer()
-                        : model.num_layers();
+                        : model.num_stages();
   const int64_t macs =
       rows * (model.MultiplyAdds() - model.MultiplyAdds(first)) +
       rows * passes * model.MultiplyAdds(first);
@@ -264,26 +260,50 @@ namespace {
 // deterministic mode.
 Eigen::MatrixXf ForwardDeterministic(const Model& model, Eigen::MatrixXf h,
                                      int from, int to) {
+  std::vector<float> scratch;
   for (int l = from; l < to; ++l) {
-    const DenseLayer& layer = model.layers()[l];
-    Eigen::MatrixXf z = layer.weight * h;
-    AddBiasAndActivate(z, layer.bias, model.activation(),
-                       l == model.num_layers() - 1);
+    const Stage& stage = model.stages()[l];
+    Eigen::MatrixXf z;
+    if (stage.op == Stage::Op::kDense) {
+      // Eigen's product, as the prefix has always been computed.
+      z = stage.weight * h;
+      z.colwise() += stage.bias;
+      nn::Activate(stage.activation, z, stage.negative_slope);
+    } else {
+      z.resize(stage.out.size(), h.cols());
+      RunStage(stage, h.data(), h.cols(), z.data(), &scratch);
+    }
     h = std::move(z);
   }
   return h;
 }
 
-// Standardised inputs as columns: [Q x B].
+// Standardised inputs as columns: [Q x B], images reordered from the
+// request's CHW to the engine's HWC (core/layers.h).
 Eigen::MatrixXf StandardisedColumns(const Model& model,
                                     const InputMatrix& inputs) {
   Eigen::MatrixXf x = inputs.transpose();
   const ModelSpec& spec = model.spec();
-  if (spec.input_mean.size() != 0) {
+  const Shape shape = model.input_shape();
+  if (spec.input_mean.size() == x.rows()) {
     x.colwise() -= spec.input_mean;
     x.array().colwise() /= spec.input_std.array();
+  } else if (spec.input_mean.size() != 0) {  // per channel
+    const int64_t area = static_cast<int64_t>(shape.h) * shape.w;
+    for (int c = 0; c < shape.c; ++c) {
+      x.middleRows(c * area, area).array() -= spec.input_mean[c];
+      x.middleRows(c * area, area).array() /= spec.input_std[c];
+    }
   }
-  return x;
+  if (shape.flat()) return x;
+  Eigen::MatrixXf hwc(x.rows(), x.cols());
+  int64_t chw = 0;
+  for (int c = 0; c < shape.c; ++c)
+    for (int y = 0; y < shape.h; ++y)
+      for (int w = 0; w < shape.w; ++w)
+        hwc.row((static_cast<int64_t>(y) * shape.w + w) * shape.c + c) =
+            x.row(chw++);
+  return hwc;
 }
 
 }  // namespace
@@ -301,7 +321,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
   }
   req->B = static_cast<int>(req->inputs().rows());
   req->D = model.output_size();
-  req->L = model.num_layers();
+  req->L = model.num_stages();
   const bool classification = model.task() == Task::kClassification;
   const bool mc = opt.mode == PredictMode::kMonteCarlo;
   req->T = mc ? opt.samples : 1;
@@ -405,9 +425,9 @@ void Engine::Start(std::shared_ptr<Request> req) {
   const int groups = (B + R - 1) / R;
   req->num_tiles = groups * req->chunks;
   req->max_cols = RoundUp(static_cast<int64_t>(R) * S, kColumnAlign);
-  for (int l = 0; l < req->L; ++l) {
-    req->masks.emplace_back(opt.seed, static_cast<uint32_t>(l),
-                            model.layers()[l].drop_rate);
+  for (const Stage& stage : model.stages()) {
+    req->masks.emplace_back(opt.seed, stage.mask_layer, stage.drop_rate);
+    req->max_channels = std::max(req->max_channels, stage.in.c);
   }
 
   if (classification) {
@@ -669,6 +689,7 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
   Grow(ws.b, static_cast<size_t>(req.max_width) * req.max_cols);
   Grow(ws.bits, DropoutMask::ScratchSize(req.max_width, req.max_cols));
   Grow(ws.columns, static_cast<size_t>(req.max_cols));
+  Grow(ws.channel, static_cast<size_t>(req.max_channels) * req.max_cols);
   std::chrono::steady_clock::time_point tile_start;
   if (opt.collect_timing) tile_start = std::chrono::steady_clock::now();
   const int S = req.samples_per_tile, R = req.rows_per_tile;
@@ -693,23 +714,19 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
   }
   int64_t mask_ns = 0;
   for (int l = req.first; l < req.L; ++l) {
-    const DenseLayer& layer = model.layers()[l];
-    const int n_in = static_cast<int>(layer.weight.cols());
-    const int n_out = static_cast<int>(layer.weight.rows());
-    if (layer.drop_rate > 0.0f) {
+    const Stage& stage = model.stages()[l];
+    if (stage.drop_rate > 0.0f) {
       std::chrono::steady_clock::time_point t0;
       if (opt.collect_timing) t0 = std::chrono::steady_clock::now();
-      req.masks[l].Apply(in, n_in, n_in, ws.columns.data(), cols,
-                         ws.bits.data());
+      ApplyStageMask(stage, req.masks[l], in, ws.columns.data(), cols,
+                     ws.bits.data(), ws.channel.data());
       if (opt.collect_timing) {
         mask_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
                        std::chrono::steady_clock::now() - t0)
                        .count();
       }
     }
-    model.kernel(l).Apply(in, cols_pad, out_buf);
-    MatrixMap z(out_buf, n_out, cols_pad);
-    AddBiasAndActivate(z, layer.bias, model.activation(), l == req.L - 1);
+    RunStage(stage, in, cols_pad, out_buf, &ws.patches);
     std::swap(in, out_buf);
   }
   if (mask_ns) req.mask_ns.fetch_add(mask_ns, std::memory_order_relaxed);

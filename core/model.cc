@@ -125,6 +125,8 @@ absl::string_view ActivationName(Activation a) {
       return "gelu";
     case Activation::kIdentity:
       return "identity";
+    case Activation::kLeakyRelu:
+      return "leaky_relu";
   }
   return "?";
 }
@@ -147,15 +149,47 @@ absl::StatusOr<Activation> ParseActivation(absl::string_view name) {
                    "\" (expected relu, tanh, sigmoid, gelu or identity)"));
 }
 
-Model::Model(ModelSpec spec) : spec_(std::move(spec)) {
-  first_stochastic_layer_ = num_layers();
-  for (int i = 0; i < num_layers(); ++i) {
-    if (spec_.layers[i].drop_rate > 0.0f) {
-      first_stochastic_layer_ = i;
-      break;
-    }
+Model::Model(ModelSpec spec) : spec_(std::move(spec)) {}
+
+namespace {
+
+// A v1 model's dense stack as stages: stage i is layer i with its input
+// dropout (mask layer i) and the hidden activation, none on the last.
+absl::StatusOr<std::vector<Stage>> DenseStages(const ModelSpec& spec) {
+  std::vector<Stage> stages;
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const DenseLayer& l = spec.layers[i];
+    Stage s;
+    s.op = Stage::Op::kDense;
+    s.in = Shape{static_cast<int>(l.weight.cols()), 1, 1};
+    s.out = Shape{static_cast<int>(l.weight.rows()), 1, 1};
+    s.drop_rate = l.drop_rate;
+    s.mask_layer = static_cast<uint32_t>(i);
+    s.activation =
+        i + 1 < spec.layers.size() ? spec.activation : Activation::kIdentity;
+    s.weight = l.weight;
+    s.bias = l.bias;
+    s.multiply_adds = l.weight.size();
+    auto kernel = DenseKernel::Create(l.weight, spec.precision);
+    if (!kernel.ok()) return kernel.status();
+    s.kernels.push_back(std::shared_ptr<const DenseKernel>(*std::move(kernel)));
+    stages.push_back(std::move(s));
   }
+  return stages;
 }
+
+absl::StatusOr<Shape> InputShape(const std::vector<int>& dims) {
+  if (dims.size() == 1 && dims[0] > 0) return Shape{dims[0], 1, 1};
+  if (dims.size() == 3 && dims[0] > 0 && dims[1] > 0 && dims[2] > 0) {
+    return Shape{dims[0], dims[1], dims[2]};
+  }
+  return MetadataError("input_shape",
+                       absl::StrCat("expected [n] or [C, H, W] of positive "
+                                    "sizes, got [",
+                                    absl::StrJoin(dims, ", "), "]"));
+}
+
+}  // namespace
 
 absl::StatusOr<Model> Model::WithPrecision(Precision precision) const {
   if (precision == spec_.precision) return *this;
@@ -165,6 +199,7 @@ absl::StatusOr<Model> Model::WithPrecision(Precision precision) const {
 }
 
 absl::StatusOr<Model> Model::Create(ModelSpec spec) {
+  if (!spec.graph.empty()) return CreateFromLayerList(std::move(spec));
   if (spec.layers.empty()) {
     return absl::InvalidArgumentError("model has no layers");
   }
@@ -201,7 +236,29 @@ absl::StatusOr<Model> Model::Create(ModelSpec spec) {
     }
   }
   const int in = static_cast<int>(spec.layers.front().weight.cols());
-  const int out = static_cast<int>(spec.layers.back().weight.rows());
+  spec.input_shape = {in};
+  MCDROP_ASSIGN_OR_RETURN(std::vector<Stage> stages, DenseStages(spec));
+  return Finish(std::move(spec), std::move(stages));
+}
+
+absl::StatusOr<Model> Model::CreateFromLayerList(ModelSpec spec) {
+  if (!spec.layers.empty()) {
+    return absl::InvalidArgumentError(
+        "a model has either dense layers (v1) or a layer list (v2), not both");
+  }
+  MCDROP_ASSIGN_OR_RETURN(Shape input, InputShape(spec.input_shape));
+  MCDROP_ASSIGN_OR_RETURN(std::vector<Stage> stages,
+                          CompileStages(spec.graph, input, spec.precision));
+  return Finish(std::move(spec), std::move(stages));
+}
+
+absl::StatusOr<Model> Model::Finish(ModelSpec spec, std::vector<Stage> stages) {
+  const Shape input = *InputShape(spec.input_shape);
+  const int in = static_cast<int>(input.size());
+  const int out = static_cast<int>(stages.back().out.size());
+  // Images may be standardised per channel ([C] vectors) or per value.
+  const int mean_size =
+      spec.input_mean.size() == input.c && !input.flat() ? input.c : in;
   if ((spec.input_mean.size() == 0) != (spec.input_std.size() == 0)) {
     return absl::InvalidArgumentError(
         "input_mean and input_std must be given together");
@@ -210,8 +267,10 @@ absl::StatusOr<Model> Model::Create(ModelSpec spec) {
     return absl::InvalidArgumentError(
         "output_mean and output_std must be given together");
   }
-  MCDROP_RETURN_IF_ERROR(CheckVector(spec.input_mean, in, "input_mean", false));
-  MCDROP_RETURN_IF_ERROR(CheckVector(spec.input_std, in, "input_std", true));
+  MCDROP_RETURN_IF_ERROR(
+      CheckVector(spec.input_mean, mean_size, "input_mean", false));
+  MCDROP_RETURN_IF_ERROR(
+      CheckVector(spec.input_std, mean_size, "input_std", true));
   MCDROP_RETURN_IF_ERROR(
       CheckVector(spec.output_mean, out, "output_mean", false));
   MCDROP_RETURN_IF_ERROR(CheckVector(spec.output_std, out, "output_std", true));
@@ -236,41 +295,28 @@ absl::StatusOr<Model> Model::Create(ModelSpec spec) {
         "metadata \"default_samples\" must be >= 0");
   }
   Model model(std::move(spec));
-  for (const DenseLayer& layer : model.spec_.layers) {
-    auto kernel = DenseKernel::Create(layer.weight, model.spec_.precision);
-    if (!kernel.ok()) return kernel.status();
-    model.kernels_.push_back(*std::move(kernel));
+  model.input_shape_ = input;
+  model.first_stochastic_layer_ = static_cast<int>(stages.size());
+  for (size_t i = 0; i < stages.size(); ++i) {
+    if (stages[i].drop_rate > 0.0f) {
+      model.first_stochastic_layer_ = static_cast<int>(i);
+      break;
+    }
   }
+  model.stages_ = std::make_shared<const std::vector<Stage>>(std::move(stages));
   return model;
 }
 
 namespace {
 
-absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
+// Format v1: layers.{i}.weight / bias, "activation" and "dropout".
+absl::Status ReadDenseStack(const Safetensors& st, ModelSpec* out) {
+  ModelSpec& spec = *out;
   const auto& meta = st.metadata();
   auto get = [&](const std::string& key) -> const std::string* {
     auto it = meta.find(key);
     return it == meta.end() ? nullptr : &it->second;
   };
-  ModelSpec spec;
-
-  const std::string* format = get("format");
-  if (format == nullptr) {
-    return MetadataError(
-        "format", absl::StrCat("missing (expected \"", kModelFormat, "\")"));
-  }
-  if (*format != kModelFormat) {
-    return MetadataError(
-        "format", absl::StrCat("is \"", *format, "\", this build reads \"",
-                               kModelFormat, "\""));
-  }
-  const std::string* task = get("task");
-  if (task == nullptr) return MetadataError("task", "missing");
-  auto parsed_task = ParseTask(*task);
-  if (!parsed_task.ok())
-    return MetadataError("task", parsed_task.status().message());
-  spec.task = *parsed_task;
-
   const std::string* activation = get("activation");
   if (activation == nullptr) return MetadataError("activation", "missing");
   auto parsed_act = ParseActivation(*activation);
@@ -347,6 +393,162 @@ absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
     }
     spec.layers[i].drop_rate = static_cast<float>(rates[i]);
   }
+  return absl::OkStatus();
+}
+
+// The tensors a layer of kind `kind` may have, and which are required.
+struct LayerTensor {
+  const char* suffix;
+  bool required;
+};
+std::vector<LayerTensor> TensorsOf(LayerKind kind) {
+  switch (kind) {
+    case LayerKind::kDense:
+    case LayerKind::kConv2d:
+      return {{"weight", true}, {"bias", false}};
+    case LayerKind::kBatchNorm:
+      return {{"weight", true},
+              {"bias", true},
+              {"running_mean", true},
+              {"running_var", true}};
+    default:
+      return {};
+  }
+}
+
+absl::StatusOr<std::vector<int>> ParseIntList(const std::string& key,
+                                              const std::string& text) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  std::vector<int> out;
+  if (j.is_array() && j.size() <= 8) {
+    for (const auto& v : j) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 1 ||
+          v.get<int64_t>() > (1 << 24)) {
+        break;
+      }
+      out.push_back(static_cast<int>(v.get<int64_t>()));
+    }
+    if (out.size() == j.size()) return out;
+  }
+  return MetadataError(key, absl::StrCat("expected a JSON list of positive "
+                                         "integers, got \"",
+                                         text, "\""));
+}
+
+// Format v2: "input_shape", the "layers" list and layers.{i}.{tensor}.
+absl::Status ReadLayerList(const Safetensors& st, ModelSpec* spec) {
+  const auto& meta = st.metadata();
+  auto shape_it = meta.find("input_shape");
+  if (shape_it == meta.end()) {
+    return MetadataError("input_shape", "missing (e.g. \"[1, 28, 28]\")");
+  }
+  MCDROP_ASSIGN_OR_RETURN(spec->input_shape,
+                          ParseIntList("input_shape", shape_it->second));
+  auto layers_it = meta.find("layers");
+  if (layers_it == meta.end()) return MetadataError("layers", "missing");
+  MCDROP_ASSIGN_OR_RETURN(spec->graph, ParseLayerList(layers_it->second));
+  std::set<std::string> used = {"input_mean", "input_std", "output_mean",
+                                "output_std"};
+  for (size_t i = 0; i < spec->graph.size(); ++i) {
+    LayerDef& l = spec->graph[i];
+    for (const LayerTensor& t : TensorsOf(l.kind)) {
+      const std::string name = absl::StrCat("layers.", i, ".", t.suffix);
+      if (!st.tensors().count(name)) {
+        if (t.required) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("layer ", i, " (", LayerKindName(l.kind),
+                           "): missing tensor \"", name, "\""));
+        }
+        continue;
+      }
+      used.insert(name);
+      std::vector<int64_t> shape;
+      MCDROP_ASSIGN_OR_RETURN(std::vector<float> v,
+                              ReadTensor(st, name, &shape));
+      const std::string suffix = t.suffix;
+      if (suffix == "weight" && l.kind != LayerKind::kBatchNorm) {
+        const size_t rank = l.kind == LayerKind::kDense ? 2 : 4;
+        bool ok = shape.size() == rank;
+        for (int64_t d : shape) ok = ok && d > 0;
+        if (!ok) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "tensor \"", name, "\" must have shape ",
+              rank == 2 ? "[out, in]"
+                        : "[out_channels, in_channels / groups, "
+                          "kernel_h, kernel_w]",
+              " of positive sizes; has [", absl::StrJoin(shape, ", "), "]"));
+        }
+        const int64_t cols = static_cast<int64_t>(v.size()) / shape[0];
+        l.weight = Eigen::Map<RowMajorMatrixXf>(v.data(), shape[0], cols);
+        l.out = static_cast<int>(shape[0]);
+        if (rank == 4) {
+          l.kernel = {static_cast<int>(shape[2]), static_cast<int>(shape[3])};
+        }
+        continue;
+      }
+      if (shape.size() != 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor \"", name, "\" must have rank 1, has shape [",
+                         absl::StrJoin(shape, ", "), "]"));
+      }
+      Eigen::VectorXf vec = Eigen::Map<Eigen::VectorXf>(
+          v.data(), static_cast<Eigen::Index>(v.size()));
+      if (l.kind == LayerKind::kBatchNorm) {
+        if (suffix == "weight") l.gamma = std::move(vec);
+        if (suffix == "bias") l.bias = std::move(vec);
+        if (suffix == "running_mean") l.mean = std::move(vec);
+        if (suffix == "running_var") l.var = std::move(vec);
+      } else {
+        l.bias = std::move(vec);
+      }
+    }
+    if ((l.kind == LayerKind::kDense || l.kind == LayerKind::kConv2d) &&
+        l.bias.size() == 0) {
+      l.bias = Eigen::VectorXf::Zero(l.out);
+    }
+  }
+  for (const auto& [name, info] : st.tensors()) {
+    if (!used.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", name,
+          "\" belongs to no layer of the list (a layer's tensors are "
+          "layers.{i}.weight, bias, running_mean, running_var)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
+  const auto& meta = st.metadata();
+  auto get = [&](const std::string& key) -> const std::string* {
+    auto it = meta.find(key);
+    return it == meta.end() ? nullptr : &it->second;
+  };
+  ModelSpec spec;
+
+  const std::string* format = get("format");
+  if (format == nullptr) {
+    return MetadataError(
+        "format", absl::StrCat("missing (expected \"", kModelFormat, "\")"));
+  }
+  if (*format != kModelFormat && *format != kModelFormatV2) {
+    return MetadataError(
+        "format",
+        absl::StrCat("is \"", *format, "\", this build reads \"", kModelFormat,
+                     "\" and \"", kModelFormatV2, "\""));
+  }
+  const std::string* task = get("task");
+  if (task == nullptr) return MetadataError("task", "missing");
+  auto parsed_task = ParseTask(*task);
+  if (!parsed_task.ok())
+    return MetadataError("task", parsed_task.status().message());
+  spec.task = *parsed_task;
+
+  if (*format == kModelFormat) {
+    MCDROP_RETURN_IF_ERROR(ReadDenseStack(st, &spec));
+  } else {
+    MCDROP_RETURN_IF_ERROR(ReadLayerList(st, &spec));
+  }
 
   for (const char* name :
        {"input_mean", "input_std", "output_mean", "output_std"}) {
@@ -385,8 +587,9 @@ absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
   if (const std::string* n = get("name")) spec.name = *n;
   if (const std::string* d = get("description")) spec.description = *d;
   static const std::set<std::string> kKnown = {
-      "format",          "task", "activation",  "dropout",  "tau",
-      "default_samples", "name", "description", "precision"};
+      "format",          "task", "activation",  "dropout",   "tau",
+      "default_samples", "name", "description", "precision", "input_shape",
+      "layers"};
   for (const auto& [k, v] : meta) {
     if (!kKnown.count(k)) spec.extra_metadata[k] = v;
   }
@@ -415,7 +618,28 @@ absl::StatusOr<std::string> Model::ToBytes() const {
   auto vec = [](const Eigen::VectorXf& v) {
     return std::vector<float>(v.data(), v.data() + v.size());
   };
-  for (int i = 0; i < num_layers(); ++i) {
+  for (size_t i = 0; i < spec_.graph.size(); ++i) {
+    const LayerDef& l = spec_.graph[i];
+    const std::string prefix = absl::StrCat("layers.", i, ".");
+    if (l.kind == LayerKind::kDense || l.kind == LayerKind::kConv2d) {
+      RowMajorMatrixXf w = l.weight;
+      std::vector<int64_t> shape = {w.rows(), w.cols()};
+      if (l.kind == LayerKind::kConv2d) {
+        const int64_t area = static_cast<int64_t>(l.kernel[0]) * l.kernel[1];
+        shape = {w.rows(), w.cols() / area, l.kernel[0], l.kernel[1]};
+      }
+      tensors.push_back({prefix + "weight", shape,
+                         std::vector<float>(w.data(), w.data() + w.size())});
+      tensors.push_back({prefix + "bias", {l.bias.size()}, vec(l.bias)});
+    } else if (l.kind == LayerKind::kBatchNorm) {
+      tensors.push_back({prefix + "weight", {l.gamma.size()}, vec(l.gamma)});
+      tensors.push_back({prefix + "bias", {l.bias.size()}, vec(l.bias)});
+      tensors.push_back(
+          {prefix + "running_mean", {l.mean.size()}, vec(l.mean)});
+      tensors.push_back({prefix + "running_var", {l.var.size()}, vec(l.var)});
+    }
+  }
+  for (size_t i = 0; i < spec_.layers.size(); ++i) {
     const DenseLayer& l = spec_.layers[i];
     RowMajorMatrixXf w = l.weight;
     tensors.push_back({absl::StrCat("layers.", i, ".weight"),
@@ -437,13 +661,20 @@ absl::StatusOr<std::string> Model::ToBytes() const {
         {"output_std", {spec_.output_std.size()}, vec(spec_.output_std)});
   }
   std::map<std::string, std::string> meta = spec_.extra_metadata;
-  meta["format"] = std::string(kModelFormat);
   meta["task"] = std::string(TaskName(spec_.task));
-  meta["activation"] = std::string(ActivationName(spec_.activation));
-  std::vector<std::string> rates;
-  for (const DenseLayer& l : spec_.layers)
-    rates.push_back(Shortest(l.drop_rate));
-  meta["dropout"] = absl::StrCat("[", absl::StrJoin(rates, ", "), "]");
+  if (has_layer_list()) {
+    meta["format"] = std::string(kModelFormatV2);
+    meta["input_shape"] =
+        absl::StrCat("[", absl::StrJoin(spec_.input_shape, ", "), "]");
+    meta["layers"] = LayerListJson(spec_.graph);
+  } else {
+    meta["format"] = std::string(kModelFormat);
+    meta["activation"] = std::string(ActivationName(spec_.activation));
+    std::vector<std::string> rates;
+    for (const DenseLayer& l : spec_.layers)
+      rates.push_back(Shortest(l.drop_rate));
+    meta["dropout"] = absl::StrCat("[", absl::StrJoin(rates, ", "), "]");
+  }
   if (spec_.task == Task::kRegression || spec_.tau > 0)
     meta["tau"] = Shortest(spec_.tau);
   if (spec_.default_samples > 0)
@@ -462,16 +693,13 @@ absl::Status Model::Save(const std::string& path) const {
 
 std::vector<int> Model::widths() const {
   std::vector<int> w = {input_size()};
-  for (const DenseLayer& l : spec_.layers)
-    w.push_back(static_cast<int>(l.weight.rows()));
+  for (const Stage& s : stages()) w.push_back(static_cast<int>(s.out.size()));
   return w;
 }
 
 int64_t Model::MultiplyAdds(int from) const {
   int64_t n = 0;
-  for (int i = from; i < num_layers(); ++i) {
-    n += static_cast<int64_t>(spec_.layers[i].weight.size());
-  }
+  for (int i = from; i < num_stages(); ++i) n += stages()[i].multiply_adds;
   return n;
 }
 

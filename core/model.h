@@ -3,7 +3,8 @@
 // A trained Monte-Carlo-dropout network and its file format
 // (docs/model-format.md).
 //
-// A model is a stack of dense layers. Layer i computes
+// A v1 model is a stack of dense layers (a v2 model is a layer list, see
+// core/layers.h; both run as compiled stages). Layer i of a v1 model computes
 //
 //   h_{i+1} = act_i(W_i * drop_{p_i}(h_i) + b_i)
 //
@@ -28,11 +29,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/dense_kernel.h"
+#include "core/layers.h"
 
 namespace mcdrop {
 
 enum class Task { kRegression, kClassification };
-enum class Activation { kRelu, kTanh, kSigmoid, kGelu, kIdentity };
 
 absl::string_view TaskName(Task task);
 absl::string_view ActivationName(Activation activation);
@@ -41,6 +42,8 @@ absl::StatusOr<Activation> ParseActivation(absl::string_view name);
 
 // The value of the `format` metadata key this code reads and writes.
 inline constexpr absl::string_view kModelFormat = "mcdrop.v1";
+// ... for models given as a layer list (ModelSpec::graph).
+inline constexpr absl::string_view kModelFormatV2 = "mcdrop.v2";
 
 struct DenseLayer {
   Eigen::MatrixXf weight;  // [out x in]
@@ -52,8 +55,14 @@ struct DenseLayer {
 // trainer) and call Model::Create to validate it.
 struct ModelSpec {
   Task task = Task::kRegression;
+  // Format v1: a stack of dense layers with one hidden activation.
   Activation activation = Activation::kRelu;
   std::vector<DenseLayer> layers;
+  // Format v2: a layer list on inputs of `input_shape` ([C, H, W] for
+  // images, [n] for tables). When `graph` is non-empty, `layers` must be
+  // empty and `activation` is unused.
+  std::vector<LayerDef> graph;
+  std::vector<int> input_shape;
   // Standardisation; empty vectors mean "none".
   Eigen::VectorXf input_mean, input_std;    // [in]
   Eigen::VectorXf output_mean, output_std;  // [out], regression only
@@ -102,31 +111,47 @@ class Model {
   const ModelSpec& spec() const { return spec_; }
   Task task() const { return spec_.task; }
   Activation activation() const { return spec_.activation; }
+  // v1 models: the dense stack (empty for a v2 model).
   const std::vector<DenseLayer>& layers() const { return spec_.layers; }
-  int num_layers() const { return static_cast<int>(spec_.layers.size()); }
-  int input_size() const {
-    return static_cast<int>(spec_.layers.front().weight.cols());
+  // True for a v2 (layer-list) model.
+  bool has_layer_list() const { return !spec_.graph.empty(); }
+  // The computing stages (for a v1 model, one per dense layer).
+  const std::vector<Stage>& stages() const { return *stages_; }
+  int num_stages() const { return static_cast<int>(stages_->size()); }
+  // Number of layers: dense layers (v1) or entries of the layer list (v2).
+  int num_layers() const {
+    return static_cast<int>(has_layer_list() ? spec_.graph.size()
+                                             : spec_.layers.size());
   }
+  // The shape of one input example ([n, 1, 1] for tables) and its size.
+  Shape input_shape() const { return input_shape_; }
+  int input_size() const { return static_cast<int>(input_shape_.size()); }
   int output_size() const {
-    return static_cast<int>(spec_.layers.back().weight.rows());
+    return static_cast<int>(stages_->back().out.size());
   }
   double tau() const { return spec_.tau; }
   Precision precision() const { return spec_.precision; }
-  // Index of the first layer with a nonzero drop rate, or num_layers() if the
-  // model has no dropout at all. Layers before it are deterministic.
+  // Index of the first stage with a nonzero drop rate, or num_stages() if
+  // the model has no dropout at all. Stages before it are deterministic.
   int first_stochastic_layer() const { return first_stochastic_layer_; }
-  // Widths h_0 .. h_L: input size, then each layer's output size.
+  // Widths h_0 .. h_S: input size, then each stage's output size (values
+  // per example).
   std::vector<int> widths() const;
-  // Multiply-adds of one forward pass from layer `from` on.
+  // Multiply-adds of one forward pass from stage `from` on.
   int64_t MultiplyAdds(int from = 0) const;
-  // Layer l's products (weights packed for this CPU when the model was
-  // made; shared by copies of the model).
-  const DenseKernel& kernel(int l) const { return *kernels_[l]; }
+  // Stage l's products, for a dense stage (weights packed for this CPU when
+  // the model was made; shared by copies of the model).
+  const DenseKernel& kernel(int l) const { return *stages()[l].kernels[0]; }
 
  private:
   explicit Model(ModelSpec spec);
+  static absl::StatusOr<Model> CreateFromLayerList(ModelSpec spec);
+  // Checks what v1 and v2 share (standardisation, task head) and builds.
+  static absl::StatusOr<Model> Finish(ModelSpec spec,
+                                      std::vector<Stage> stages);
   ModelSpec spec_;
-  std::vector<std::shared_ptr<const DenseKernel>> kernels_;
+  std::shared_ptr<const std::vector<Stage>> stages_;
+  Shape input_shape_;
   int first_stochastic_layer_ = 0;
 };
 

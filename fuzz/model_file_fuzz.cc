@@ -24,7 +24,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       again->activation() != model->activation()) {
     std::abort();
   }
-  for (int i = 0; i < model->num_layers(); ++i) {
+  // Every format (v1 stacks, v2 layer lists) writes back to the same bytes.
+  auto bytes_again = again->ToBytes();
+  if (!bytes_again.ok() || *bytes_again != *bytes) std::abort();
+  for (size_t i = 0; i < model->layers().size(); ++i) {
     const auto& w = model->layers()[i].weight;
     const auto& w2 = again->layers()[i].weight;
     const auto& b = model->layers()[i].bias;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace mcdrop::server {
 namespace {
@@ -29,8 +30,32 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
                                     const Model& model, const Limits& limits,
                                     int* rows, PredictOptions* opt) {
   const int q = model.input_size();
+  const Shape image = model.input_shape();
+  // The shape of one example as the request states it, after the rows.
+  auto matches_image = [&](int from) {
+    return !image.flat() && req.shape(from) == image.c &&
+           req.shape(from + 1) == image.h && req.shape(from + 2) == image.w;
+  };
+  const std::string accepted =
+      image.flat()
+          ? absl::StrCat("[rows, ", q, "] (or [", q, "] for one row)")
+          : absl::StrCat("[rows, ", image.c, ", ", image.h, ", ", image.w,
+                         "], [", image.c, ", ", image.h, ", ", image.w,
+                         "] for one image, or flat [rows, ", q, "]");
   int64_t b;
-  if (req.shape_size() == 1) {
+  if (!image.flat()) {
+    if (req.shape_size() == 2 && req.shape(1) == q) {
+      b = req.shape(0);
+    } else if (req.shape_size() == 3 && matches_image(0)) {
+      b = 1;
+    } else if (req.shape_size() == 4 && matches_image(1)) {
+      b = req.shape(0);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "shape [", absl::StrJoin(req.shape(), ", "),
+          "] does not match the model's input: expected ", accepted));
+    }
+  } else if (req.shape_size() == 1) {
     b = 1;
     if (req.shape(0) != q) {
       return absl::InvalidArgumentError(
@@ -45,9 +70,8 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
           " values per row, not ", req.shape(1)));
     }
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("shape must be [rows, ", q, "] (or [", q,
-                     "] for one row); got ", req.shape_size(), " dimensions"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shape must be ", accepted, "; got ", req.shape_size(), " dimensions"));
   }
   if (b < 1) {
     return absl::InvalidArgumentError(absl::StrCat(

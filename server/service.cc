@@ -78,8 +78,20 @@ void DescribeModel(const ServedModel& served, bool is_default,
   out->set_input_size(m.input_size());
   out->set_output_size(m.output_size());
   for (int w : m.widths()) out->add_layer_sizes(w);
-  out->set_activation(std::string(ActivationName(m.activation())));
-  for (const DenseLayer& l : m.layers()) out->add_dropout(l.drop_rate);
+  const Shape shape = m.input_shape();
+  out->add_input_shape(shape.c);
+  if (!shape.flat()) {
+    out->add_input_shape(shape.h);
+    out->add_input_shape(shape.w);
+  }
+  if (m.has_layer_list()) {
+    out->set_format(std::string(kModelFormatV2));
+    out->set_layers(LayerListJson(m.spec().graph));
+  } else {
+    out->set_format(std::string(kModelFormat));
+    out->set_activation(std::string(ActivationName(m.activation())));
+  }
+  for (const Stage& s : m.stages()) out->add_dropout(s.drop_rate);
   if (m.task() == Task::kRegression) out->set_tau(m.tau());
   out->set_default_samples(m.spec().default_samples);
   out->set_precision(std::string(PrecisionName(m.precision())));

@@ -36,13 +36,20 @@ namespace {
 int Info(const mcdrop::Model& model) {
   const mcdrop::ModelSpec& s = model.spec();
   std::vector<std::string> drops;
-  for (const auto& l : model.layers())
-    drops.push_back(absl::StrFormat("%g", l.drop_rate));
+  for (const mcdrop::Stage& st : model.stages())
+    drops.push_back(absl::StrFormat("%g", st.drop_rate));
   absl::PrintF("name:        %s\n", s.name.empty() ? "(none)" : s.name);
   absl::PrintF("description: %s\n", s.description);
   absl::PrintF("task:        %s\n", mcdrop::TaskName(model.task()));
   absl::PrintF("layers:      %s\n", absl::StrJoin(model.widths(), " -> "));
-  absl::PrintF("activation:  %s\n", mcdrop::ActivationName(model.activation()));
+  if (model.has_layer_list()) {
+    const mcdrop::Shape in = model.input_shape();
+    absl::PrintF("input shape: [%d, %d, %d]\n", in.c, in.h, in.w);
+    absl::PrintF("layer list:  %s\n", mcdrop::LayerListJson(s.graph));
+  } else {
+    absl::PrintF("activation:  %s\n",
+                 mcdrop::ActivationName(model.activation()));
+  }
   absl::PrintF("dropout:     [%s]\n", absl::StrJoin(drops, ", "));
   if (model.task() == mcdrop::Task::kRegression)
     absl::PrintF("tau:         %g\n", model.tau());

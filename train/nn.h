@@ -55,6 +55,9 @@ void ActivationBackward(Activation activation, const Matrix<Scalar>& z,
     case Activation::kIdentity:
       *dz = da;
       break;
+    case Activation::kLeakyRelu:  // the trainer uses the default slope
+      *dz = (z.array() > Scalar(0)).select(da, da * Scalar(0.01));
+      break;
   }
 }
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <random>
 #include <regex>
 #include <thread>
 
@@ -385,6 +386,112 @@ TEST_F(ServerTest, HealthTurnsNotServingWhileDraining) {
       grpc::StatusCode::UNAVAILABLE);
 }
 
+// A small convolutional classifier (format v2) on 1 x 6 x 6 images.
+std::string ConvClassifierPath() {
+  static const std::string path = [] {
+    std::mt19937 rng(4);
+    std::normal_distribution<float> normal(0.0f, 0.5f);
+    auto random = [&](int r, int c) {
+      return Eigen::MatrixXf(
+          Eigen::MatrixXf::NullaryExpr(r, c, [&] { return normal(rng); }));
+    };
+    ModelSpec spec;
+    spec.task = Task::kClassification;
+    spec.input_shape = {1, 6, 6};
+    LayerDef conv;
+    conv.kind = LayerKind::kConv2d;
+    conv.out = 2;
+    conv.kernel = {3, 3};
+    conv.weight = random(2, 9);
+    conv.bias = Eigen::VectorXf::Zero(2);
+    LayerDef relu;
+    relu.kind = LayerKind::kActivation;
+    relu.activation = Activation::kRelu;
+    LayerDef pool;
+    pool.kind = LayerKind::kMaxPool2d;
+    pool.kernel = pool.stride = {2, 2};
+    LayerDef flatten, drop, dense;
+    flatten.kind = LayerKind::kFlatten;
+    drop.kind = LayerKind::kDropout;
+    drop.rate = 0.3f;
+    dense.kind = LayerKind::kDense;
+    dense.out = 3;
+    dense.weight = random(3, 8);
+    dense.bias = Eigen::VectorXf::Zero(3);
+    spec.graph = {conv, relu, pool, flatten, drop, dense};
+    const std::string p = ::testing::TempDir() + "/conv.safetensors";
+    auto m = Model::Create(spec);
+    EXPECT_TRUE(m.ok() && m->Save(p).ok()) << m.status();
+    return p;
+  }();
+  return path;
+}
+
+// Images as [rows, C, H, W], [C, H, W] or flat rows give the engine's
+// answer; the metadata describes the layer list.
+TEST(ConvModelServerTest, ImagesInAnyAcceptedShape) {
+  ServerOptions o;
+  o.models = {"conv=" + ConvClassifierPath()};
+  o.host = "127.0.0.1";
+  o.port = 0;
+  o.metrics_address = "127.0.0.1:0";
+  o.threads = 2;
+  auto server = Server::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::Inference::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                          grpc::InsecureChannelCredentials()));
+  const RowMajorMatrixXf x = testing::RandomInputs(2, 36, 3);
+  auto model = Model::Load(ConvClassifierPath());
+  ASSERT_TRUE(model.ok()) << model.status();
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 50;
+  opt.seed = 8;
+  auto want = engine.Predict(*model, InputMatrix(x.data(), 2, 36), opt);
+  ASSERT_TRUE(want.ok());
+  auto call = [&](std::vector<int64_t> shape, int rows, PredictResponse* r) {
+    PredictRequest req;
+    for (int64_t d : shape) req.add_shape(d);
+    for (int i = 0; i < rows * 36; ++i) req.add_inputs(x.data()[i]);
+    req.set_samples(50);
+    req.set_seed(8);
+    grpc::ClientContext ctx;
+    return stub->Predict(&ctx, req, r);
+  };
+  for (const auto& shape :
+       std::vector<std::vector<int64_t>>{{2, 1, 6, 6}, {2, 36}}) {
+    PredictResponse resp;
+    ASSERT_TRUE(call(shape, 2, &resp).ok());
+    for (int r = 0; r < 2; ++r) {
+      for (int k = 0; k < 3; ++k) {
+        EXPECT_EQ(resp.rows(r).classification().probabilities(k),
+                  want->Mean(r, k));
+      }
+    }
+  }
+  PredictResponse one;
+  ASSERT_TRUE(call({1, 6, 6}, 1, &one).ok());
+  EXPECT_EQ(one.rows(0).classification().probabilities(0), want->Mean(0, 0));
+  PredictResponse bad;
+  grpc::Status s = call({2, 1, 6, 5}, 2, &bad);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(),
+              HasSubstr("expected [rows, 1, 6, 6], [1, 6, 6] for one image"));
+
+  grpc::ClientContext ctx;
+  v1::GetModelMetadataRequest mreq;
+  v1::ModelMetadata meta;
+  ASSERT_TRUE(stub->GetModelMetadata(&ctx, mreq, &meta).ok());
+  EXPECT_THAT(
+      std::vector<int>(meta.input_shape().begin(), meta.input_shape().end()),
+      ::testing::ElementsAre(1, 6, 6));
+  EXPECT_EQ(meta.format(), "mcdrop.v2");
+  EXPECT_THAT(meta.layers(), HasSubstr("\"type\":\"conv2d\""));
+  EXPECT_EQ(meta.input_size(), 36);
+  EXPECT_EQ(meta.activation(), "");
+}
+
 TEST_F(ServerTest, MetadataAndListModels) {
   auto list = client_->ListModels();
   ASSERT_TRUE(list.ok());
@@ -398,6 +505,9 @@ TEST_F(ServerTest, MetadataAndListModels) {
   EXPECT_THAT(std::vector<int>(c.layer_sizes().begin(), c.layer_sizes().end()),
               ::testing::ElementsAre(8, 50, 1));
   EXPECT_EQ(c.activation(), "relu");
+  EXPECT_EQ(c.format(), "mcdrop.v1");
+  EXPECT_THAT(std::vector<int>(c.input_shape().begin(), c.input_shape().end()),
+              ::testing::ElementsAre(8));
   EXPECT_NEAR(c.dropout(0), 0.01, 1e-7);
   EXPECT_NEAR(c.tau(), 0.075, 1e-12);
   EXPECT_EQ(c.default_samples(), 100);

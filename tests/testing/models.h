@@ -57,8 +57,10 @@ inline RowMajorMatrixXf RandomInputs(int rows, int cols, uint32_t seed) {
   return RowMajorMatrixXf::NullaryExpr(rows, cols, [&] { return normal(rng); });
 }
 
-inline float Activate(Activation a, float x) {
+inline float Activate(Activation a, float x, float negative_slope = 0.01f) {
   switch (a) {
+    case Activation::kLeakyRelu:
+      return x > 0 ? x : x * negative_slope;
     case Activation::kRelu:
       return x > 0 ? x : 0;
     case Activation::kTanh:

@@ -1,0 +1,503 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// Format v2 (layer lists): the engine against a plain per-sample reference
+// written here in PyTorch's CHW layout, the seed contract across threads and
+// tilings, the file round trip, and every class of malformed layer list.
+
+#include "core/layers.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/engine.h"
+#include "core/mask.h"
+#include "core/model.h"
+#include "tests/testing/models.h"
+
+namespace mcdrop {
+namespace {
+
+using ::mcdrop::testing::RandomInputs;
+using ::testing::HasSubstr;
+
+Eigen::MatrixXf RandomMatrix(int rows, int cols, float scale,
+                             std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  return Eigen::MatrixXf::NullaryExpr(rows, cols, [&] { return normal(rng); });
+}
+
+Eigen::VectorXf RandomVector(int n, float lo, float hi, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  return Eigen::VectorXf::NullaryExpr(n, [&] { return u(rng); });
+}
+
+LayerDef Conv(int in_c, int out_c, int k, int stride, int pad, int groups,
+              int dilation, std::mt19937& rng) {
+  LayerDef l;
+  l.kind = LayerKind::kConv2d;
+  l.out = out_c;
+  l.kernel = {k, k};
+  l.stride = {stride, stride};
+  l.padding = {pad, pad};
+  l.dilation = {dilation, dilation};
+  l.groups = groups;
+  const int fan_in = in_c / groups * k * k;
+  l.weight = RandomMatrix(out_c, fan_in, 1.0f / std::sqrt(fan_in), rng);
+  l.bias = RandomVector(out_c, -0.1f, 0.1f, rng);
+  return l;
+}
+
+LayerDef Dense(int in, int out, std::mt19937& rng) {
+  LayerDef l;
+  l.kind = LayerKind::kDense;
+  l.out = out;
+  l.weight = RandomMatrix(out, in, 1.0f / std::sqrt(in), rng);
+  l.bias = RandomVector(out, -0.1f, 0.1f, rng);
+  return l;
+}
+
+LayerDef Simple(LayerKind kind, float rate = 0.0f) {
+  LayerDef l;
+  l.kind = kind;
+  l.rate = rate;
+  return l;
+}
+
+LayerDef Act(Activation a, float slope = 0.01f) {
+  LayerDef l;
+  l.kind = LayerKind::kActivation;
+  l.activation = a;
+  l.negative_slope = slope;
+  return l;
+}
+
+LayerDef Pool(LayerKind kind, int k, int stride, int pad) {
+  LayerDef l;
+  l.kind = kind;
+  l.kernel = {k, k};
+  l.stride = {stride, stride};
+  l.padding = {pad, pad};
+  return l;
+}
+
+LayerDef BatchNorm(int c, std::mt19937& rng) {
+  LayerDef l;
+  l.kind = LayerKind::kBatchNorm;
+  l.gamma = RandomVector(c, 0.5f, 1.5f, rng);
+  l.bias = RandomVector(c, -0.2f, 0.2f, rng);
+  l.mean = RandomVector(c, -0.3f, 0.3f, rng);
+  l.var = RandomVector(c, 0.5f, 2.0f, rng);
+  l.eps = 1e-5;
+  return l;
+}
+
+// Every layer kind: conv (padding, groups, dilation, stride), batch_norm
+// folded (after conv) and not folded (after an activation), dropout2d,
+// pooling of both kinds with padding, element-wise dropout on a spatial
+// tensor and after flatten, leaky_relu, gelu, tanh.
+ModelSpec ConvSpec(Task task, uint32_t seed) {
+  std::mt19937 rng(seed);
+  ModelSpec spec;
+  spec.task = task;
+  spec.tau = 4.0;
+  spec.input_shape = {2, 9, 8};
+  std::vector<LayerDef>& g = spec.graph;
+  g.push_back(Conv(2, 4, 3, 1, 1, 1, 1, rng));  // 4 x 9 x 8
+  g.push_back(BatchNorm(4, rng));               // folded
+  g.push_back(Act(Activation::kRelu));
+  g.push_back(Simple(LayerKind::kDropout2d, 0.3f));
+  g.push_back(Pool(LayerKind::kMaxPool2d, 2, 2, 1));  // 4 x 5 x 5
+  g.push_back(Conv(4, 6, 3, 1, 1, 2, 2, rng));        // 6 x 3 x 3
+  g.push_back(Act(Activation::kLeakyRelu, 0.1f));
+  g.push_back(BatchNorm(6, rng));  // not folded
+  g.push_back(Simple(LayerKind::kDropout, 0.2f));
+  g.push_back(Pool(LayerKind::kAvgPool2d, 2, 1, 1));  // 6 x 4 x 4
+  g.push_back(Simple(LayerKind::kFlatten));           // 96
+  g.push_back(Simple(LayerKind::kDropout, 0.25f));
+  g.push_back(Dense(96, 12, rng));
+  g.push_back(Act(Activation::kGelu));
+  g.push_back(Simple(LayerKind::kDropout, 0.1f));
+  g.push_back(Dense(12, 3, rng));
+  spec.input_mean = RandomVector(2, -0.5f, 0.5f, rng);  // per channel
+  spec.input_std = RandomVector(2, 0.5f, 2.0f, rng);
+  return spec;
+}
+
+Model MustCreate(ModelSpec spec) {
+  auto m = Model::Create(std::move(spec));
+  EXPECT_TRUE(m.ok()) << m.status();
+  return *std::move(m);
+}
+
+InputMatrix View(const RowMajorMatrixXf& x) {
+  return InputMatrix(x.data(), x.rows(), x.cols());
+}
+
+// A CHW tensor of one example.
+struct Tensor {
+  int c, h, w;
+  std::vector<double> v;  // (c * h + y) * w + x
+  double& at(int ci, int y, int x) { return v[(ci * h + y) * w + x]; }
+  double at(int ci, int y, int x) const { return v[(ci * h + y) * w + x]; }
+};
+
+// The element's unit number for the mask generator: its index in the
+// engine's channels-last layout (docs/model-format.md).
+uint32_t Unit(const Tensor& t, int c, int y, int x) {
+  return static_cast<uint32_t>((y * t.w + x) * t.c + c);
+}
+
+// One pass of a v2 model on one example, straight from the layer list, in
+// PyTorch's layout, double precision. `flat_from` is the CHW shape a
+// flattened tensor came from (for the element-wise masks' unit numbers).
+std::vector<double> ReferencePassV2(const Model& model, const float* input,
+                                    uint32_t row, uint32_t sample,
+                                    uint64_t seed) {
+  const ModelSpec& spec = model.spec();
+  Tensor t{spec.input_shape[0], spec.input_shape[1], spec.input_shape[2], {}};
+  t.v.assign(input, input + t.c * t.h * t.w);
+  for (int c = 0; c < t.c; ++c)
+    for (int y = 0; y < t.h; ++y)
+      for (int x = 0; x < t.w; ++x)
+        t.at(c, y, x) =
+            (t.at(c, y, x) - spec.input_mean[c]) / spec.input_std[c];
+  bool flat = false;
+  Tensor pre_flatten = t;
+  for (size_t i = 0; i < spec.graph.size(); ++i) {
+    const LayerDef& l = spec.graph[i];
+    switch (l.kind) {
+      case LayerKind::kConv2d: {
+        const int oh = static_cast<int>(WindowOutput(
+            t.h, l.kernel[0], l.stride[0], l.padding[0], l.dilation[0]));
+        const int ow = static_cast<int>(WindowOutput(
+            t.w, l.kernel[1], l.stride[1], l.padding[1], l.dilation[1]));
+        Tensor o{l.out, oh, ow, std::vector<double>(l.out * oh * ow)};
+        const int icg = t.c / l.groups, ocg = l.out / l.groups;
+        for (int oc = 0; oc < l.out; ++oc) {
+          const int g = oc / ocg;
+          for (int oy = 0; oy < oh; ++oy)
+            for (int ox = 0; ox < ow; ++ox) {
+              double acc = l.bias[oc];
+              for (int ic = 0; ic < icg; ++ic)
+                for (int ky = 0; ky < l.kernel[0]; ++ky)
+                  for (int kx = 0; kx < l.kernel[1]; ++kx) {
+                    const int iy =
+                        oy * l.stride[0] - l.padding[0] + ky * l.dilation[0];
+                    const int ix =
+                        ox * l.stride[1] - l.padding[1] + kx * l.dilation[1];
+                    if (iy < 0 || iy >= t.h || ix < 0 || ix >= t.w) continue;
+                    acc += l.weight(
+                               oc, (ic * l.kernel[0] + ky) * l.kernel[1] + kx) *
+                           t.at(g * icg + ic, iy, ix);
+                  }
+              o.at(oc, oy, ox) = acc;
+            }
+        }
+        t = std::move(o);
+        break;
+      }
+      case LayerKind::kMaxPool2d:
+      case LayerKind::kAvgPool2d: {
+        const bool is_max = l.kind == LayerKind::kMaxPool2d;
+        const int oh = static_cast<int>(WindowOutput(
+            t.h, l.kernel[0], l.stride[0], l.padding[0], l.dilation[0]));
+        const int ow = static_cast<int>(WindowOutput(
+            t.w, l.kernel[1], l.stride[1], l.padding[1], l.dilation[1]));
+        Tensor o{t.c, oh, ow, std::vector<double>(t.c * oh * ow)};
+        for (int c = 0; c < t.c; ++c)
+          for (int oy = 0; oy < oh; ++oy)
+            for (int ox = 0; ox < ow; ++ox) {
+              double acc = is_max ? -INFINITY : 0.0;
+              int count = 0;
+              for (int ky = 0; ky < l.kernel[0]; ++ky)
+                for (int kx = 0; kx < l.kernel[1]; ++kx) {
+                  const int iy = oy * l.stride[0] - l.padding[0] + ky;
+                  const int ix = ox * l.stride[1] - l.padding[1] + kx;
+                  ++count;  // count_include_pad (PyTorch's default)
+                  if (iy < 0 || iy >= t.h || ix < 0 || ix >= t.w) continue;
+                  acc = is_max ? std::max(acc, t.at(c, iy, ix))
+                               : acc + t.at(c, iy, ix);
+                }
+              o.at(c, oy, ox) = is_max ? acc : acc / count;
+            }
+        t = std::move(o);
+        break;
+      }
+      case LayerKind::kFlatten:
+        pre_flatten = t;
+        flat = true;
+        t = Tensor{t.c * t.h * t.w, 1, 1, t.v};
+        break;
+      case LayerKind::kBatchNorm:
+        for (int c = 0; c < t.c; ++c)
+          for (int y = 0; y < t.h; ++y)
+            for (int x = 0; x < t.w; ++x)
+              t.at(c, y, x) = (t.at(c, y, x) - l.mean[c]) /
+                                  std::sqrt(double{l.var[c]} + l.eps) *
+                                  l.gamma[c] +
+                              l.bias[c];
+        break;
+      case LayerKind::kActivation:
+        for (double& v : t.v) {
+          v = testing::Activate(l.activation, static_cast<float>(v),
+                                l.negative_slope);
+        }
+        break;
+      case LayerKind::kDropout:
+      case LayerKind::kDropout2d: {
+        DropoutMask mask(seed, static_cast<uint32_t>(i), l.rate);
+        const double keep = 1.0 / (1.0 - l.rate);
+        for (int c = 0; c < t.c; ++c)
+          for (int y = 0; y < t.h; ++y)
+            for (int x = 0; x < t.w; ++x) {
+              uint32_t unit;
+              if (l.kind == LayerKind::kDropout2d) {
+                unit = static_cast<uint32_t>(c);
+              } else if (flat) {
+                // c indexes the CHW-flattened tensor.
+                const Tensor& p = pre_flatten;
+                const int pc = c / (p.h * p.w), py = c / p.w % p.h,
+                          px = c % p.w;
+                unit = Unit(p, pc, py, px);
+              } else {
+                unit = Unit(t, c, y, x);
+              }
+              t.at(c, y, x) *= mask.Kept(row, sample, unit) ? keep : 0.0;
+            }
+        break;
+      }
+      case LayerKind::kDense: {
+        Tensor o{l.out, 1, 1, std::vector<double>(l.out)};
+        for (int r = 0; r < l.out; ++r) {
+          double acc = l.bias[r];
+          for (int k = 0; k < static_cast<int>(t.v.size()); ++k)
+            acc += l.weight(r, k) * t.v[k];
+          o.v[r] = acc;
+        }
+        t = std::move(o);
+        flat = false;
+        break;
+      }
+    }
+  }
+  return t.v;
+}
+
+TEST(LayerListTest, EngineEqualsPerSampleReference) {
+  for (Task task : {Task::kRegression, Task::kClassification}) {
+    const Model model = MustCreate(ConvSpec(task, 5));
+    EXPECT_EQ(model.input_size(), 2 * 9 * 8);
+    EXPECT_EQ(model.output_size(), 3);
+    const RowMajorMatrixXf x = RandomInputs(3, model.input_size(), 8);
+    Engine engine({.threads = 2});
+    PredictOptions opt;
+    opt.samples = 40;
+    opt.seed = 99;
+    opt.return_samples = true;
+    auto pred = engine.Predict(model, View(x), opt);
+    ASSERT_TRUE(pred.ok()) << pred.status();
+    int dropped_differs = 0;
+    for (int r = 0; r < 3; ++r) {
+      for (int s = 0; s < 40; ++s) {
+        std::vector<double> want =
+            ReferencePassV2(model, x.row(r).data(), r, s, opt.seed);
+        if (task == Task::kClassification) want = testing::SoftmaxRef(want);
+        for (int d = 0; d < 3; ++d) {
+          const double got = pred->Sample(s, r, d);
+          EXPECT_NEAR(got, want[d], 1e-4 * std::max(1.0, std::abs(want[d])))
+              << TaskName(task) << " row " << r << " sample " << s << " output "
+              << d;
+        }
+        if (s > 0 && pred->Sample(s, r, 0) != pred->Sample(0, r, 0))
+          ++dropped_differs;
+      }
+    }
+    EXPECT_GT(dropped_differs, 100);  // the masks really vary by sample
+  }
+}
+
+TEST(LayerListTest, SameSeedBitIdenticalAcrossThreadsAndTiles) {
+  const Model model = MustCreate(ConvSpec(Task::kRegression, 7));
+  const RowMajorMatrixXf x = RandomInputs(4, model.input_size(), 2);
+  std::vector<float> baseline;
+  for (int threads : {1, 2, 4}) {
+    Engine engine({.threads = threads});
+    for (auto [spt, rpt] : std::vector<std::pair<int, int>>{
+             {0, 0}, {1, 1}, {3, 2}, {64, 1}, {13, 0}}) {
+      PredictOptions opt;
+      opt.samples = 100;
+      opt.seed = 31;
+      opt.return_samples = true;
+      opt.samples_per_tile = spt;
+      opt.rows_per_tile = rpt;
+      auto pred = engine.Predict(model, View(x), opt);
+      ASSERT_TRUE(pred.ok()) << pred.status();
+      if (baseline.empty()) {
+        baseline = pred->sample_values;
+        continue;
+      }
+      ASSERT_EQ(pred->sample_values.size(), baseline.size());
+      EXPECT_EQ(std::memcmp(pred->sample_values.data(), baseline.data(),
+                            baseline.size() * sizeof(float)),
+                0)
+          << "threads " << threads << " tile " << spt << "x" << rpt;
+    }
+  }
+}
+
+TEST(LayerListTest, ConvolutionPrefixRunsOncePerRow) {
+  // LeNet's shape: no dropout before the dense head, so the convolutions
+  // are the shared prefix; the answer must not depend on that.
+  std::mt19937 rng(3);
+  ModelSpec spec;
+  spec.task = Task::kClassification;
+  spec.input_shape = {1, 12, 12};
+  spec.graph = {Conv(1, 3, 5, 1, 0, 1, 1, rng),
+                Pool(LayerKind::kMaxPool2d, 2, 2, 0),
+                Act(Activation::kRelu),
+                Simple(LayerKind::kFlatten),
+                Dense(48, 10, rng),
+                Act(Activation::kRelu),
+                Simple(LayerKind::kDropout, 0.5f),
+                Dense(10, 4, rng)};
+  spec.input_mean = Eigen::VectorXf::Zero(1);
+  spec.input_std = Eigen::VectorXf::Ones(1);
+  const Model model = MustCreate(spec);
+  EXPECT_EQ(model.first_stochastic_layer(), model.num_stages() - 1);
+  const RowMajorMatrixXf x = RandomInputs(2, 144, 4);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 20;
+  opt.seed = 5;
+  opt.return_samples = true;
+  auto pred = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(pred.ok()) << pred.status();
+  for (int r = 0; r < 2; ++r) {
+    for (int s = 0; s < 20; ++s) {
+      const std::vector<double> want = testing::SoftmaxRef(
+          ReferencePassV2(model, x.row(r).data(), r, s, opt.seed));
+      for (int d = 0; d < 4; ++d) {
+        EXPECT_NEAR(pred->Sample(s, r, d), want[d], 1e-5);
+      }
+    }
+  }
+}
+
+TEST(LayerListTest, FileRoundTripAnswersIdentically) {
+  const Model model = MustCreate(ConvSpec(Task::kClassification, 11));
+  auto bytes = model.ToBytes();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto loaded = Model::FromBytes(*bytes);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->has_layer_list());
+  EXPECT_EQ(loaded->num_layers(), model.num_layers());
+  const RowMajorMatrixXf x = RandomInputs(2, model.input_size(), 6);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 30;
+  opt.return_samples = true;
+  auto a = engine.Predict(model, View(x), opt);
+  auto b = engine.Predict(*loaded, View(x), opt);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->sample_values, b->sample_values);
+  auto again = loaded->ToBytes();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *bytes);
+}
+
+// Each malformed list is refused with a status naming the layer.
+TEST(LayerListTest, MalformedListsAreRefusedWithTheLayerNamed) {
+  struct Case {
+    const char* what;
+    std::function<void(ModelSpec&)> edit;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"dense width", [](ModelSpec& s) { s.graph[12].weight.resize(12, 95); },
+       "layer 12 (dense): weight is [12 x 95], expected [12 x 96]"},
+      {"kernel larger than input",
+       [](ModelSpec& s) {
+         s.graph[5].kernel = {7, 7};
+         s.graph[5].weight.resize(6, 2 * 49);
+       },
+       "layer 5 (conv2d): a 7 x 7 window"},
+      {"negative padding",
+       [](ModelSpec& s) {
+         s.graph[0].padding = {-1, 0};
+       },
+       "layer 0 (conv2d): padding must be"},
+      {"zero stride",
+       [](ModelSpec& s) {
+         s.graph[4].stride = {0, 2};
+       },
+       "layer 4 (max_pool2d): kernel, stride and dilation"},
+      {"rate 1", [](ModelSpec& s) { s.graph[3].rate = 1.0f; },
+       "layer 3 (dropout2d): rate 1 is outside [0, 1)"},
+      {"groups", [](ModelSpec& s) { s.graph[5].groups = 3; },
+       "layer 5 (conv2d): groups (3) must divide"},
+      {"dense on an image",
+       [](ModelSpec& s) { s.graph.erase(s.graph.begin() + 10); },
+       "needs a flat input"},
+      {"conv after flatten",
+       [](ModelSpec& s) { std::swap(s.graph[10], s.graph[9]); },
+       "layer 10 (avg_pool2d): its input was flattened"},
+      {"batch_norm size", [](ModelSpec& s) { s.graph[7].var.resize(5); },
+       "layer 7 (batch_norm): needs 6 values per tensor"},
+      {"non-finite weight", [](ModelSpec& s) { s.graph[0].weight(0, 0) = NAN; },
+       "layer 0 (conv2d): holds a non-finite value"},
+      {"absurd size",
+       [](ModelSpec& s) {
+         s.input_shape = {2, 1 << 14, 1 << 14};
+       },
+       "input shape [2, 16384, 16384] must be positive with at most 2^26"},
+      {"ends on an image", [](ModelSpec& s) { s.graph.resize(5); },
+       "a model must end flat"},
+      {"input standardisation size",
+       [](ModelSpec& s) { s.input_mean.resize(3); }, "input_mean"},
+  };
+  for (const Case& c : cases) {
+    ModelSpec spec = ConvSpec(Task::kRegression, 5);
+    c.edit(spec);
+    auto model = Model::Create(spec);
+    ASSERT_FALSE(model.ok()) << c.what;
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(model.status().message()), HasSubstr(c.message))
+        << c.what;
+  }
+}
+
+TEST(LayerListTest, MalformedFilesAreRefused) {
+  const Model model = MustCreate(ConvSpec(Task::kRegression, 5));
+  const std::string good = *model.ToBytes();
+  // Rewrites one metadata value in the header (same length keeps offsets).
+  auto edited = [&](const std::string& from, const std::string& to) {
+    std::string bytes = good;
+    const size_t at = bytes.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) bytes.replace(at, from.size(), to);
+    return Model::FromBytes(bytes);
+  };
+  auto unknown = edited("\"type\\\":\\\"gelu\\\"", "\"type\\\":\\\"selu\\\"");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(std::string(unknown.status().message()),
+              HasSubstr("unknown type \"selu\""));
+  auto shape = edited("[2, 9, 8]", "[2, 9, 0]");
+  ASSERT_FALSE(shape.ok());
+  EXPECT_THAT(std::string(shape.status().message()), HasSubstr("input_shape"));
+  auto stride = edited("\"stride\\\":[1,1]", "\"stride\\\":[0,1]");
+  ASSERT_FALSE(stride.ok());
+  EXPECT_THAT(std::string(stride.status().message()),
+              HasSubstr("layer 0 (conv2d)"));
+  auto tensor = edited("layers.12.weight", "layers.13.weight");
+  ASSERT_FALSE(tensor.ok());
+  EXPECT_THAT(std::string(tensor.status().message()),
+              HasSubstr("layer 12 (dense): missing tensor"));
+}
+
+}  // namespace
+}  // namespace mcdrop
