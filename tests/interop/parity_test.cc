@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -111,6 +112,47 @@ TEST(TorchParity, ClassifierWithGeluAndNestedSequential) {
   EXPECT_FLOAT_EQ(f.model.layers()[0].drop_rate, 0.0f);
   EXPECT_FLOAT_EQ(f.model.layers()[1].drop_rate, 0.3f);
   CheckAgainstTorch(f, true);
+}
+
+// Format v2: a convolutional classifier with every layer kind (see
+// tests/interop/make_conv_fixture.py), deterministic outputs, MC moments and
+// the distribution of one output's per-pass values against PyTorch's.
+TEST(TorchParity, ConvNetWithEveryLayerKind) {
+  const Fixture f = Load("torch_convnet");
+  EXPECT_TRUE(f.model.has_layer_list());
+  EXPECT_EQ(f.model.input_size(), 200);
+  CheckAgainstTorch(f, true);
+
+  // Two-sample Kolmogorov-Smirnov test on row 0, output 0: PyTorch's first
+  // passes against ours (rejects at level 0.001 when
+  // D > 1.95 sqrt((n + m) / (n m))).
+  std::vector<double> theirs;
+  for (const auto& v : f.json["passes_row0_output0"]) {
+    theirs.push_back(v.get<double>());
+  }
+  Engine engine({.threads = 2});
+  PredictOptions mc;
+  mc.samples = static_cast<int>(theirs.size());
+  mc.seed = 77;
+  mc.return_samples = true;
+  auto p = engine.Predict(f.model,
+                          InputMatrix(f.x.data(), f.x.rows(), f.x.cols()), mc);
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::vector<double> ours;
+  for (int t = 0; t < mc.samples; ++t) ours.push_back(p->Sample(t, 0, 0));
+  std::sort(ours.begin(), ours.end());
+  std::sort(theirs.begin(), theirs.end());
+  const double n = ours.size(), m = theirs.size();
+  double d = 0;
+  size_t i = 0, j = 0;
+  while (i < ours.size() && j < theirs.size()) {
+    const double v = std::min(ours[i], theirs[j]);
+    while (i < ours.size() && ours[i] <= v) ++i;
+    while (j < theirs.size() && theirs[j] <= v) ++j;
+    d = std::max(d, std::abs(i / n - j / m));
+  }
+  EXPECT_LT(d, 1.95 * std::sqrt((n + m) / (n * m)));
+  EXPECT_GT(ours.back() - ours.front(), 0.01);  // the passes really vary
 }
 
 }  // namespace

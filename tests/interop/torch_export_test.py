@@ -50,15 +50,46 @@ for name, net in nets.items():
     info = subprocess.run([model_bin, "info", paths[name]], capture_output=True, text=True)
     check(f"{name}: mcdrop loads the export", info.returncode == 0, info.stderr)
 
+# Format v2: what v1 cannot hold (mixed activations, a Linear without bias,
+# batch normalisation) and convolutional networks, served as image models.
+v2_nets = {
+    "mixed_no_bias_bn1d": (nn.Sequential(nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(),
+                                         nn.Dropout(0.2), nn.Linear(8, 8), nn.Tanh(), nn.Dropout(0.1),
+                                         nn.Linear(8, 2)), None),
+    "lenet": (nn.Sequential(nn.Conv2d(1, 6, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(6, 8, 3, padding="same"),
+                            nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 3 * 3, 30), nn.ReLU(),
+                            nn.Dropout(0.5), nn.Linear(30, 4)), [1, 16, 16]),
+    "all_dropout": (nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Dropout2d(0.3),
+                                  nn.Conv2d(4, 6, 3, stride=2), nn.GELU(), nn.Dropout(0.2), nn.Flatten(),
+                                  nn.Linear(6 * 3 * 3, 3)), [1, 16, 16]),
+}
+for name, (net, shape) in v2_nets.items():
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    paths[name] = os.path.join(tmp, name + ".safetensors")
+    written = export_torch(net, paths[name], task="regression", tau=10.0, name=name, input_shape=shape)
+    check(f"{name}: exported as format v2", written == "v2", written)
+    info = subprocess.run([model_bin, "info", paths[name]], capture_output=True, text=True)
+    check(f"{name}: mcdrop loads the export", info.returncode == 0, info.stderr)
+    nets[name] = net
+
 refused = {
-    "conv": (nn.Sequential(nn.Conv1d(1, 1, 3), nn.Linear(3, 1)), "cannot be represented"),
+    "conv1d": (nn.Sequential(nn.Conv1d(1, 1, 3), nn.Linear(3, 1)), "module 0 (Conv1d) cannot be represented"),
     "softmax at the end": (nn.Sequential(nn.Linear(3, 2), nn.Softmax(-1)), "applies softmax"),
-    "mixed activations": (nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)),
-                          "mixed activations"),
-    "dropout after the last layer": (nn.Sequential(nn.Linear(3, 1), nn.Dropout(0.1)), "after the last Linear"),
     "tanh-approximate GELU": (nn.Sequential(nn.Linear(3, 3), nn.GELU(approximate="tanh"), nn.Linear(3, 1)),
                               "approximate"),
-    "no bias": (nn.Sequential(nn.Linear(3, 1, bias=False)), "without bias"),
+    "ceil_mode pooling": (nn.Sequential(nn.Conv2d(1, 1, 3), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(),
+                                        nn.Linear(4, 1)), "ceil_mode"),
+    "reflect padding": (nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"), nn.Flatten(),
+                                      nn.Linear(36, 1)), "padding_mode"),
+    "an image model without input_shape": (nn.Sequential(nn.Conv2d(1, 1, 3), nn.Flatten(), nn.Linear(16, 1)),
+                                           "input_shape"),
+    "partial flatten": (nn.Sequential(nn.Flatten(2), nn.Linear(3, 1)), "start_dim"),
+    "an unknown module": (nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Linear(3, 1)),
+                          "module 1 (LayerNorm) cannot be represented"),
 }
 for name, (net, message) in refused.items():
     try:
@@ -82,17 +113,19 @@ try:
         except grpc.RpcError:
             pass
         time.sleep(0.1)
+    shapes = {"sequential_relu": [4], "module_tanh": [3], "sigmoid_no_input_dropout": [4],
+              "mixed_no_bias_bn1d": [4], "lenet": [1, 16, 16], "all_dropout": [1, 16, 16]}
     for name, net in nets.items():
-        q = net[0].in_features if isinstance(net, nn.Sequential) and isinstance(net[0], nn.Linear) else (
-            4 if name == "sequential_relu" else 3)
-        x = torch.randn(7, q)
+        x = torch.randn(7, *shapes[name])
         net.eval()
         with torch.no_grad():
             want = net(x).double().numpy()
         got = c.predict(x.numpy(), model=name, deterministic=True).mean
         rel = np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want)))
         check(f"{name}: served output == PyTorch eval() to 1e-5 (max rel diff {rel:.1e})", rel < 1e-5)
-        net.train()
+        for m in net.modules():  # MC dropout: batch norm stays in eval mode
+            if isinstance(m, (nn.Dropout, nn.Dropout2d)):
+                m.train()
         with torch.no_grad():
             ys = torch.stack([net(x) for _ in range(20000)]).double()
         p = c.predict(x.numpy(), model=name, samples=20000, seed=5, include_noise=False)

@@ -14,7 +14,7 @@ import pkgutil
 # sys.path too.
 __path__ = pkgutil.extend_path(__path__, __name__)
 
-from .safetensors import write_model  # noqa: F401,E402
+from .safetensors import write_layer_list, write_model  # noqa: F401,E402
 
 try:  # the client needs grpcio and the generated stubs; the exporters do not
     from .client import Client, Prediction  # noqa: F401

@@ -89,12 +89,13 @@ class Client:
 
     def predict(self, x, model="", version=0, samples=0, seed=0, deterministic=False,
                 include_noise=True, intervals=(), return_samples=False):
-        """x: [B, Q] (or [Q]) array-like of the model's raw inputs."""
+        """x: array-like of the model's raw inputs: [B, Q] (or [Q]) rows, or
+        images [B, C, H, W] (or [C, H, W]) for a model that takes them."""
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None, :]
-        if x.ndim != 2:
-            raise ValueError(f"inputs must be [rows, features], got shape {x.shape}")
+        if x.ndim in (1, 3):
+            x = x[None]
+        if x.ndim not in (2, 4):
+            raise ValueError(f"inputs must be [rows, features] or [rows, C, H, W], got shape {x.shape}")
         req = inference_pb2.PredictRequest(
             model=model, version=version, shape=list(x.shape), inputs=x.ravel().tolist(),
             samples=samples, seed=seed, return_samples=return_samples,
