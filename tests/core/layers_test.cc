@@ -9,6 +9,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -386,6 +387,26 @@ TEST(LayerListTest, ConvolutionPrefixRunsOncePerRow) {
       }
     }
   }
+}
+
+// Deadlines and cancellation stop a convolutional request between tiles as
+// they stop a dense one.
+TEST(LayerListTest, DeadlineAndCancellationStopConvolutions) {
+  const Model model = MustCreate(ConvSpec(Task::kClassification, 9));
+  const RowMajorMatrixXf x = RandomInputs(8, model.input_size(), 1);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 2000000;  // minutes of work if nothing stopped it
+  opt.deadline = absl::Now() + absl::Milliseconds(50);
+  const absl::Time start = absl::Now();
+  auto late = engine.Predict(model, View(x), opt);
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  opt.deadline = absl::InfiniteFuture();
+  std::atomic<int> checks{0};
+  opt.should_stop = [&] { return ++checks > 3; };
+  auto cancelled = engine.Predict(model, View(x), opt);
+  EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled);
 }
 
 TEST(LayerListTest, FileRoundTripAnswersIdentically) {
