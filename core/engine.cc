@@ -171,6 +171,14 @@ absl::Status Engine::Validate(const Model& model,
     return absl::InvalidArgumentError(absl::StrCat(
         "the number of samples must be >= 1, got ", options.samples));
   }
+  const std::vector<int> widths = model.widths();
+  const int64_t widest = *std::max_element(widths.begin(), widths.end());
+  if (inputs.rows() * widest > Engine::kMaxPrefixValues) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        inputs.rows(), " rows of this model need ", inputs.rows() * widest,
+        " activation values at once, over the bound of 2^28: send at most ",
+        Engine::kMaxPrefixValues / widest, " rows per request"));
+  }
   if (options.samples_per_tile < 0 || options.rows_per_tile < 0) {
     return absl::InvalidArgumentError("tile sizes must be >= 0");
   }
@@ -258,10 +266,19 @@ namespace {
 // Forward pass of layers [from, to) on columns of `h` (in place, returns the
 // result), deterministic (no masks). For the shared prefix and for the
 // deterministic mode.
-Eigen::MatrixXf ForwardDeterministic(const Model& model, Eigen::MatrixXf h,
-                                     int from, int to) {
+absl::StatusOr<Eigen::MatrixXf> ForwardDeterministic(
+    const Model& model, Eigen::MatrixXf h, int from, int to,
+    const PredictOptions& opt) {
   std::vector<float> scratch;
   for (int l = from; l < to; ++l) {
+    if (opt.should_stop && opt.should_stop()) {
+      return absl::CancelledError("the request was cancelled");
+    }
+    if (absl::Now() > opt.deadline) {
+      return absl::DeadlineExceededError(
+          "the deadline passed while computing the layers before the first "
+          "dropout");
+    }
     const Stage& stage = model.stages()[l];
     Eigen::MatrixXf z;
     if (stage.op == Stage::Op::kDense) {
@@ -337,7 +354,13 @@ void Engine::Start(std::shared_ptr<Request> req) {
   const int B = req->B, D = req->D, T = req->T;
 
   Eigen::MatrixXf x = StandardisedColumns(model, req->inputs());
-  req->prefix = ForwardDeterministic(model, std::move(x), 0, req->first);
+  absl::StatusOr<Eigen::MatrixXf> prefix =
+      ForwardDeterministic(model, std::move(x), 0, req->first, opt);
+  if (!prefix.ok()) {
+    req->done(std::move(prefix).status());
+    return;
+  }
+  req->prefix = *std::move(prefix);
 
   if (req->first == req->L) {
     // No stochastic layer runs: every pass gives the same output.

@@ -158,10 +158,15 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  // At most this many activation values of one request at once in the
+  // layers before the first dropout (rows x the model's widest layer).
+  static constexpr int64_t kMaxPrefixValues = int64_t{1} << 28;
+
   // Checks a request without running it: inputs are [B x Q] with B >= 1, Q
-  // equal to the model's input size, every value finite; samples >= 1 in MC
-  // mode; interval levels in (0, 1) and for a regression model only.
-  // InvalidArgument with a message saying what is wrong.
+  // equal to the model's input size, every value finite; B x the widest
+  // layer within kMaxPrefixValues; samples >= 1 in MC mode; interval levels
+  // in (0, 1) and for a regression model only. InvalidArgument with a
+  // message saying what is wrong.
   static absl::Status Validate(const Model& model,
                                const Eigen::Ref<const RowMajorMatrixXf>& inputs,
                                const PredictOptions& options);

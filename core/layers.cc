@@ -2,6 +2,7 @@
 
 #include "core/layers.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -11,12 +12,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace mcdrop {
 namespace {
 
-constexpr int64_t kMaxValuesPerExample = int64_t{1} << 26;
-constexpr int64_t kMaxWeights = int64_t{1} << 28;
+constexpr int64_t kMaxWeights = kMaxWeightsPerLayer;
 constexpr int kMaxWindow = 1 << 16;
 
 struct KindName {
@@ -158,6 +159,11 @@ absl::Status CheckWindow(size_t i, const LayerDef& l, const Shape& in,
       WindowOutput(in.h, l.kernel[0], l.stride[0], l.padding[0], l.dilation[0]);
   const int64_t ow =
       WindowOutput(in.w, l.kernel[1], l.stride[1], l.padding[1], l.dilation[1]);
+  if (oh >= 1 && ow >= 1 && BoundedSize(out->c, oh, ow) < 0) {
+    return LayerError(i, l,
+                      absl::StrCat("its output [", out->c, ", ", oh, ", ", ow,
+                                   "] exceeds 2^22 values per example"));
+  }
   if (oh < 1 || ow < 1) {
     return LayerError(
         i, l,
@@ -179,15 +185,17 @@ absl::Status AddDense(size_t i, const LayerDef& l, Compiler& k) {
                      "] (add a flatten layer before it)"));
   }
   const int64_t in = k.physical.size();
-  if (l.weight.rows() < 1 ||
+  if (l.weight.rows() < 1 || l.weight.rows() > kMaxValuesPerExample ||
       static_cast<int64_t>(l.weight.size()) > kMaxWeights) {
-    return LayerError(i, l, "needs 1 to 2^28 weights");
+    return LayerError(i, l, "needs 1 to 2^22 outputs and at most 2^28 weights");
   }
   auto status = CheckWeights(i, l, l.weight.rows(), in);
   if (!status.ok()) return status;
   Stage s;
   s.op = Stage::Op::kDense;
-  s.in = Shape{static_cast<int>(in), 1, 1};
+  // The input keeps its physical shape, so that a dropout2d before a
+  // flatten still drops whole channels.
+  s.in = k.physical;
   s.out = Shape{static_cast<int>(l.weight.rows()), 1, 1};
   s.weight = PermuteDenseInputs(l.weight, k.physical);
   s.bias = l.bias;
@@ -218,9 +226,9 @@ absl::Status AddConv(size_t i, const LayerDef& l, Compiler& k) {
   const int icg = in.c / g, ocg = l.out / g;
   const int64_t patch = static_cast<int64_t>(icg) * l.kernel[0] * l.kernel[1];
   if (static_cast<int64_t>(l.out) * patch > kMaxWeights ||
-      out.size() > kMaxValuesPerExample ||
-      patch * out.h * out.w > kMaxValuesPerExample) {
-    return LayerError(i, l, "is too large (over 2^28 weights or 2^26 values)");
+      BoundedSize(patch, out.h, out.w) < 0) {
+    return LayerError(i, l,
+                      "is too large (over 2^28 weights or 2^22 patch values)");
   }
   status = CheckWeights(i, l, l.out, patch);
   if (!status.ok()) return status;
@@ -235,7 +243,6 @@ absl::Status AddConv(size_t i, const LayerDef& l, Compiler& k) {
   s.groups = g;
   s.bias = l.bias;
   s.multiply_adds = static_cast<int64_t>(l.out) * patch * out.h * out.w;
-  s.patch_floats = patch * out.h * out.w;
   // Rows of group gi, columns reordered from (ic, ky, kx) to (ky, kx, ic).
   s.weight.resize(l.out, patch);
   for (int oc = 0; oc < l.out; ++oc) {
@@ -307,6 +314,9 @@ absl::Status AddBatchNorm(size_t i, const LayerDef& l, Compiler& k) {
       (l.bias.array().cast<double>() -
        l.mean.array().cast<double>() * scale.array().cast<double>())
           .cast<float>();
+  if (!scale.allFinite() || !shift.allFinite()) {
+    return LayerError(i, l, "its normalisation overflows float");
+  }
   Stage* last = k.stages.empty() ? nullptr : &k.stages.back();
   if (k.fusable && !k.pending_drop && last != nullptr &&
       last->activation == Activation::kIdentity &&
@@ -315,6 +325,9 @@ absl::Status AddBatchNorm(size_t i, const LayerDef& l, Compiler& k) {
     // Folded: W' = diag(scale) W, b' = scale * b + shift.
     last->weight = scale.asDiagonal() * last->weight;
     last->bias = scale.cwiseProduct(last->bias) + shift;
+    if (!last->weight.allFinite() || !last->bias.allFinite()) {
+      return LayerError(i, l, "folding it gives non-finite weights");
+    }
     last->kernels.clear();
     const int64_t ocg = last->out.c / last->groups;
     for (int gi = 0; gi < last->groups; ++gi) {
@@ -423,6 +436,30 @@ bool PairAttribute(const nlohmann::json& j, const char* key,
   return false;
 }
 
+// The attributes a layer's JSON object may have.
+std::vector<std::string> AttributesOf(const LayerDef& l) {
+  switch (l.kind) {
+    case LayerKind::kConv2d:
+      return {"type", "kernel_size", "stride", "padding", "dilation", "groups"};
+    case LayerKind::kMaxPool2d:
+      return {"type", "kernel_size", "stride", "padding", "dilation"};
+    case LayerKind::kAvgPool2d:
+      return {"type", "kernel_size", "stride", "padding", "count_include_pad"};
+    case LayerKind::kBatchNorm:
+      return {"type", "eps"};
+    case LayerKind::kDropout:
+    case LayerKind::kDropout2d:
+      return {"type", "p"};
+    case LayerKind::kActivation:
+      if (l.activation == Activation::kLeakyRelu) {
+        return {"type", "negative_slope"};
+      }
+      return {"type"};
+    default:
+      return {"type"};
+  }
+}
+
 absl::StatusOr<LayerDef> ParseLayer(size_t i, const nlohmann::json& j) {
   auto error = [&](absl::string_view what) {
     return absl::InvalidArgumentError(
@@ -456,9 +493,22 @@ absl::StatusOr<LayerDef> ParseLayer(size_t i, const nlohmann::json& j) {
         "batch_norm, dropout, dropout2d, relu, leaky_relu, tanh, sigmoid, "
         "gelu or identity)"));
   }
+  const std::vector<std::string> allowed = AttributesOf(l);
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      return error(absl::StrCat("\"", key, "\" is not an attribute of ", name,
+                                " (it takes: ", absl::StrJoin(allowed, ", "),
+                                ")"));
+    }
+  }
+  const bool pool =
+      l.kind == LayerKind::kMaxPool2d || l.kind == LayerKind::kAvgPool2d;
+  if (pool && !j.contains("kernel_size")) return error("needs kernel_size");
   bool ok = true;
-  if (l.kind == LayerKind::kConv2d || l.kind == LayerKind::kMaxPool2d ||
-      l.kind == LayerKind::kAvgPool2d) {
+  if (l.kind == LayerKind::kConv2d || pool) {
+    // A convolution's kernel size comes from its weight; given here, the
+    // loader checks that the two agree ({0, 0}: not given).
+    if (l.kind == LayerKind::kConv2d) l.kernel = {0, 0};
     ok = PairAttribute(j, "kernel_size", &l.kernel);
     if (l.kind != LayerKind::kConv2d) l.stride = l.kernel;  // PyTorch default
     ok = ok && PairAttribute(j, "stride", &l.stride) &&
@@ -522,6 +572,13 @@ absl::string_view LayerKindName(LayerKind kind) {
   return "?";
 }
 
+int64_t BoundedSize(int64_t c, int64_t h, int64_t w) {
+  if (c < 1 || h < 1 || w < 1) return -1;
+  if (h > kMaxValuesPerExample / w) return -1;
+  if (c > kMaxValuesPerExample / (h * w)) return -1;
+  return c * h * w;
+}
+
 int64_t WindowOutput(int64_t n, int k, int s, int p, int d) {
   const int64_t span = static_cast<int64_t>(d) * (k - 1) + 1;
   const int64_t padded = n + 2 * static_cast<int64_t>(p);
@@ -531,11 +588,10 @@ int64_t WindowOutput(int64_t n, int k, int s, int p, int d) {
 
 absl::StatusOr<std::vector<Stage>> CompileStages(
     const std::vector<LayerDef>& layers, Shape input, Precision precision) {
-  if (input.c < 1 || input.h < 1 || input.w < 1 ||
-      input.size() > kMaxValuesPerExample) {
+  if (BoundedSize(input.c, input.h, input.w) < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("input shape [", input.c, ", ", input.h, ", ", input.w,
-                     "] must be positive with at most 2^26 values"));
+                     "] must be positive with at most 2^22 values"));
   }
   Compiler k;
   k.precision = precision;
@@ -549,10 +605,17 @@ absl::StatusOr<std::vector<Stage>> CompileStages(
     return absl::InvalidArgumentError(
         "the layer list computes nothing (no dense, conv2d or pooling layer)");
   }
-  if (!k.Logical().flat()) {
+  if (!k.physical.flat()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the last layer's output is [", k.physical.c, ", ", k.physical.h, ", ",
-        k.physical.w, "]: a model must end flat (add flatten and dense)"));
+        k.physical.w,
+        "]: a model must end with a flat output (e.g. flatten then dense)"));
+  }
+  int64_t macs = 0;
+  for (const Stage& s : k.stages) macs += s.multiply_adds;
+  if (macs > kMaxMultiplyAddsPerPass) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "one pass takes ", macs, " multiply-adds, over the bound of 2^36"));
   }
   return std::move(k.stages);
 }
@@ -570,6 +633,7 @@ double Readable(float v) {
 }  // namespace
 
 std::string LayerListJson(const std::vector<LayerDef>& layers) {
+  // (Every attribute written here is one AttributesOf allows.)
   nlohmann::json list = nlohmann::json::array();
   auto pair = [](const std::array<int, 2>& p) {
     return nlohmann::json::array({p[0], p[1]});

@@ -74,12 +74,25 @@ struct LayerDef {
   Eigen::VectorXf gamma, mean, var;
 };
 
+// Bounds every layer list is checked against before anything is allocated:
+// values per example between layers, weights per layer, multiply-adds of
+// one pass.
+inline constexpr int64_t kMaxValuesPerExample = int64_t{1} << 22;
+inline constexpr int64_t kMaxWeightsPerLayer = int64_t{1} << 28;
+inline constexpr int64_t kMaxMultiplyAddsPerPass = int64_t{1} << 36;
+
 // A tensor's shape per example: channels, height, width (flat: [n, 1, 1]).
 struct Shape {
   int c = 0, h = 1, w = 1;
+  // c * h * w; callers keep each shape within kMaxValuesPerExample (see
+  // BoundedSize) so that this never overflows.
   int64_t size() const { return static_cast<int64_t>(c) * h * w; }
   bool flat() const { return h == 1 && w == 1; }
 };
+
+// c * h * w when all are positive and the product is at most
+// kMaxValuesPerExample, else -1 (no overflow for any int inputs).
+int64_t BoundedSize(int64_t c, int64_t h, int64_t w);
 
 // One computing step of the engine (see the file comment).
 struct Stage {
@@ -107,8 +120,6 @@ struct Stage {
   bool count_include_pad = true;
   // Multiply-adds per example (the products; pooling counts its window).
   int64_t multiply_adds = 0;
-  // Scratch floats per example for the patches of a convolution.
-  int64_t patch_floats = 0;
 };
 
 // The output size of a convolution or pooling window along one axis, or
@@ -118,8 +129,9 @@ int64_t WindowOutput(int64_t n, int k, int s, int p, int d);
 // Validates `layers` on an input of shape `input` and compiles them. Errors
 // are InvalidArgument naming the layer ("layer 3 (conv2d): ..."): shapes
 // that do not chain, windows larger than their input, negative padding, zero
-// strides, rates outside [0, 1), non-finite values, sizes over the bounds
-// (at most 2^26 values per example between layers, 2^28 weights per layer).
+// strides, rates outside [0, 1), non-finite values (also after folding a
+// batch_norm), sizes over the bounds above, and a model whose output is a
+// flattened image (its order would differ from PyTorch's).
 absl::StatusOr<std::vector<Stage>> CompileStages(
     const std::vector<LayerDef>& layers, Shape input, Precision precision);
 

@@ -179,13 +179,15 @@ absl::StatusOr<std::vector<Stage>> DenseStages(const ModelSpec& spec) {
 }
 
 absl::StatusOr<Shape> InputShape(const std::vector<int>& dims) {
-  if (dims.size() == 1 && dims[0] > 0) return Shape{dims[0], 1, 1};
-  if (dims.size() == 3 && dims[0] > 0 && dims[1] > 0 && dims[2] > 0) {
+  if (dims.size() == 1 && BoundedSize(dims[0], 1, 1) > 0) {
+    return Shape{dims[0], 1, 1};
+  }
+  if (dims.size() == 3 && BoundedSize(dims[0], dims[1], dims[2]) > 0) {
     return Shape{dims[0], dims[1], dims[2]};
   }
   return MetadataError("input_shape",
                        absl::StrCat("expected [n] or [C, H, W] of positive "
-                                    "sizes, got [",
+                                    "sizes, at most 2^22 values, got [",
                                     absl::StrJoin(dims, ", "), "]"));
 }
 
@@ -482,14 +484,22 @@ absl::Status ReadLayerList(const Safetensors& st, ModelSpec* spec) {
         l.weight = Eigen::Map<RowMajorMatrixXf>(v.data(), shape[0], cols);
         l.out = static_cast<int>(shape[0]);
         if (rank == 4) {
-          l.kernel = {static_cast<int>(shape[2]), static_cast<int>(shape[3])};
+          const std::array<int, 2> k = {static_cast<int>(shape[2]),
+                                        static_cast<int>(shape[3])};
+          if (l.kernel != std::array<int, 2>{0, 0} && l.kernel != k) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "layer ", i, " (conv2d): kernel_size [", l.kernel[0], ", ",
+                l.kernel[1], "] disagrees with tensor \"", name, "\" [",
+                absl::StrJoin(shape, ", "), "]"));
+          }
+          l.kernel = k;
         }
         continue;
       }
-      if (shape.size() != 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor \"", name, "\" must have rank 1, has shape [",
-                         absl::StrJoin(shape, ", "), "]"));
+      if (shape.size() != 1 || shape[0] == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor \"", name, "\" must have rank 1 and values, has shape [",
+            absl::StrJoin(shape, ", "), "]"));
       }
       Eigen::VectorXf vec = Eigen::Map<Eigen::VectorXf>(
           v.data(), static_cast<Eigen::Index>(v.size()));
@@ -547,6 +557,13 @@ absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
   if (*format == kModelFormat) {
     MCDROP_RETURN_IF_ERROR(ReadDenseStack(st, &spec));
   } else {
+    for (const char* v1_key : {"activation", "dropout"}) {
+      if (get(v1_key) != nullptr) {
+        return MetadataError(v1_key,
+                             "belongs to format v1; a v2 file lists its "
+                             "activations and dropout in \"layers\"");
+      }
+    }
     MCDROP_RETURN_IF_ERROR(ReadLayerList(st, &spec));
   }
 

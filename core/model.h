@@ -82,12 +82,15 @@ struct ModelSpec {
 // shared_ptr; every const method is safe to call from many threads at once.
 class Model {
  public:
-  // Validates `spec`: at least one layer; each weight [out x in] with its bias
-  // [out]; layer i's input width equals layer i-1's output width; drop rates in
-  // [0, 1); every value finite; standardisation vectors of the right size with
-  // positive std; tau > 0 and finite for regression; no output
-  // standardisation for classification, which needs at least two outputs.
-  // Returns InvalidArgument naming the offending layer or key.
+  // Validates `spec`. v1 (dense `layers`): at least one layer; each weight
+  // [out x in] with its bias [out]; layer i's input width equals layer
+  // i-1's output width; drop rates in [0, 1); every value finite. v2
+  // (`graph`): `input_shape` [n] or [C, H, W] and the layer list as
+  // CompileStages (layers.h) checks it. Both: standardisation vectors of the
+  // right size (images: per value or per channel) with positive std; tau > 0
+  // and finite for regression; no output standardisation for
+  // classification, which needs at least two outputs. Returns
+  // InvalidArgument naming the offending layer or key.
   static absl::StatusOr<Model> Create(ModelSpec spec);
 
   // Reads and validates a model file (docs/model-format.md). Every problem is
@@ -139,8 +142,9 @@ class Model {
   std::vector<int> widths() const;
   // Multiply-adds of one forward pass from stage `from` on.
   int64_t MultiplyAdds(int from = 0) const;
-  // Stage l's products, for a dense stage (weights packed for this CPU when
-  // the model was made; shared by copies of the model).
+  // Stage l's products (weights packed for this CPU when the model was
+  // made; shared by copies of the model). Only for dense stages (a conv
+  // stage's group 0; pooling, copy and scale-shift stages have none).
   const DenseKernel& kernel(int l) const { return *stages()[l].kernels[0]; }
 
  private:

@@ -13,8 +13,10 @@ namespace mcdrop {
 namespace {
 
 // Columns of patches per kernel call: at most this many (the engine's
-// largest tile, over which the kernels' column independence is tested).
+// largest tile, over which the kernels' column independence is tested), and
+// at most kPatchBudget floats of patches (but always one example's).
 constexpr int64_t kMaxPatchColumns = 4096;
+constexpr int64_t kPatchBudget = int64_t{1} << 22;
 constexpr int64_t kColumnAlign = 8;
 
 int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -26,7 +28,6 @@ void Im2Col(const Stage& s, int g, const float* in, int64_t c0, int64_t m,
   const int icg = s.in.c / s.groups;
   const int64_t in_size = s.in.size();
   const int kh = s.kernel[0], kw = s.kernel[1];
-  const int64_t K = static_cast<int64_t>(icg) * kh * kw;
   float* dst = patches;
   for (int64_t j = c0; j < c0 + m; ++j) {
     const float* image = in + j * in_size + static_cast<int64_t>(g) * icg;
@@ -49,7 +50,6 @@ void Im2Col(const Stage& s, int g, const float* in, int64_t c0, int64_t m,
       }
     }
   }
-  (void)K;
 }
 
 void RunConv(const Stage& s, const float* in, int64_t cols, float* out,
@@ -57,7 +57,8 @@ void RunConv(const Stage& s, const float* in, int64_t cols, float* out,
   const int icg = s.in.c / s.groups, ocg = s.out.c / s.groups;
   const int64_t P = static_cast<int64_t>(s.out.h) * s.out.w;
   const int64_t K = static_cast<int64_t>(icg) * s.kernel[0] * s.kernel[1];
-  const int64_t m_max = std::max<int64_t>(1, kMaxPatchColumns / P);
+  const int64_t m_max = std::max<int64_t>(
+      1, std::min(kMaxPatchColumns / P, kPatchBudget / (K * P)));
   const int64_t out_size = s.out.size();
   for (int64_t c0 = 0; c0 < cols; c0 += m_max) {
     const int64_t m = std::min(m_max, cols - c0);

@@ -16,10 +16,12 @@ namespace mcdrop {
 
 // out = act(op(in)) for `cols` columns: `in` holds cols columns of
 // stage.in.size() floats, `out` receives cols columns of stage.out.size()
-// (HWC, see layers.h). The stage's dropout is not applied here. `scratch`
-// grows as a convolution needs. Each column's result depends on that column
-// alone (never on `cols` or the other columns), so results are the same
-// whatever the tiling. Thread-safe for distinct scratch and outputs.
+// (HWC, see layers.h); `in` and `out` must not overlap, and for dense stages
+// `out` must be 32-byte aligned. The stage's dropout is not applied here.
+// `scratch` grows as a convolution needs (at most about 2^22 floats of
+// patches plus one output block). Each column's result depends on that
+// column alone (never on `cols` or the other columns), so results are the
+// same whatever the tiling. Thread-safe for distinct scratch and outputs.
 void RunStage(const Stage& stage, const float* in, int64_t cols, float* out,
               std::vector<float>* scratch);
 

@@ -322,6 +322,40 @@ TEST(LayerListTest, EngineEqualsPerSampleReference) {
   }
 }
 
+// dropout2d before a flatten and a dense layer still drops whole channels
+// (the dense stage keeps its input's channel layout for the mask).
+TEST(LayerListTest, Dropout2dBeforeFlattenDropsChannels) {
+  std::mt19937 rng(12);
+  ModelSpec spec;
+  spec.task = Task::kRegression;
+  spec.tau = 2.0;
+  spec.input_shape = {2, 5, 5};
+  spec.graph = {Conv(2, 4, 3, 1, 0, 1, 1, rng), Act(Activation::kRelu),
+                Simple(LayerKind::kDropout2d, 0.5f),
+                Simple(LayerKind::kFlatten), Dense(36, 2, rng)};
+  spec.input_mean = Eigen::VectorXf::Zero(2);
+  spec.input_std = Eigen::VectorXf::Ones(2);
+  const Model model = MustCreate(spec);
+  const RowMajorMatrixXf x = RandomInputs(2, 50, 5);
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 30;
+  opt.seed = 4;
+  opt.return_samples = true;
+  auto pred = engine.Predict(model, View(x), opt);
+  ASSERT_TRUE(pred.ok()) << pred.status();
+  for (int r = 0; r < 2; ++r) {
+    for (int s = 0; s < 30; ++s) {
+      const std::vector<double> want =
+          ReferencePassV2(model, x.row(r).data(), r, s, opt.seed);
+      for (int d = 0; d < 2; ++d) {
+        EXPECT_NEAR(pred->Sample(s, r, d), want[d],
+                    1e-4 * std::max(1.0, std::abs(want[d])));
+      }
+    }
+  }
+}
+
 TEST(LayerListTest, SameSeedBitIdenticalAcrossThreadsAndTiles) {
   const Model model = MustCreate(ConvSpec(Task::kRegression, 7));
   const RowMajorMatrixXf x = RandomInputs(4, model.input_size(), 2);
@@ -475,9 +509,30 @@ TEST(LayerListTest, MalformedListsAreRefusedWithTheLayerNamed) {
        [](ModelSpec& s) {
          s.input_shape = {2, 1 << 14, 1 << 14};
        },
-       "input shape [2, 16384, 16384] must be positive with at most 2^26"},
+       "at most 2^22 values, got [2, 16384, 16384]"},
+      {"ends on a flattened image",
+       [](ModelSpec& s) {
+         s.graph.resize(5);
+         s.graph.push_back(Simple(LayerKind::kFlatten));
+       },
+       "a model must end with a flat output"},
+      {"pooling that grows past the bound",
+       [](ModelSpec& s) {
+         s.graph.resize(5);
+         for (int i = 0; i < 1500; ++i) {
+           s.graph.push_back(Pool(LayerKind::kMaxPool2d, 2, 1, 1));
+         }
+       },
+       "exceeds 2^22 values per example"},
+      {"batch_norm that overflows when folded",
+       [](ModelSpec& s) {
+         s.graph[1].gamma[0] = 1e38f;
+         s.graph[1].var[0] = 0.0f;
+         s.graph[1].eps = 1e-30;
+       },
+       "layer 1 (batch_norm): its normalisation overflows float"},
       {"ends on an image", [](ModelSpec& s) { s.graph.resize(5); },
-       "a model must end flat"},
+       "a model must end with a flat output"},
       {"input standardisation size",
        [](ModelSpec& s) { s.input_mean.resize(3); }, "input_mean"},
   };
@@ -485,7 +540,7 @@ TEST(LayerListTest, MalformedListsAreRefusedWithTheLayerNamed) {
     ModelSpec spec = ConvSpec(Task::kRegression, 5);
     c.edit(spec);
     auto model = Model::Create(spec);
-    ASSERT_FALSE(model.ok()) << c.what;
+    ASSERT_FALSE(model.ok()) << c.what << " was accepted";
     EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(model.status().message()), HasSubstr(c.message))
         << c.what;
@@ -518,6 +573,17 @@ TEST(LayerListTest, MalformedFilesAreRefused) {
   ASSERT_FALSE(tensor.ok());
   EXPECT_THAT(std::string(tensor.status().message()),
               HasSubstr("layer 12 (dense): missing tensor"));
+  auto overflow = edited("[2, 9, 8]", "[16777216, 16777216, 65536]");
+  ASSERT_FALSE(overflow.ok());  // (the header is rewritten, not the offsets)
+  auto attribute = edited("count_include_pad", "count_include_pat");
+  ASSERT_FALSE(attribute.ok());
+  EXPECT_THAT(std::string(attribute.status().message()),
+              HasSubstr("\"count_include_pat\" is not an attribute of "
+                        "avg_pool2d"));
+  auto kernel = edited("\"kernel_size\\\":[3,3]", "\"kernel_size\\\":[3,5]");
+  ASSERT_FALSE(kernel.ok());
+  EXPECT_THAT(std::string(kernel.status().message()),
+              HasSubstr("layer 0 (conv2d): kernel_size [3, 5] disagrees"));
 }
 
 }  // namespace
