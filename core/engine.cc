@@ -281,8 +281,10 @@ absl::StatusOr<Eigen::MatrixXf> ForwardDeterministic(
     }
     const Stage& stage = model.stages()[l];
     Eigen::MatrixXf z;
-    if (stage.op == Stage::Op::kDense) {
-      // Eigen's product, as the prefix has always been computed.
+    if (stage.op == Stage::Op::kDense && !model.has_layer_list()) {
+      // v1 models: Eigen's product, as their prefix has always been
+      // computed (their answers stay bit-identical); v2 models use the
+      // stage's kernel like every other stage.
       z = stage.weight * h;
       z.colwise() += stage.bias;
       nn::Activate(stage.activation, z, stage.negative_slope);

@@ -37,12 +37,14 @@ void Im2Col(const Stage& s, int g, const float* in, int64_t c0, int64_t m,
           const int iy = oy * s.stride[0] - s.padding[0] + ky * s.dilation[0];
           for (int kx = 0; kx < kw; ++kx) {
             const int ix = ox * s.stride[1] - s.padding[1] + kx * s.dilation[1];
+            // Plain loops: icg is often tiny (1 for a first layer on grey
+            // images), where a memmove call per patch entry would dominate.
             if (iy < 0 || iy >= s.in.h || ix < 0 || ix >= s.in.w) {
-              std::fill(dst, dst + icg, 0.0f);
+              for (int c = 0; c < icg; ++c) dst[c] = 0.0f;
             } else {
               const float* src =
                   image + (static_cast<int64_t>(iy) * s.in.w + ix) * s.in.c;
-              std::copy(src, src + icg, dst);
+              for (int c = 0; c < icg; ++c) dst[c] = src[c];
             }
             dst += icg;
           }
