@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """MC dropout in PyTorch beside mcdrop's engine, same networks, same machine.
 
-Networks (as in bench/engine_bench.cc):
+Networks (as in bench/engine_bench.cc and bench/conv_bench.cc):
   a: 13 -> 50 -> 1, dropout 0.05 before both layers
   b: 784 -> 1024 -> 1024 -> 10, dropout 0.5 before the last two layers
+  lenet: the paper's LeNet on 1 x 28 x 28 (conv 20@5x5, max-pool 2,
+         conv 50@5x5, max-pool 2, dense 500 + ReLU, dropout 0.5, dense 10)
+  lenet_all: the same with dropout 0.5 after each pooling too
 
 PyTorch forms, each with dropout on (model.train()) under torch.no_grad():
   naive:   T forward passes of the B rows
@@ -34,10 +37,19 @@ CONFIGS = [  # (net, B, T, threads)
     ("b", 1, 100, 2),
     ("b", 32, 100, 2),
 ]
+CONV_CONFIGS = [(net, B, T, 2) for net in ("lenet", "lenet_all")
+                for B in (1, 32) for T in (10, 100, 1000)]
+INPUT = {"a": (13,), "b": (784,), "lenet": (1, 28, 28), "lenet_all": (1, 28, 28)}
 
 
 def network(name):
     torch.manual_seed(1)
+    if name.startswith("lenet"):
+        drop = [nn.Dropout(0.5)] if name == "lenet_all" else []
+        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), *drop,
+                             nn.Conv2d(20, 50, 5), nn.MaxPool2d(2), *drop,
+                             nn.Flatten(), nn.Linear(800, 500), nn.ReLU(),
+                             nn.Dropout(0.5), nn.Linear(500, 10))
     if name == "a":
         return nn.Sequential(nn.Dropout(0.05), nn.Linear(13, 50), nn.ReLU(),
                              nn.Dropout(0.05), nn.Linear(50, 1))
@@ -70,18 +82,20 @@ def median_seconds(fn, repeats, min_time=0.2):
 
 def torch_times(name, B, T, repeats):
     net = network(name).train()
-    x = torch.randn(B, 13 if name == "a" else 784)
+    x = torch.randn(B, *INPUT[name])
     prefix, rest = split_prefix(net)
+    ones = (1,) * (x.dim() - 1)
 
     def naive():
         for _ in range(T):
             net(x)
 
     def batched():
-        net(x.repeat(T, 1))
+        net(x.repeat(T, *ones))
 
     def cached():
-        rest(prefix(x).repeat(T, 1))
+        h = prefix(x)
+        rest(h.repeat(T, *((1,) * (h.dim() - 1))))
 
     with torch.no_grad():
         return {f: median_seconds(fn, repeats)
@@ -89,11 +103,14 @@ def torch_times(name, B, T, repeats):
                               ("cached", cached))}
 
 
-def engine_times(binary, repeats):
-    names = "|".join(f"net:{0 if n == 'a' else 1}/T:{T}/B:{B}/threads:{th}/"
-                     for n, B, T, th in CONFIGS)
+NET_ARG = {"a": 0, "b": 1, "lenet": 0, "lenet_all": 1}
+
+
+def engine_times(binary, repeats, configs, prefix="BM_Engine"):
+    names = "|".join(f"net:{NET_ARG[n]}/T:{T}/B:{B}/threads:{th}/"
+                     for n, B, T, th in configs)
     out = subprocess.run(
-        [binary, f"--benchmark_filter=BM_Engine(Bf16)?/({names})",
+        [binary, f"--benchmark_filter={prefix}(Bf16)?/({names})",
          f"--benchmark_repetitions={repeats}",
          "--benchmark_report_aggregates_only=true",
          "--benchmark_min_time=0.2", "--benchmark_format=json"],
@@ -126,9 +143,16 @@ def openblas_kernel():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--engine", default="build/bench/engine_bench")
+    ap.add_argument("--conv_engine", default="build/bench/conv_bench")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=("dense", "conv"), default=None)
     args = ap.parse_args()
-    engine = engine_times(args.engine, args.repeats)
+    runs = []
+    if args.only != "conv":
+        runs.append((CONFIGS, engine_times(args.engine, args.repeats, CONFIGS), "BM_Engine"))
+    if args.only != "dense":
+        runs.append((CONV_CONFIGS, engine_times(args.conv_engine, args.repeats, CONV_CONFIGS,
+                                                "BM_ConvEngine"), "BM_ConvEngine"))
     print(f"torch {torch.__version__}, BLAS: {openblas_kernel()}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
           f"MKLDNN (oneDNN) in torch: {torch.backends.mkldnn.is_available()}")
@@ -136,17 +160,18 @@ def main():
     print("| net | B | T | threads | torch naive | torch batched | torch cached "
           "| mcdrop f32 | mcdrop bf16 | best torch / mcdrop f32 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, B, T, threads in CONFIGS:
-        torch.set_num_threads(threads)
-        t = torch_times(name, B, T, args.repeats)
-        key = f"net:{0 if name == 'a' else 1}/T:{T}/B:{B}/threads:{threads}"
-        f32 = engine[f"BM_Engine/{key}/real_time"]
-        bf16 = engine[f"BM_EngineBf16/{key}/real_time"]
-        best = min(t.values())
-        ms = lambda s: f"{s * 1e3:.3f} ms"
-        print(f"| {name} | {B} | {T} | {threads} | {ms(t['naive'])} | "
-              f"{ms(t['batched'])} | {ms(t['cached'])} | {ms(f32)} | "
-              f"{ms(bf16)} | {best / f32:.1f}x |")
+    for configs, engine, prefix in runs:
+        for name, B, T, threads in configs:
+            torch.set_num_threads(threads)
+            t = torch_times(name, B, T, args.repeats)
+            key = f"net:{NET_ARG[name]}/T:{T}/B:{B}/threads:{threads}"
+            f32 = engine[f"{prefix}/{key}/real_time"]
+            bf16 = engine[f"{prefix}Bf16/{key}/real_time"]
+            best = min(t.values())
+            ms = lambda s: f"{s * 1e3:.3f} ms"  # noqa: E731
+            print(f"| {name} | {B} | {T} | {threads} | {ms(t['naive'])} | "
+                  f"{ms(t['batched'])} | {ms(t['cached'])} | {ms(f32)} | "
+                  f"{ms(bf16)} | {best / f32:.1f}x |")
 
 
 if __name__ == "__main__":
