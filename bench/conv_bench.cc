@@ -20,6 +20,7 @@
 #include <random>
 #include <vector>
 
+#include "bench/request_flops.h"
 #include "core/engine.h"
 
 extern "C" void omp_set_num_threads(int);
@@ -93,13 +94,6 @@ Engine& EngineWith(int threads) {
   static Engine* engines[3] = {nullptr, new Engine({.threads = 1}),
                                new Engine({.threads = 2})};
   return *engines[threads];
-}
-
-double RequestFlops(const Model& m, int T, int B) {
-  const int first = m.first_stochastic_layer();
-  return 2.0 *
-         (static_cast<double>(B) * (m.MultiplyAdds() - m.MultiplyAdds(first)) +
-          static_cast<double>(B) * T * m.MultiplyAdds(first));
 }
 
 void EngineBench(benchmark::State& state, Precision precision) {

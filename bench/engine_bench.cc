@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/synchronization/blocking_counter.h"
+#include "bench/request_flops.h"
 #include "core/ars.h"
 #include "core/dense_kernel.h"
 #include "core/engine.h"
@@ -72,15 +73,6 @@ Engine& EngineWith(int threads) {
 ThreadPool& GemmPool() {
   static ThreadPool* pool = new ThreadPool(2);
   return *pool;
-}
-
-// FLOPs the engine does for one request: the deterministic prefix once per
-// row, the stochastic layers once per (row, sample).
-double RequestFlops(const Model& m, int T, int B) {
-  const int first = m.first_stochastic_layer();
-  return 2.0 *
-         (static_cast<double>(B) * (m.MultiplyAdds() - m.MultiplyAdds(first)) +
-          static_cast<double>(B) * T * m.MultiplyAdds(first));
 }
 
 void EngineBench(benchmark::State& state, Precision precision) {

@@ -263,6 +263,20 @@ void Engine::PredictAsync(std::shared_ptr<const Model> model,
 
 namespace {
 
+// DEADLINE_EXCEEDED or CANCELLED when the request should stop, else OK.
+// The deadline is checked first: a call whose deadline has passed is also
+// cancelled by gRPC, and the deadline is the reason to report.
+absl::Status CheckStop(const PredictOptions& opt, absl::string_view stage) {
+  if (absl::Now() > opt.deadline) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("the deadline passed before the ", stage, " finished"));
+  }
+  if (opt.should_stop && opt.should_stop()) {
+    return absl::CancelledError("the request was cancelled");
+  }
+  return absl::OkStatus();
+}
+
 // Forward pass of layers [from, to) on columns of `h` (in place, returns the
 // result), deterministic (no masks). For the shared prefix and for the
 // deterministic mode.
@@ -271,14 +285,8 @@ absl::StatusOr<Eigen::MatrixXf> ForwardDeterministic(
     const PredictOptions& opt) {
   std::vector<float> scratch;
   for (int l = from; l < to; ++l) {
-    if (opt.should_stop && opt.should_stop()) {
-      return absl::CancelledError("the request was cancelled");
-    }
-    if (absl::Now() > opt.deadline) {
-      return absl::DeadlineExceededError(
-          "the deadline passed while computing the layers before the first "
-          "dropout");
-    }
+    absl::Status stop = CheckStop(opt, "layers before the first dropout");
+    if (!stop.ok()) return stop;
     const Stage& stage = model.stages()[l];
     Eigen::MatrixXf z;
     if (stage.op == Stage::Op::kDense && !model.has_layer_list()) {
@@ -479,18 +487,6 @@ void Engine::Start(std::shared_ptr<Request> req) {
 }
 
 namespace {
-
-// CANCELLED or DEADLINE_EXCEEDED when the request should stop, else OK.
-absl::Status CheckStop(const PredictOptions& opt, absl::string_view stage) {
-  if (opt.should_stop && opt.should_stop()) {
-    return absl::CancelledError("the request was cancelled");
-  }
-  if (absl::Now() > opt.deadline) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("the deadline passed before the ", stage, " finished"));
-  }
-  return absl::OkStatus();
-}
 
 // With req.mu held: records `stop` (the first stop wins) and wakes the
 // threads waiting for a slot.

@@ -12,9 +12,7 @@ each convolution block. Weight decay 5e-4 (the L2 term of the dropout
 objective), SGD with momentum 0.9, learning rate 0.01 with the inverse decay
 of Caffe's LeNet solver, batch 64. Inputs: raw pixel values 0..255; the model
 standardises them with the training set's mean and std (one channel)."""
-import gzip
 import os
-import struct
 import sys
 import time
 
@@ -25,16 +23,8 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "client", "python"))
 from mcdrop.torch_export import export_torch  # noqa: E402
 
-DATA = os.environ.get("FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-           "Sneaker", "Bag", "Ankle boot"]
-
-
-def idx(name):
-    with gzip.open(os.path.join(DATA, name)) as f:
-        magic, = struct.unpack(">I", f.read(4))
-        dims = struct.unpack(">" + "I" * (magic & 0xFF), f.read(4 * (magic & 0xFF)))
-        return np.frombuffer(f.read(), dtype=np.uint8).reshape(dims)
+sys.path.insert(0, os.path.dirname(__file__))
+from fashion_data import idx  # noqa: E402
 
 
 def lenet(all_dropout):

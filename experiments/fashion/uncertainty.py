@@ -15,22 +15,11 @@ scaled to 28 x 28, uniform noise, and items rotated by 60 degrees or more."""
 import argparse
 import gzip
 import os
-import struct
 
 import numpy as np
 
 import mcdrop
-
-DATA = os.environ.get("FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-           "Sneaker", "Bag", "Ankle boot"]
-
-
-def idx(name):
-    with gzip.open(os.path.join(DATA, name)) as f:
-        magic, = struct.unpack(">I", f.read(4))
-        dims = struct.unpack(">" + "I" * (magic & 0xFF), f.read(4 * (magic & 0xFF)))
-        return np.frombuffer(f.read(), dtype=np.uint8).reshape(dims)
+from fashion_data import CLASSES, idx
 
 
 def bilinear(img, sx, sy):

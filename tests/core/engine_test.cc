@@ -22,21 +22,13 @@
 namespace mcdrop {
 namespace {
 
+using ::mcdrop::testing::MustCreate;
 using ::mcdrop::testing::RandomInputs;
 using ::mcdrop::testing::RandomSpec;
 using ::mcdrop::testing::ReferencePass;
 using ::mcdrop::testing::SoftmaxRef;
+using ::mcdrop::testing::View;
 using ::testing::HasSubstr;
-
-Model MustCreate(ModelSpec spec) {
-  auto m = Model::Create(std::move(spec));
-  EXPECT_TRUE(m.ok()) << m.status();
-  return *std::move(m);
-}
-
-InputMatrix View(const RowMajorMatrixXf& x) {
-  return InputMatrix(x.data(), x.rows(), x.cols());
-}
 
 void ExpectNear(double got, double want, double rel, const std::string& what) {
   EXPECT_LE(std::abs(got - want), rel * std::max(1.0, std::abs(want)))

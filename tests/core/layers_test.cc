@@ -23,7 +23,9 @@
 namespace mcdrop {
 namespace {
 
+using ::mcdrop::testing::MustCreate;
 using ::mcdrop::testing::RandomInputs;
+using ::mcdrop::testing::View;
 using ::testing::HasSubstr;
 
 Eigen::MatrixXf RandomMatrix(int rows, int cols, float scale,
@@ -127,16 +129,6 @@ ModelSpec ConvSpec(Task task, uint32_t seed) {
   spec.input_mean = RandomVector(2, -0.5f, 0.5f, rng);  // per channel
   spec.input_std = RandomVector(2, 0.5f, 2.0f, rng);
   return spec;
-}
-
-Model MustCreate(ModelSpec spec) {
-  auto m = Model::Create(std::move(spec));
-  EXPECT_TRUE(m.ok()) << m.status();
-  return *std::move(m);
-}
-
-InputMatrix View(const RowMajorMatrixXf& x) {
-  return InputMatrix(x.data(), x.rows(), x.cols());
 }
 
 // A CHW tensor of one example.

@@ -12,8 +12,21 @@
 #include "core/engine.h"
 #include "core/mask.h"
 #include "core/model.h"
+#include "gtest/gtest.h"
 
 namespace mcdrop::testing {
+
+// Model::Create, failing the test (with the status) when the spec is refused.
+inline Model MustCreate(ModelSpec spec) {
+  auto m = Model::Create(std::move(spec));
+  EXPECT_TRUE(m.ok()) << m.status();
+  return *std::move(m);
+}
+
+// A request's input view of a row-major matrix.
+inline InputMatrix View(const RowMajorMatrixXf& x) {
+  return InputMatrix(x.data(), x.rows(), x.cols());
+}
 
 // A random MLP with the given widths (input first), drop rates one per layer.
 inline ModelSpec RandomSpec(const std::vector<int>& widths,

@@ -75,46 +75,37 @@ def write_layer_list(path, layers, *, input_shape, task, tau=None, input_mean=No
         for tname, values in (layer.get("tensors") or {}).items():
             shape, flat = _flat(values)
             tensors.append((f"layers.{i}.{tname}", shape, flat))
-    for tname, vec in (("input_mean", input_mean), ("input_std", input_std),
-                       ("output_mean", output_mean), ("output_std", output_std)):
-        if vec is not None:
-            shape, flat = _flat(vec)
-            tensors.append((tname, [len(flat)], flat))
+    tensors += _standardisation(input_mean, input_std, output_mean, output_std)
     meta.update({"format": "mcdrop.v2", "input_shape": json.dumps([int(d) for d in input_shape]),
                  "layers": json.dumps(listed)})
     _write(path, tensors, meta)
 
 
+def _standardisation(input_mean, input_std, output_mean, output_std):
+    tensors = []
+    for tname, vec in (("input_mean", input_mean), ("input_std", input_std),
+                       ("output_mean", output_mean), ("output_std", output_std)):
+        if vec is not None:
+            shape, flat = _flat(vec)
+            tensors.append((tname, [len(flat)], flat))
+    return tensors
+
+
 def write_model(path, layers, *, task, activation="relu", dropout, tau=None,
                 input_mean=None, input_std=None, output_mean=None, output_std=None,
                 name="", description="", default_samples=0, extra_metadata=None):
-    """layers: list of (weight, bias) with weight as nested lists [out][in] and
-    bias as a list [out]; dropout: one rate per layer (applied to the layer's
-    input)."""
-    if task not in ("regression", "classification"):
-        raise ValueError(f"task must be regression or classification, not {task!r}")
+    """Writes a format v1 model. layers: list of (weight, bias) with weight as
+    nested lists [out][in] and bias as a list [out]; dropout: one rate per
+    layer (applied to the layer's input)."""
     if len(dropout) != len(layers):
         raise ValueError(f"{len(dropout)} drop rates for {len(layers)} layers")
-    if task == "regression" and not (tau and tau > 0):
-        raise ValueError("a regression model needs tau > 0 (the model precision, 1 / noise variance)")
+    meta = _common_metadata(task, tau, name, description, default_samples, extra_metadata)
     tensors = []
     for i, (w, b) in enumerate(layers):
         rows, cols = len(w), len(w[0])
         tensors.append((f"layers.{i}.weight", [rows, cols], [float(v) for row in w for v in row]))
         tensors.append((f"layers.{i}.bias", [len(b)], [float(v) for v in b]))
-    for tname, vec in (("input_mean", input_mean), ("input_std", input_std),
-                       ("output_mean", output_mean), ("output_std", output_std)):
-        if vec is not None:
-            tensors.append((tname, [len(vec)], [float(v) for v in vec]))
-    meta = {"format": "mcdrop.v1", "task": task, "activation": activation,
-            "dropout": json.dumps([float(p) for p in dropout])}
-    if tau is not None:
-        meta["tau"] = repr(float(tau))
-    if name:
-        meta["name"] = name
-    if description:
-        meta["description"] = description
-    if default_samples:
-        meta["default_samples"] = str(int(default_samples))
-    meta.update({str(k): str(v) for k, v in (extra_metadata or {}).items()})
+    tensors += _standardisation(input_mean, input_std, output_mean, output_std)
+    meta.update({"format": "mcdrop.v1", "activation": activation,
+                 "dropout": json.dumps([float(p) for p in dropout])})
     _write(path, tensors, meta)

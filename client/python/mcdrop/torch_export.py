@@ -93,6 +93,10 @@ def layers_of(module):
     return layers, rates, (acts.pop() if acts else "identity")
 
 
+def _vec(v):
+    return None if v is None else [float(x) for x in torch.as_tensor(v).flatten().tolist()]
+
+
 def _pair(v):
     return [int(v[0]), int(v[1])] if isinstance(v, (tuple, list)) else [int(v), int(v)]
 
@@ -219,13 +223,10 @@ def export_torch(module, path, *, task, tau=None, input_shape=None, input_mean=N
             raise ValueError("an image model needs input_shape=[C, H, W]")
         input_shape = [first.in_features]
 
-    def vec(v):
-        return None if v is None else [float(x) for x in torch.as_tensor(v).flatten().tolist()]
-
     with torch.no_grad():
         write_layer_list(path, layers, input_shape=list(input_shape), task=task, tau=tau,
-                         input_mean=vec(input_mean), input_std=vec(input_std),
-                         output_mean=vec(output_mean), output_std=vec(output_std), name=name,
+                         input_mean=_vec(input_mean), input_std=_vec(input_std),
+                         output_mean=_vec(output_mean), output_std=_vec(output_std), name=name,
                          description=description, default_samples=default_samples,
                          extra_metadata={"exported_by": f"mcdrop.torch_export (torch {torch.__version__})"})
     return "v2"
@@ -235,14 +236,11 @@ def _export_v1(module, path, *, task, tau, input_mean, input_std, output_mean, o
                description, default_samples):
     layers, rates, activation = layers_of(module)
 
-    def vec(v):
-        return None if v is None else [float(x) for x in torch.as_tensor(v).flatten().tolist()]
-
     with torch.no_grad():
         write_model(path, [(l.weight.detach().cpu().double().tolist(), l.bias.detach().cpu().double().tolist())
                            for l in layers],
                     task=task, activation=activation, dropout=rates, tau=tau,
-                    input_mean=vec(input_mean), input_std=vec(input_std),
-                    output_mean=vec(output_mean), output_std=vec(output_std), name=name,
+                    input_mean=_vec(input_mean), input_std=_vec(input_std),
+                    output_mean=_vec(output_mean), output_std=_vec(output_std), name=name,
                     description=description, default_samples=default_samples,
                     extra_metadata={"exported_by": f"mcdrop.torch_export (torch {torch.__version__})"})
