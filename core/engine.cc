@@ -171,8 +171,7 @@ absl::Status Engine::Validate(const Model& model,
     return absl::InvalidArgumentError(absl::StrCat(
         "the number of samples must be >= 1, got ", options.samples));
   }
-  const std::vector<int> widths = model.widths();
-  const int64_t widest = *std::max_element(widths.begin(), widths.end());
+  const int64_t widest = model.max_width();
   if (inputs.rows() * widest > Engine::kMaxPrefixValues) {
     return absl::InvalidArgumentError(absl::StrCat(
         inputs.rows(), " rows of this model need ", inputs.rows() * widest,
@@ -328,8 +327,7 @@ Eigen::MatrixXf StandardisedColumns(const Model& model,
   for (int c = 0; c < shape.c; ++c)
     for (int y = 0; y < shape.h; ++y)
       for (int w = 0; w < shape.w; ++w)
-        hwc.row((static_cast<int64_t>(y) * shape.w + w) * shape.c + c) =
-            x.row(chw++);
+        hwc.row(HwcIndex(shape, c, y, w)) = x.row(chw++);
   return hwc;
 }
 

@@ -46,11 +46,6 @@ constexpr ActivationNameEntry kActivations[] = {
     {Activation::kIdentity, "identity"}, {Activation::kLeakyRelu, "leaky_relu"},
 };
 
-// Index of the CHW element (c, y, x) in HWC order.
-int64_t HwcIndex(const Shape& s, int c, int y, int x) {
-  return (static_cast<int64_t>(y) * s.w + x) * s.c + c;
-}
-
 // Columns of a dense weight that reads a CHW-flattened tensor of shape
 // `physical`, reordered for the engine's HWC layout.
 Eigen::MatrixXf PermuteDenseInputs(const Eigen::MatrixXf& w,
@@ -565,11 +560,22 @@ absl::StatusOr<LayerDef> ParseLayer(size_t i, const nlohmann::json& j) {
 
 }  // namespace
 
+absl::string_view ActivationName(Activation activation) {
+  for (const ActivationNameEntry& a : kActivations) {
+    if (a.activation == activation) return a.name;
+  }
+  return "?";
+}
+
 absl::string_view LayerKindName(LayerKind kind) {
   for (const KindName& k : kKinds) {
     if (k.kind == kind) return k.name;
   }
   return "?";
+}
+
+int64_t HwcIndex(const Shape& s, int c, int y, int x) {
+  return (static_cast<int64_t>(y) * s.w + x) * s.c + c;
 }
 
 int64_t BoundedSize(int64_t c, int64_t h, int64_t w) {
@@ -641,9 +647,7 @@ std::string LayerListJson(const std::vector<LayerDef>& layers) {
   for (const LayerDef& l : layers) {
     nlohmann::json j;
     if (l.kind == LayerKind::kActivation) {
-      for (const ActivationNameEntry& a : kActivations) {
-        if (a.activation == l.activation) j["type"] = a.name;
-      }
+      j["type"] = std::string(ActivationName(l.activation));
       if (l.activation == Activation::kLeakyRelu) {
         j["negative_slope"] = Readable(l.negative_slope);
       }

@@ -49,6 +49,7 @@ enum class LayerKind {
   kDropout2d,
 };
 absl::string_view LayerKindName(LayerKind kind);  // "dense", "conv2d", ...
+absl::string_view ActivationName(Activation activation);  // "relu", ...
 
 // One layer of a v2 model. Which fields matter depends on `kind`.
 struct LayerDef {
@@ -89,6 +90,10 @@ struct Shape {
   int64_t size() const { return static_cast<int64_t>(c) * h * w; }
   bool flat() const { return h == 1 && w == 1; }
 };
+
+// The index of element (c, y, x) of a tensor of shape `s` in the engine's
+// channels-last layout (PyTorch's CHW index is (c * h + y) * w + x).
+int64_t HwcIndex(const Shape& s, int c, int y, int x);
 
 // c * h * w when all are positive and the product is at most
 // kMaxValuesPerExample, else -1 (no overflow for any int inputs).

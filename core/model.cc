@@ -2,6 +2,7 @@
 
 #include "core/model.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -111,24 +112,6 @@ absl::StatusOr<Eigen::VectorXf> ReadVector(const Safetensors& st,
 
 absl::string_view TaskName(Task task) {
   return task == Task::kRegression ? "regression" : "classification";
-}
-
-absl::string_view ActivationName(Activation a) {
-  switch (a) {
-    case Activation::kRelu:
-      return "relu";
-    case Activation::kTanh:
-      return "tanh";
-    case Activation::kSigmoid:
-      return "sigmoid";
-    case Activation::kGelu:
-      return "gelu";
-    case Activation::kIdentity:
-      return "identity";
-    case Activation::kLeakyRelu:
-      return "leaky_relu";
-  }
-  return "?";
 }
 
 absl::StatusOr<Task> ParseTask(absl::string_view name) {
@@ -306,6 +289,8 @@ absl::StatusOr<Model> Model::Finish(ModelSpec spec, std::vector<Stage> stages) {
     }
   }
   model.stages_ = std::make_shared<const std::vector<Stage>>(std::move(stages));
+  const std::vector<int> widths = model.widths();
+  model.max_width_ = *std::max_element(widths.begin(), widths.end());
   return model;
 }
 

@@ -36,7 +36,6 @@ namespace mcdrop {
 enum class Task { kRegression, kClassification };
 
 absl::string_view TaskName(Task task);
-absl::string_view ActivationName(Activation activation);
 absl::StatusOr<Task> ParseTask(absl::string_view name);
 absl::StatusOr<Activation> ParseActivation(absl::string_view name);
 
@@ -140,6 +139,8 @@ class Model {
   // Widths h_0 .. h_S: input size, then each stage's output size (values
   // per example).
   std::vector<int> widths() const;
+  // The largest of widths() (values per example).
+  int max_width() const { return max_width_; }
   // Multiply-adds of one forward pass from stage `from` on.
   int64_t MultiplyAdds(int from = 0) const;
   // Stage l's products (weights packed for this CPU when the model was
@@ -156,6 +157,7 @@ class Model {
   ModelSpec spec_;
   std::shared_ptr<const std::vector<Stage>> stages_;
   Shape input_shape_;
+  int max_width_ = 0;
   int first_stochastic_layer_ = 0;
 };
 

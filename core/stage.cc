@@ -134,9 +134,10 @@ void RunAffine(const Stage& s, const float* in, int64_t cols, float* out) {
   for (int64_t j = 0; j < cols; ++j) {
     const float* src = in + j * size;
     float* dst = out + j * size;
-    for (int64_t i = 0; i < size; ++i) {
-      const int64_t c = i % period;
-      dst[i] = src[i] * s.scale[c] + s.bias[c];
+    for (int64_t p = 0; p < size; p += period) {
+      for (int64_t c = 0; c < period; ++c) {
+        dst[p + c] = src[p + c] * s.scale[c] + s.bias[c];
+      }
     }
   }
   ApplyActivation(s.activation, s.negative_slope, out, size * cols);
@@ -193,7 +194,9 @@ void ApplyStageMask(const Stage& s, const DropoutMask& mask, float* h,
   for (int j = 0; j < cols; ++j) {
     float* col = h + j * size;
     const float* f = channel + static_cast<int64_t>(j) * C;
-    for (int64_t i = 0; i < size; ++i) col[i] *= f[i % C];
+    for (int64_t p = 0; p < size; p += C) {
+      for (int c = 0; c < C; ++c) col[p + c] *= f[c];
+    }
   }
 }
 

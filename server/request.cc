@@ -36,12 +36,14 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
     return !image.flat() && req.shape(from) == image.c &&
            req.shape(from + 1) == image.h && req.shape(from + 2) == image.w;
   };
-  const std::string accepted =
-      image.flat()
-          ? absl::StrCat("[rows, ", q, "] (or [", q, "] for one row)")
-          : absl::StrCat("[rows, ", image.c, ", ", image.h, ", ", image.w,
-                         "], [", image.c, ", ", image.h, ", ", image.w,
-                         "] for one image, or flat [rows, ", q, "]");
+  // What the model accepts, for error messages only.
+  auto accepted = [&] {
+    return image.flat()
+               ? absl::StrCat("[rows, ", q, "] (or [", q, "] for one row)")
+               : absl::StrCat("[rows, ", image.c, ", ", image.h, ", ", image.w,
+                              "], [", image.c, ", ", image.h, ", ", image.w,
+                              "] for one image, or flat [rows, ", q, "]");
+  };
   int64_t b;
   if (!image.flat()) {
     if (req.shape_size() == 2 && req.shape(1) == q) {
@@ -53,7 +55,7 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "shape [", absl::StrJoin(req.shape(), ", "),
-          "] does not match the model's input: expected ", accepted));
+          "] does not match the model's input: expected ", accepted()));
     }
   } else if (req.shape_size() == 1) {
     b = 1;
@@ -70,8 +72,9 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
           " values per row, not ", req.shape(1)));
     }
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "shape must be ", accepted, "; got ", req.shape_size(), " dimensions"));
+    return absl::InvalidArgumentError(absl::StrCat("shape must be ", accepted(),
+                                                   "; got ", req.shape_size(),
+                                                   " dimensions"));
   }
   if (b < 1) {
     return absl::InvalidArgumentError(absl::StrCat(

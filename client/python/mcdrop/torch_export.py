@@ -36,6 +36,11 @@ def _flatten(module):
     return out
 
 
+def _softmax_refusal(i, m):
+    return ValueError(f"module {i} ({type(m).__name__}): remove output activations, mcdrop "
+                      "applies softmax for classification itself (export the logits)")
+
+
 def _activation_name(m):
     if isinstance(m, nn.GELU):
         if getattr(m, "approximate", "none") != "none":
@@ -68,8 +73,7 @@ def layers_of(module):
             rates.append(pending)
             pending = 0.0
         elif isinstance(m, (nn.Softmax, nn.LogSoftmax)):
-            raise ValueError(f"module {i} ({type(m).__name__}): remove output activations, mcdrop "
-                             "applies softmax for classification itself (export the logits)")
+            raise _softmax_refusal(i, m)
         else:
             name = _activation_name(m)
             if name is None:
@@ -183,8 +187,7 @@ def layer_list_of(module):
         elif t is nn.LeakyReLU:
             layers.append({"type": "leaky_relu", "negative_slope": float(m.negative_slope)})
         elif isinstance(m, (nn.Softmax, nn.LogSoftmax)):
-            raise ValueError(f"module {i} ({t.__name__}): remove output activations, mcdrop "
-                             "applies softmax for classification itself (export the logits)")
+            raise _softmax_refusal(i, m)
         else:
             act = _activation_name(m)
             if act is None:
