@@ -35,6 +35,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "client/client.h"
 #include "client/evaluation.h"
 #include "client/load_generator.h"
@@ -569,6 +570,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "mcdrop-client predict|health|models|bench|eval [flags]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  // As in the server: no absl::Mutex lock-order graph outside the tests (it
+  // costs the load generator CPU and memory that never returns).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   const std::string cmd = args.size() == 2 ? args[1] : "";
   if (cmd == "predict") return Predict();
   if (cmd == "health") return Health();

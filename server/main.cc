@@ -13,6 +13,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/dense_kernel.h"
 #include "server/server.h"
@@ -120,6 +121,13 @@ int main(int argc, char** argv) {
   std::vector<char*> args = JoinRepeatedModelFlags(argc, argv, &store);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   spdlog::set_default_logger(spdlog::stderr_color_mt("mcdrop-server"));
+  // Debian builds abseil without NDEBUG, which turns on absl::Mutex's
+  // lock-order (deadlock) detector: every nested lock records an edge in a
+  // graph whose arena is never returned to the system. Under load the
+  // server's resident memory crept up by ~8 kB/s (soak: +6.5% in 90 s, the
+  // heap itself flat) and each lock paid for the graph. A serving binary
+  // runs without it; the tests keep it, where it catches lock-order bugs.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   // Signals are taken synchronously by this thread: block them before any
   // other thread starts, so every thread inherits the mask.
