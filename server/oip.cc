@@ -1,0 +1,393 @@
+// Copyright 2026 The mcdrop Authors.
+
+#include "server/oip.h"
+
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace mcdrop::server {
+namespace {
+
+using inference::InferParameter;
+using inference::ModelInferRequest;
+using inference::ModelInferResponse;
+
+absl::Status Invalid(absl::string_view what) {
+  return absl::InvalidArgumentError(what);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const int exponent = (h >> 10) & 0x1F;
+  const uint32_t mantissa = h & 0x3FF;
+  float value;
+  if (exponent == 0) {
+    value = std::ldexp(static_cast<float>(mantissa), -24);
+  } else if (exponent == 31) {
+    value = mantissa ? NAN : INFINITY;
+  } else {
+    value = std::ldexp(static_cast<float>(mantissa | 0x400), exponent - 25);
+  }
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  bits |= sign;
+  std::memcpy(&value, &bits, 4);
+  return value;
+}
+
+float Bf16ToFloat(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float value;
+  std::memcpy(&value, &bits, 4);
+  return value;
+}
+
+// Bytes per element of an accepted input datatype, or 0.
+int InputElementBytes(const std::string& datatype) {
+  if (datatype == "FP32") return 4;
+  if (datatype == "FP64") return 8;
+  if (datatype == "FP16" || datatype == "BF16") return 2;
+  return 0;
+}
+
+// The input's values as floats, from raw bytes (little-endian).
+absl::Status RawToFloats(const std::string& datatype, const std::string& raw,
+                         int64_t count,
+                         google::protobuf::RepeatedField<float>* out) {
+  const int bytes = InputElementBytes(datatype);
+  if (static_cast<int64_t>(raw.size()) != count * bytes) {
+    return Invalid(absl::StrCat("raw_input_contents holds ", raw.size(),
+                                " bytes; shape and ", datatype, " need ",
+                                count * bytes));
+  }
+  out->Resize(static_cast<int>(count), 0.0f);
+  for (int64_t i = 0; i < count; ++i) {
+    const char* p = raw.data() + i * bytes;
+    float v;
+    if (bytes == 4) {
+      std::memcpy(&v, p, 4);
+    } else if (bytes == 8) {
+      double d;
+      std::memcpy(&d, p, 8);
+      v = static_cast<float>(d);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      v = datatype == "FP16" ? HalfToFloat(h) : Bf16ToFloat(h);
+    }
+    out->Set(static_cast<int>(i), v);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TypedToFloats(const ModelInferRequest::InferInputTensor& input,
+                           int64_t count,
+                           google::protobuf::RepeatedField<float>* out) {
+  const auto& c = input.contents();
+  if (input.datatype() == "FP32") {
+    if (c.fp32_contents_size() != count) {
+      return Invalid(absl::StrCat("contents.fp32_contents holds ",
+                                  c.fp32_contents_size(),
+                                  " values; the shape needs ", count));
+    }
+    *out = c.fp32_contents();
+    return absl::OkStatus();
+  }
+  if (input.datatype() == "FP64") {
+    if (c.fp64_contents_size() != count) {
+      return Invalid(absl::StrCat("contents.fp64_contents holds ",
+                                  c.fp64_contents_size(),
+                                  " values; the shape needs ", count));
+    }
+    for (double d : c.fp64_contents()) out->Add(static_cast<float>(d));
+    return absl::OkStatus();
+  }
+  return Invalid(absl::StrCat(input.datatype(),
+                              " inputs must come as raw_input_contents (the "
+                              "protocol has no typed field for them)"));
+}
+
+absl::Status ReadInput(const ModelInferRequest& request,
+                       mcdrop::v1::PredictRequest* predict) {
+  if (request.inputs_size() != 1) {
+    return Invalid(absl::StrCat("expected exactly one input tensor, \"",
+                                kOipInputName, "\"; got ",
+                                request.inputs_size()));
+  }
+  const auto& input = request.inputs(0);
+  if (input.name() != kOipInputName) {
+    return Invalid(absl::StrCat("unknown input tensor \"", input.name(),
+                                "\" (this model's input is \"", kOipInputName,
+                                "\")"));
+  }
+  if (InputElementBytes(input.datatype()) == 0) {
+    return Invalid(absl::StrCat("input datatype ", input.datatype(),
+                                " is not supported (FP32, FP64, FP16, BF16)"));
+  }
+  int64_t count = 1;
+  for (int64_t d : input.shape()) {
+    if (d < 0 || (d > 0 && count > (int64_t{1} << 31) / d)) {
+      return Invalid(absl::StrCat("input shape [",
+                                  absl::StrJoin(input.shape(), ", "),
+                                  "] is negative or too large"));
+    }
+    count *= d;
+    predict->add_shape(d);
+  }
+  const bool raw = request.raw_input_contents_size() > 0;
+  if (raw && input.has_contents()) {
+    return Invalid(
+        "give the input in contents or in raw_input_contents, not both");
+  }
+  if (raw && request.raw_input_contents_size() != 1) {
+    return Invalid("raw_input_contents must hold one entry per input (1)");
+  }
+  return raw ? RawToFloats(input.datatype(), request.raw_input_contents(0),
+                           count, predict->mutable_inputs())
+             : TypedToFloats(input, count, predict->mutable_inputs());
+}
+
+absl::StatusOr<int64_t> IntegerParameter(const std::string& name,
+                                         const InferParameter& p) {
+  switch (p.parameter_choice_case()) {
+    case InferParameter::kInt64Param:
+      return p.int64_param();
+    case InferParameter::kUint64Param:
+      if (p.uint64_param() > static_cast<uint64_t>(INT64_MAX)) break;
+      return static_cast<int64_t>(p.uint64_param());
+    default:
+      break;
+  }
+  return Invalid(absl::StrCat("parameter \"", name,
+                              "\" must be an int64_param or uint64_param"));
+}
+
+absl::Status ReadParameter(const std::string& name, const InferParameter& p,
+                           mcdrop::v1::PredictRequest* predict) {
+  if (name == "samples") {
+    auto v = IntegerParameter(name, p);
+    if (!v.ok()) return v.status();
+    if (*v < 0 || *v > INT32_MAX) {
+      return Invalid(absl::StrCat("parameter \"samples\" must be in [0, ",
+                                  INT32_MAX, "], got ", *v));
+    }
+    predict->set_samples(static_cast<int32_t>(*v));
+  } else if (name == "seed") {
+    if (p.parameter_choice_case() == InferParameter::kUint64Param) {
+      predict->set_seed(p.uint64_param());
+    } else {
+      auto v = IntegerParameter(name, p);
+      if (!v.ok()) return v.status();
+      predict->set_seed(static_cast<uint64_t>(*v));
+    }
+  } else if (name == "mode") {
+    if (p.parameter_choice_case() != InferParameter::kStringParam) {
+      return Invalid("parameter \"mode\" must be a string_param");
+    }
+    if (p.string_param() == "monte_carlo") {
+      predict->set_mode(mcdrop::v1::MONTE_CARLO);
+    } else if (p.string_param() == "deterministic") {
+      predict->set_mode(mcdrop::v1::DETERMINISTIC);
+    } else {
+      return Invalid(
+          absl::StrCat("parameter \"mode\" is \"", p.string_param(),
+                       "\" (expected monte_carlo or deterministic)"));
+    }
+  } else if (name == "exclude_noise") {
+    if (p.parameter_choice_case() != InferParameter::kBoolParam) {
+      return Invalid("parameter \"exclude_noise\" must be a bool_param");
+    }
+    predict->set_exclude_noise(p.bool_param());
+  } else if (name == "interval_levels") {
+    if (p.parameter_choice_case() == InferParameter::kDoubleParam) {
+      predict->add_interval_levels(p.double_param());
+    } else if (p.parameter_choice_case() == InferParameter::kStringParam) {
+      for (absl::string_view part : absl::StrSplit(p.string_param(), ',')) {
+        double level;
+        if (!absl::SimpleAtod(absl::StripAsciiWhitespace(part), &level)) {
+          return Invalid(absl::StrCat("parameter \"interval_levels\": \"", part,
+                                      "\" is not a number"));
+        }
+        predict->add_interval_levels(level);
+      }
+    } else {
+      return Invalid(
+          "parameter \"interval_levels\" must be a double_param or a "
+          "string_param of comma-separated levels");
+    }
+  } else {
+    return Invalid(absl::StrCat("unknown parameter \"", name,
+                                "\" (mcdrop takes samples, seed, mode, "
+                                "exclude_noise, interval_levels)"));
+  }
+  return absl::OkStatus();
+}
+
+bool Contains(const std::vector<std::string>& v, const std::string& s) {
+  for (const std::string& x : v) {
+    if (x == s) return true;
+  }
+  return false;
+}
+
+// Appends one output tensor with its raw bytes.
+template <typename T>
+void AddOutput(const std::string& name, const char* datatype,
+               std::vector<int64_t> shape, const std::vector<T>& values,
+               ModelInferResponse* response) {
+  auto* out = response->add_outputs();
+  out->set_name(name);
+  out->set_datatype(datatype);
+  for (int64_t d : shape) out->add_shape(d);
+  response->add_raw_output_contents(std::string(
+      reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T)));
+}
+
+}  // namespace
+
+std::vector<std::string> OipOutputNames(const Model& model) {
+  if (model.task() == Task::kClassification) {
+    return {"probabilities",      "predicted_class", "entropy",
+            "mutual_information", "variation_ratio", "samples"};
+  }
+  return {"mean",           "variance",       "std",    "model_variance",
+          "interval_lower", "interval_upper", "samples"};
+}
+
+absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
+                                              const Model& model) {
+  OipCall call;
+  call.predict.set_model(request.model_name());
+  if (!request.model_version().empty()) {
+    int64_t version;
+    if (!absl::SimpleAtoi(request.model_version(), &version) || version < 1) {
+      return Invalid(absl::StrCat("model_version \"", request.model_version(),
+                                  "\" is not a positive integer"));
+    }
+    call.predict.set_version(version);
+  }
+  if (absl::Status s = ReadInput(request, &call.predict); !s.ok()) return s;
+  for (const auto& [name, p] : request.parameters()) {
+    if (absl::Status s = ReadParameter(name, p, &call.predict); !s.ok()) {
+      return s;
+    }
+  }
+  const std::vector<std::string> known = OipOutputNames(model);
+  for (const auto& o : request.outputs()) {
+    if (!Contains(known, o.name())) {
+      return Invalid(absl::StrCat("unknown output \"", o.name(),
+                                  "\" (this model has ",
+                                  absl::StrJoin(known, ", "), ")"));
+    }
+    if (Contains(call.outputs, o.name())) {
+      return Invalid(absl::StrCat("output \"", o.name(), "\" asked twice"));
+    }
+    call.outputs.push_back(o.name());
+  }
+  const bool intervals = call.predict.interval_levels_size() > 0;
+  if (call.outputs.empty()) {
+    for (const std::string& name : known) {
+      if (name == "samples") continue;
+      if (!intervals && absl::StartsWith(name, "interval_")) continue;
+      call.outputs.push_back(name);
+    }
+  }
+  if ((Contains(call.outputs, "interval_lower") ||
+       Contains(call.outputs, "interval_upper")) &&
+      !intervals) {
+    return Invalid(
+        "interval_lower / interval_upper need the parameter "
+        "\"interval_levels\"");
+  }
+  call.predict.set_return_samples(Contains(call.outputs, "samples"));
+  return call;
+}
+
+void FillInferResponse(const ModelInferRequest& request, const OipCall& call,
+                       const ServedModel& served, const PredictOptions& options,
+                       const Prediction& p, ModelInferResponse* response) {
+  response->set_model_name(served.name);
+  response->set_model_version(absl::StrCat(served.version));
+  response->set_id(request.id());
+  (*response->mutable_parameters())["samples"].set_int64_param(p.samples);
+  (*response->mutable_parameters())["seed"].set_uint64_param(options.seed);
+  const int64_t B = p.rows, D = p.outputs, L = p.levels;
+  for (const std::string& name : call.outputs) {
+    if (name == "mean" || name == "probabilities") {
+      AddOutput(name, "FP64", {B, D}, p.mean, response);
+    } else if (name == "variance") {
+      AddOutput(name, "FP64", {B, D}, p.variance, response);
+    } else if (name == "model_variance") {
+      AddOutput(name, "FP64", {B, D}, p.model_variance, response);
+    } else if (name == "std") {
+      std::vector<double> std(p.variance.size());
+      for (size_t i = 0; i < std.size(); ++i) std[i] = std::sqrt(p.variance[i]);
+      AddOutput(name, "FP64", {B, D}, std, response);
+    } else if (name == "interval_lower" || name == "interval_upper") {
+      std::vector<double> v;
+      for (int64_t r = 0; r < B; ++r)
+        for (int64_t d = 0; d < D; ++d)
+          for (int64_t l = 0; l < L; ++l) {
+            const IntervalBounds& b = p.Interval(r, d, l);
+            v.push_back(name == "interval_lower" ? b.lower : b.upper);
+          }
+      AddOutput(name, "FP64", {B, D, L}, v, response);
+    } else if (name == "predicted_class") {
+      std::vector<int64_t> c(p.predicted_class.begin(),
+                             p.predicted_class.end());
+      AddOutput(name, "INT64", {B}, c, response);
+    } else if (name == "entropy") {
+      AddOutput(name, "FP64", {B}, p.entropy, response);
+    } else if (name == "mutual_information") {
+      AddOutput(name, "FP64", {B}, p.mutual_information, response);
+    } else if (name == "variation_ratio") {
+      AddOutput(name, "FP64", {B}, p.variation_ratio, response);
+    } else if (name == "samples") {
+      AddOutput(name, "FP32", {p.samples, B, D}, p.sample_values, response);
+    }
+  }
+}
+
+void DescribeOipModel(const ServedModel& served,
+                      const std::vector<int64_t>& versions,
+                      inference::ModelMetadataResponse* response) {
+  const Model& m = served.model;
+  response->set_name(served.name);
+  for (int64_t v : versions) response->add_versions(absl::StrCat(v));
+  response->set_platform("mcdrop");
+  auto* input = response->add_inputs();
+  input->set_name(kOipInputName);
+  input->set_datatype("FP32");
+  input->add_shape(-1);
+  const Shape shape = m.input_shape();
+  input->add_shape(shape.c);
+  if (!shape.flat()) {
+    input->add_shape(shape.h);
+    input->add_shape(shape.w);
+  }
+  const int64_t D = m.output_size();
+  for (const std::string& name : OipOutputNames(m)) {
+    auto* out = response->add_outputs();
+    out->set_name(name);
+    out->set_datatype(name == "predicted_class" ? "INT64"
+                      : name == "samples"       ? "FP32"
+                                                : "FP64");
+    if (name == "samples") out->add_shape(-1);
+    out->add_shape(-1);
+    const bool per_row = name == "predicted_class" || name == "entropy" ||
+                         name == "mutual_information" ||
+                         name == "variation_ratio";
+    if (!per_row) out->add_shape(D);
+    if (absl::StartsWith(name, "interval_")) out->add_shape(-1);
+  }
+}
+
+}  // namespace mcdrop::server

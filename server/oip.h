@@ -1,0 +1,64 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// The Open Inference Protocol (KServe V2) mapping, without gRPC around it:
+// an OIP ModelInferRequest becomes an mcdrop.v1 PredictRequest (so the same
+// validation, limits and errors apply), and a prediction becomes an OIP
+// ModelInferResponse with every output in raw_output_contents. Names and
+// types are documented in docs/api.md ("Open Inference Protocol").
+
+#ifndef MCDROP_SERVER_OIP_H_
+#define MCDROP_SERVER_OIP_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/engine.h"
+#include "inference/open_inference_grpc.pb.h"
+#include "mcdrop/v1/inference.pb.h"
+#include "server/model_registry.h"
+
+namespace mcdrop::server {
+
+// The one input tensor's name.
+inline constexpr char kOipInputName[] = "input";
+
+// What an OIP call asks for, translated.
+struct OipCall {
+  mcdrop::v1::PredictRequest predict;
+  // Outputs to return, in order (the request's `outputs`, or every default
+  // output of the model's task when it names none).
+  std::vector<std::string> outputs;
+};
+
+// Translates `request` for `model`: exactly one input named "input" with
+// datatype FP32, FP64, FP16 or BF16 (converted to f32), in `contents` or
+// `raw_input_contents` (not both), whose element count matches its shape;
+// parameters "samples" and "seed" (integers), "mode" ("monte_carlo" or
+// "deterministic"), "exclude_noise" (bool), "interval_levels" (a double, or
+// a string of comma-separated levels); requested outputs must be names the
+// model has. InvalidArgument saying what is wrong; the shape and values are
+// then checked as mcdrop.v1 checks them (ValidatePredictRequest).
+absl::StatusOr<OipCall> TranslateInferRequest(
+    const inference::ModelInferRequest& request, const Model& model);
+
+// The output names a model has ("samples" and the interval bounds only when
+// asked for are included).
+std::vector<std::string> OipOutputNames(const Model& model);
+
+// Fills `response` (raw outputs, the id echoed, parameters "samples" and
+// "seed" with the T and seed used).
+void FillInferResponse(const inference::ModelInferRequest& request,
+                       const OipCall& call, const ServedModel& served,
+                       const PredictOptions& options,
+                       const Prediction& prediction,
+                       inference::ModelInferResponse* response);
+
+// ModelMetadata: the input tensor, every output with its datatype and shape.
+void DescribeOipModel(const ServedModel& served,
+                      const std::vector<int64_t>& versions,
+                      inference::ModelMetadataResponse* response);
+
+}  // namespace mcdrop::server
+
+#endif  // MCDROP_SERVER_OIP_H_

@@ -1,0 +1,232 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// The Open Inference Protocol mapping without gRPC: requests translated to
+// mcdrop.v1 (inputs in every accepted form, parameters, outputs), refusals,
+// and responses built from the engine's predictions.
+
+#include "server/oip.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "server/request.h"
+#include "tests/testing/models.h"
+
+namespace mcdrop::server {
+namespace {
+
+using inference::ModelInferRequest;
+using inference::ModelInferResponse;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+ServedModel Served(Task task) {
+  return ServedModel{"m", 3, "test", absl::Now(),
+                     testing::MustCreate(testing::RandomSpec(
+                         {4, 8, task == Task::kRegression ? 2 : 3},
+                         {0.1f, 0.2f}, task, Activation::kRelu, 5))};
+}
+
+ModelInferRequest Request(const std::vector<float>& values, int rows) {
+  ModelInferRequest r;
+  r.set_model_name("m");
+  r.set_id("call-7");
+  auto* in = r.add_inputs();
+  in->set_name("input");
+  in->set_datatype("FP32");
+  in->add_shape(rows);
+  in->add_shape(static_cast<int64_t>(values.size()) / rows);
+  for (float v : values) in->mutable_contents()->add_fp32_contents(v);
+  return r;
+}
+
+TEST(OipTest, TypedRawAndHalfInputsTranslateAlike) {
+  const ServedModel served = Served(Task::kRegression);
+  const std::vector<float> x = {0.5f, -1.0f, 2.0f,  0.25f,
+                                1.5f, 0.0f,  -0.5f, 3.0f};
+  auto typed = TranslateInferRequest(Request(x, 2), served.model);
+  ASSERT_TRUE(typed.ok()) << typed.status();
+  EXPECT_THAT(typed->predict.shape(), ElementsAre(2, 4));
+  EXPECT_THAT(typed->predict.inputs(),
+              ElementsAre(0.5f, -1.0f, 2.0f, 0.25f, 1.5f, 0.0f, -0.5f, 3.0f));
+  EXPECT_THAT(typed->outputs,
+              ElementsAre("mean", "variance", "std", "model_variance"));
+  // The same values as raw FP32, FP64 and BF16 (all exact in bf16).
+  for (const char* type : {"FP32", "FP64", "BF16", "FP16"}) {
+    ModelInferRequest r = Request(x, 2);
+    r.mutable_inputs(0)->clear_contents();
+    r.mutable_inputs(0)->set_datatype(type);
+    std::string raw;
+    for (float v : x) {
+      if (std::string(type) == "FP32") {
+        raw.append(reinterpret_cast<const char*>(&v), 4);
+      } else if (std::string(type) == "FP64") {
+        const double d = v;
+        raw.append(reinterpret_cast<const char*>(&d), 8);
+      } else if (std::string(type) == "BF16") {
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        const uint16_t h = static_cast<uint16_t>(bits >> 16);
+        raw.append(reinterpret_cast<const char*>(&h), 2);
+      } else {  // FP16 of these values: sign, 5-bit exponent, 10-bit mantissa
+        int e;
+        const float m = std::frexp(std::abs(v), &e);
+        uint16_t h =
+            v == 0.0f
+                ? 0
+                : static_cast<uint16_t>(((e + 14) << 10) |
+                                        (static_cast<int>(m * 2048) - 1024));
+        if (v < 0) h |= 0x8000;
+        raw.append(reinterpret_cast<const char*>(&h), 2);
+      }
+    }
+    r.add_raw_input_contents(raw);
+    auto t = TranslateInferRequest(r, served.model);
+    ASSERT_TRUE(t.ok()) << type << ": " << t.status();
+    EXPECT_THAT(
+        t->predict.inputs(),
+        ::testing::Pointwise(::testing::FloatEq(), typed->predict.inputs()))
+        << type;
+  }
+}
+
+TEST(OipTest, ParametersAndOutputs) {
+  const ServedModel served = Served(Task::kRegression);
+  ModelInferRequest r = Request({1, 2, 3, 4}, 1);
+  (*r.mutable_parameters())["samples"].set_int64_param(500);
+  (*r.mutable_parameters())["seed"].set_uint64_param(99);
+  (*r.mutable_parameters())["exclude_noise"].set_bool_param(true);
+  (*r.mutable_parameters())["interval_levels"].set_string_param("0.9, 0.5");
+  r.add_outputs()->set_name("interval_upper");
+  r.add_outputs()->set_name("samples");
+  auto t = TranslateInferRequest(r, served.model);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->predict.samples(), 500);
+  EXPECT_EQ(t->predict.seed(), 99u);
+  EXPECT_TRUE(t->predict.exclude_noise());
+  EXPECT_THAT(t->predict.interval_levels(), ElementsAre(0.9, 0.5));
+  EXPECT_TRUE(t->predict.return_samples());
+  EXPECT_THAT(t->outputs, ElementsAre("interval_upper", "samples"));
+
+  // Through validation and the engine to the response.
+  int rows = 0;
+  PredictOptions opt;
+  ASSERT_TRUE(
+      ValidatePredictRequest(t->predict, served.model, Limits{}, &rows, &opt)
+          .ok());
+  Engine engine({.threads = 2});
+  auto p = engine.Predict(
+      served.model, InputMatrix(t->predict.inputs().data(), rows, 4), opt);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ModelInferResponse resp;
+  FillInferResponse(r, *t, served, opt, *p, &resp);
+  EXPECT_EQ(resp.id(), "call-7");
+  EXPECT_EQ(resp.model_version(), "3");
+  EXPECT_EQ(resp.parameters().at("samples").int64_param(), 500);
+  EXPECT_EQ(resp.parameters().at("seed").uint64_param(), 99u);
+  ASSERT_EQ(resp.outputs_size(), 2);
+  ASSERT_EQ(resp.raw_output_contents_size(), 2);
+  EXPECT_THAT(resp.outputs(0).shape(), ElementsAre(1, 2, 2));
+  const std::string& upper = resp.raw_output_contents(0);
+  ASSERT_EQ(upper.size(), 4 * sizeof(double));
+  double u;
+  std::memcpy(&u, upper.data() + sizeof(double), sizeof(double));
+  EXPECT_EQ(u, p->Interval(0, 0, 1).upper);
+  EXPECT_THAT(resp.outputs(1).shape(), ElementsAre(500, 1, 2));
+  EXPECT_EQ(resp.raw_output_contents(1).size(), 500 * 2 * sizeof(float));
+}
+
+TEST(OipTest, ClassifierOutputs) {
+  const ServedModel served = Served(Task::kClassification);
+  auto t =
+      TranslateInferRequest(Request({1, 2, 3, 4, 5, 6, 7, 8}, 2), served.model);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(t->outputs,
+              ElementsAre("probabilities", "predicted_class", "entropy",
+                          "mutual_information", "variation_ratio"));
+  inference::ModelMetadataResponse meta;
+  DescribeOipModel(served, {1, 3}, &meta);
+  EXPECT_THAT(meta.versions(), ElementsAre("1", "3"));
+  ASSERT_EQ(meta.inputs_size(), 1);
+  EXPECT_EQ(meta.inputs(0).name(), "input");
+  EXPECT_THAT(meta.inputs(0).shape(), ElementsAre(-1, 4));
+  EXPECT_EQ(meta.outputs(1).name(), "predicted_class");
+  EXPECT_EQ(meta.outputs(1).datatype(), "INT64");
+  EXPECT_THAT(meta.outputs(1).shape(), ElementsAre(-1));
+}
+
+TEST(OipTest, RefusalsSayWhatIsWrong) {
+  const ServedModel served = Served(Task::kRegression);
+  struct Case {
+    const char* what;
+    std::function<void(ModelInferRequest&)> edit;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"name", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_name("x"); },
+       "unknown input tensor \"x\""},
+      {"two inputs",
+       [](ModelInferRequest& r) { *r.add_inputs() = r.inputs(0); },
+       "exactly one input tensor"},
+      {"datatype",
+       [](ModelInferRequest& r) { r.mutable_inputs(0)->set_datatype("INT32"); },
+       "input datatype INT32 is not supported"},
+      {"count",
+       [](ModelInferRequest& r) {
+         r.mutable_inputs(0)->mutable_contents()->add_fp32_contents(1);
+       },
+       "fp32_contents holds 5 values; the shape needs 4"},
+      {"both forms",
+       [](ModelInferRequest& r) {
+         r.add_raw_input_contents(std::string(16, 0));
+       },
+       "not both"},
+      {"raw size",
+       [](ModelInferRequest& r) {
+         r.mutable_inputs(0)->clear_contents();
+         r.add_raw_input_contents(std::string(15, 0));
+       },
+       "raw_input_contents holds 15 bytes; shape and FP32 need 16"},
+      {"unknown parameter",
+       [](ModelInferRequest& r) {
+         (*r.mutable_parameters())["temperature"].set_double_param(1);
+       },
+       "unknown parameter \"temperature\""},
+      {"parameter type",
+       [](ModelInferRequest& r) {
+         (*r.mutable_parameters())["samples"].set_string_param("10");
+       },
+       "parameter \"samples\" must be an int64_param or uint64_param"},
+      {"mode",
+       [](ModelInferRequest& r) {
+         (*r.mutable_parameters())["mode"].set_string_param("fast");
+       },
+       "parameter \"mode\" is \"fast\""},
+      {"output",
+       [](ModelInferRequest& r) { r.add_outputs()->set_name("logits"); },
+       "unknown output \"logits\""},
+      {"intervals without levels",
+       [](ModelInferRequest& r) {
+         r.add_outputs()->set_name("interval_lower");
+       },
+       "need the parameter \"interval_levels\""},
+      {"version", [](ModelInferRequest& r) { r.set_model_version("two"); },
+       "model_version \"two\""},
+  };
+  for (const Case& c : cases) {
+    ModelInferRequest r = Request({1, 2, 3, 4}, 1);
+    c.edit(r);
+    auto t = TranslateInferRequest(r, served.model);
+    ASSERT_FALSE(t.ok()) << c.what;
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << c.what;
+    EXPECT_THAT(std::string(t.status().message()), HasSubstr(c.message))
+        << c.what;
+  }
+}
+
+}  // namespace
+}  // namespace mcdrop::server
