@@ -150,6 +150,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   MCDROP_ASSIGN_OR_RETURN(auto credentials, MakeCredentials(options));
   builder.AddListeningPort(address, credentials, &s->port_);
   builder.RegisterService(s->service_.get());
+  s->oip_service_ = std::make_unique<OipService>(
+      &s->models_, s->engine_.get(), s->metrics_.get(), options.limits,
+      s->service_.get());
+  builder.RegisterService(s->oip_service_.get());
   builder.AddChannelArgument(
       GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
       static_cast<int>(absl::ToInt64Milliseconds(options.handshake_timeout)));

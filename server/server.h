@@ -21,6 +21,7 @@
 #include "core/engine.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
+#include "server/oip_service.h"
 #include "server/service.h"
 
 namespace mcdrop::server {
@@ -92,6 +93,7 @@ class Server {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<OipService> oip_service_;
   std::unique_ptr<grpc::Server> server_;
   void PollRepository();
 

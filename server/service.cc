@@ -148,6 +148,20 @@ InferenceService::InferenceService(const ModelRegistry* models, Engine* engine,
       limits_(limits),
       tokens_(std::move(tokens)) {}
 
+bool InferenceService::TryAdmit() {
+  if (inflight_.fetch_add(1) >= limits_.max_inflight) {
+    inflight_.fetch_sub(1);
+    return false;
+  }
+  metrics_->inflight().Increment();
+  return true;
+}
+
+void InferenceService::Release() {
+  inflight_.fetch_sub(1);
+  metrics_->inflight().Decrement();
+}
+
 absl::Status InferenceService::Authenticate(
     const grpc::CallbackServerContext* context) const {
   if (tokens_.empty()) return absl::OkStatus();

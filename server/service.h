@@ -51,15 +51,21 @@ class InferenceService final : public RawInferenceService {
 
   // From now on Predict answers UNAVAILABLE (the server is draining).
   void StartDraining() { draining_.store(true); }
+  bool draining() const { return draining_.load(); }
   int inflight() const { return inflight_.load(); }
+  // Admission shared with the Open Inference Protocol service: true (and
+  // counted in flight until Release) when under the in-flight limit.
+  bool TryAdmit();
+  void Release();
+
+  // OK, or UNAUTHENTICATED when tokens are required and the call's
+  // authorization metadata holds none of them.
+  absl::Status Authenticate(const grpc::CallbackServerContext* context) const;
 
  private:
   const ModelRegistry* models_;
   Engine* engine_;
   Metrics* metrics_;
-  // OK, or UNAUTHENTICATED when tokens are required and the call's
-  // authorization metadata holds none of them.
-  absl::Status Authenticate(const grpc::CallbackServerContext* context) const;
   absl::Status Metadata(const mcdrop::v1::GetModelMetadataRequest& request,
                         mcdrop::v1::ModelMetadata* response) const;
   void AllModels(mcdrop::v1::ListModelsResponse* response) const;

@@ -7,13 +7,17 @@
 #include "server/oip.h"
 
 #include <gmock/gmock.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <functional>
 
+#include "inference/open_inference_grpc.grpc.pb.h"
 #include "server/request.h"
+#include "server/server.h"
 #include "tests/testing/models.h"
 
 namespace mcdrop::server {
@@ -226,6 +230,87 @@ TEST(OipTest, RefusalsSayWhatIsWrong) {
     EXPECT_THAT(std::string(t.status().message()), HasSubstr(c.message))
         << c.what;
   }
+}
+
+// Over gRPC, on the server's one port, as an unmodified OIP client calls it.
+TEST(OipServiceTest, AnswersAsTheEngineDoes) {
+  ServerOptions o;
+  o.models = {"concrete=" + std::string(MCDROP_SOURCE_DIR) +
+              "/models/concrete.safetensors"};
+  o.host = "127.0.0.1";
+  o.port = 0;
+  o.metrics_address = "127.0.0.1:0";
+  o.threads = 2;
+  auto server = Server::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = inference::GRPCInferenceService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                          grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext ctx;
+    inference::ServerLiveResponse live;
+    ASSERT_TRUE(stub->ServerLive(&ctx, {}, &live).ok());
+    EXPECT_TRUE(live.live());
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ServerReadyResponse ready;
+    ASSERT_TRUE(stub->ServerReady(&ctx, {}, &ready).ok());
+    EXPECT_TRUE(ready.ready());
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelReadyRequest req;
+    req.set_name("concrete");
+    inference::ModelReadyResponse ready;
+    ASSERT_TRUE(stub->ModelReady(&ctx, req, &ready).ok());
+    EXPECT_TRUE(ready.ready());
+    grpc::ClientContext ctx2;
+    req.set_name("nope");
+    ASSERT_TRUE(stub->ModelReady(&ctx2, req, &ready).ok());
+    EXPECT_FALSE(ready.ready());
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelMetadataRequest req;
+    req.set_name("concrete");
+    inference::ModelMetadataResponse meta;
+    ASSERT_TRUE(stub->ModelMetadata(&ctx, req, &meta).ok());
+    EXPECT_THAT(meta.inputs(0).shape(), ElementsAre(-1, 8));
+    EXPECT_THAT(meta.versions(), ElementsAre("1"));
+  }
+  const std::vector<float> x = {540, 0, 0, 162, 2.5, 1040, 676, 28};
+  ModelInferRequest req = Request(x, 1);
+  req.set_model_name("concrete");
+  req.mutable_inputs(0)->clear_contents();
+  req.add_raw_input_contents(
+      std::string(reinterpret_cast<const char*>(x.data()), 32));
+  (*req.mutable_parameters())["samples"].set_int64_param(1000);
+  (*req.mutable_parameters())["seed"].set_int64_param(42);
+  grpc::ClientContext ctx;
+  ModelInferResponse resp;
+  grpc::Status s = stub->ModelInfer(&ctx, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.id(), "call-7");
+  ASSERT_EQ(resp.outputs(0).name(), "mean");
+  double mean;
+  std::memcpy(&mean, resp.raw_output_contents(0).data(), 8);
+  auto model = Model::Load(std::string(MCDROP_SOURCE_DIR) +
+                           "/models/concrete.safetensors");
+  ASSERT_TRUE(model.ok());
+  Engine engine({.threads = 2});
+  PredictOptions opt;
+  opt.samples = 1000;
+  opt.seed = 42;
+  auto want = engine.Predict(*model, InputMatrix(x.data(), 1, 8), opt);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(mean, want->Mean(0, 0));
+  // A refusal arrives as the same clear status.
+  req.mutable_inputs(0)->set_name("x");
+  grpc::ClientContext ctx2;
+  s = stub->ModelInfer(&ctx2, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("unknown input tensor \"x\""));
 }
 
 }  // namespace
