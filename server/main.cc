@@ -80,6 +80,20 @@ ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "handshake by then are closed");
 ABSL_FLAG(int64_t, memory_quota_bytes, int64_t{2} << 30,
           "Memory gRPC may use for all connections' buffers (0: no cap)");
+ABSL_FLAG(int, http_port, 8000,
+          "Port of the Open Inference Protocol's HTTP/REST API (0: pick a "
+          "free one, -1: none); same TLS, tokens and limits as gRPC");
+ABSL_FLAG(std::string, http_host, "",
+          "Address of the HTTP/REST API (empty: --host)");
+ABSL_FLAG(int, http_threads, 2,
+          "HTTP I/O threads (parsing and JSON; the engine computes)");
+ABSL_FLAG(absl::Duration, http_idle_timeout, absl::Seconds(60),
+          "An HTTP connection waiting this long for a request is closed");
+ABSL_FLAG(absl::Duration, http_read_timeout, absl::Seconds(30),
+          "Time an HTTP client has to send a whole request once it started "
+          "(and to take the answer)");
+ABSL_FLAG(int, http_max_connections, 1024,
+          "Open HTTP connections at most; more are closed at once");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(10),
           "On SIGTERM/SIGINT: time in-flight calls get to finish");
 
@@ -172,6 +186,12 @@ int main(int argc, char** argv) {
   options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
   options.memory_quota_bytes = absl::GetFlag(FLAGS_memory_quota_bytes);
+  options.http_port = absl::GetFlag(FLAGS_http_port);
+  options.http_host = absl::GetFlag(FLAGS_http_host);
+  options.http_threads = absl::GetFlag(FLAGS_http_threads);
+  options.http_idle_timeout = absl::GetFlag(FLAGS_http_idle_timeout);
+  options.http_read_timeout = absl::GetFlag(FLAGS_http_read_timeout);
+  options.http_max_connections = absl::GetFlag(FLAGS_http_max_connections);
 
   auto server = mcdrop::server::Server::Start(options);
   if (!server.ok()) {

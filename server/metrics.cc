@@ -31,6 +31,10 @@ const grpc::StatusCode kCodes[] = {
     grpc::StatusCode::UNAUTHENTICATED,
 };
 
+// The "protocol" and "api" label values of each Endpoint.
+const std::pair<const char*, const char*> kEndpointLabels[kEndpoints] = {
+    {"grpc", "mcdrop.v1"}, {"grpc", "oip"}, {"http", "oip"}};
+
 const Histogram::BucketBoundaries kSecondsBuckets = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
     0.25,   0.5,   1,      2.5,   5,    10,    30};
@@ -74,9 +78,11 @@ class PoolCollector : public prometheus::Collectable {
 
 }  // namespace
 
-void ModelMetrics::CountRequest(grpc::StatusCode code) const {
-  auto it = requests.find(code);
-  (it == requests.end() ? unknown_code : it->second)->Increment();
+void ModelMetrics::CountRequest(Endpoint endpoint,
+                                grpc::StatusCode code) const {
+  const int e = static_cast<int>(endpoint);
+  auto it = requests[e].find(code);
+  (it == requests[e].end() ? unknown_code[e] : it->second)->Increment();
 }
 
 void ModelMetrics::Observe(const Prediction& p) const {
@@ -107,12 +113,16 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
     auto& r = *m->registry_;
     m->requests_ = &prometheus::BuildCounter()
                         .Name("mcdrop_requests_total")
-                        .Help("Predict requests by model and gRPC status code.")
+                        .Help(
+                "Inference requests (mcdrop.v1 Predict, OIP ModelInfer) by "
+                "model, protocol, API and gRPC status code.")
                         .Register(r);
     m->duration_ =
         &prometheus::BuildHistogram()
              .Name("mcdrop_request_duration_seconds")
-             .Help("Server-side Predict latency, from arrival to answer.")
+             .Help(
+                 "Server-side inference latency, from arrival to answer, by "
+                 "model, protocol and API.")
              .Register(r);
     m->queue_ = &prometheus::BuildHistogram()
                      .Name("mcdrop_request_queue_seconds")
@@ -186,13 +196,20 @@ ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
   // returns the existing child for labels it has seen); what depends on the
   // version's task and shape is per version.
   const prometheus::Labels labels = {{"model", model_label}};
-  for (grpc::StatusCode code : kCodes) {
-    mm->requests[code] =
-        &requests_->Add({{"model", model_label}, {"code", CodeName(code)}});
+  for (int e = 0; e < kEndpoints; ++e) {
+    prometheus::Labels endpoint = labels;
+    endpoint["protocol"] = kEndpointLabels[e].first;
+    endpoint["api"] = kEndpointLabels[e].second;
+    for (grpc::StatusCode code : kCodes) {
+      prometheus::Labels l = endpoint;
+      l["code"] = CodeName(code);
+      mm->requests[e][code] = &requests_->Add(l);
+    }
+    prometheus::Labels unknown = endpoint;
+    unknown["code"] = "UNKNOWN";
+    mm->unknown_code[e] = &requests_->Add(unknown);
+    mm->duration[e] = &duration_->Add(endpoint, kSecondsBuckets);
   }
-  mm->unknown_code =
-      &requests_->Add({{"model", model_label}, {"code", "UNKNOWN"}});
-  mm->duration = &duration_->Add(labels, kSecondsBuckets);
   mm->queue = &queue_->Add(labels, kSecondsBuckets);
   mm->compute = &compute_->Add(labels, kSecondsBuckets);
   mm->batch_rows = &batch_rows_->Add(labels, kRowsBuckets);

@@ -15,6 +15,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <array>
 #include <functional>
 #include <map>
 #include <memory>
@@ -29,11 +30,19 @@
 
 namespace mcdrop::server {
 
+// Where a request came in: its transport and API, the labels "protocol"
+// (grpc, http) and "api" (mcdrop.v1, oip) of the request counters and
+// latency histograms.
+enum class Endpoint { kGrpcV1 = 0, kGrpcOip = 1, kHttpOip = 2 };
+inline constexpr int kEndpoints = 3;
+
 // The children of one model version's labels.
 struct ModelMetrics {
-  std::map<grpc::StatusCode, prometheus::Counter*> requests;  // by code
-  prometheus::Counter* unknown_code = nullptr;
-  prometheus::Histogram* duration = nullptr;
+  // By endpoint, then by code.
+  std::array<std::map<grpc::StatusCode, prometheus::Counter*>, kEndpoints>
+      requests;
+  std::array<prometheus::Counter*, kEndpoints> unknown_code{};
+  std::array<prometheus::Histogram*, kEndpoints> duration{};
   prometheus::Histogram* queue = nullptr;
   prometheus::Histogram* compute = nullptr;
   prometheus::Histogram* batch_rows = nullptr;
@@ -42,7 +51,10 @@ struct ModelMetrics {
   prometheus::Histogram* entropy = nullptr;             // classification
   prometheus::Histogram* mutual_information = nullptr;  // classification
 
-  void CountRequest(grpc::StatusCode code) const;
+  void CountRequest(Endpoint endpoint, grpc::StatusCode code) const;
+  void ObserveDuration(Endpoint endpoint, double seconds) const {
+    duration[static_cast<int>(endpoint)]->Observe(seconds);
+  }
   // Records a finished prediction's work and uncertainty.
   void Observe(const Prediction& p) const;
 };

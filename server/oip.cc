@@ -171,8 +171,17 @@ absl::StatusOr<int64_t> IntegerParameter(const std::string& name,
 }
 
 absl::Status ReadParameter(const std::string& name, const InferParameter& p,
-                           mcdrop::v1::PredictRequest* predict) {
-  if (name == "samples") {
+                           OipCall* call) {
+  mcdrop::v1::PredictRequest* predict = &call->predict;
+  if (name == "timeout") {
+    auto v = IntegerParameter(name, p);
+    if (!v.ok()) return v.status();
+    if (*v <= 0) {
+      return Invalid(absl::StrCat(
+          "parameter \"timeout\" (microseconds) must be positive, got ", *v));
+    }
+    call->timeout = absl::Microseconds(*v);
+  } else if (name == "samples") {
     auto v = IntegerParameter(name, p);
     if (!v.ok()) return v.status();
     if (*v < 0 || *v > INT32_MAX) {
@@ -226,7 +235,7 @@ absl::Status ReadParameter(const std::string& name, const InferParameter& p,
   } else {
     return Invalid(absl::StrCat("unknown parameter \"", name,
                                 "\" (mcdrop takes samples, seed, mode, "
-                                "exclude_noise, interval_levels)"));
+                                "exclude_noise, interval_levels, timeout)"));
   }
   return absl::OkStatus();
 }
@@ -276,7 +285,7 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
   }
   if (absl::Status s = ReadInput(request, &call.predict); !s.ok()) return s;
   for (const auto& [name, p] : request.parameters()) {
-    if (absl::Status s = ReadParameter(name, p, &call.predict); !s.ok()) {
+    if (absl::Status s = ReadParameter(name, p, &call); !s.ok()) {
       return s;
     }
   }

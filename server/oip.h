@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/engine.h"
 #include "inference/open_inference_grpc.pb.h"
 #include "mcdrop/v1/inference.pb.h"
@@ -29,6 +30,9 @@ struct OipCall {
   // Outputs to return, in order (the request's `outputs`, or every default
   // output of the model's task when it names none).
   std::vector<std::string> outputs;
+  // The parameter "timeout" (microseconds, as Triton's clients send it):
+  // the request's deadline is then at most this long after its arrival.
+  absl::Duration timeout = absl::InfiniteDuration();
 };
 
 // Translates `request` for `model`: exactly one input named "input" with
@@ -36,7 +40,8 @@ struct OipCall {
 // `raw_input_contents` (not both), whose element count matches its shape;
 // parameters "samples" and "seed" (integers), "mode" ("monte_carlo" or
 // "deterministic"), "exclude_noise" (bool), "interval_levels" (a double, or
-// a string of comma-separated levels); requested outputs must be names the
+// a string of comma-separated levels), "timeout" (a positive integer of
+// microseconds); requested outputs must be names the
 // model has. InvalidArgument saying what is wrong; the shape and values are
 // then checked as mcdrop.v1 checks them (ValidatePredictRequest).
 absl::StatusOr<OipCall> TranslateInferRequest(

@@ -2,6 +2,8 @@
 
 #include "server/oip_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <memory>
 #include <utility>
 
@@ -21,9 +23,18 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// What a call needs after the engine finished (kept by the completion).
+struct InferState {
+  OipCall call;
+  std::shared_ptr<const ServedModel> model;
+  PredictOptions options;
+  const ModelMetrics* metrics = nullptr;
+  absl::Time arrived;
+};
+
 }  // namespace
 
-OipService::OipService(const ModelRegistry* models, Engine* engine,
+OipBackend::OipBackend(const ModelRegistry* models, Engine* engine,
                        Metrics* metrics, Limits limits,
                        InferenceService* inference)
     : models_(models),
@@ -32,7 +43,7 @@ OipService::OipService(const ModelRegistry* models, Engine* engine,
       limits_(limits),
       inference_(inference) {}
 
-absl::StatusOr<std::shared_ptr<const ServedModel>> OipService::Find(
+absl::StatusOr<std::shared_ptr<const ServedModel>> OipBackend::Find(
     const std::string& name, const std::string& version) const {
   int64_t v = 0;
   if (!version.empty() && (!absl::SimpleAtoi(version, &v) || v < 1)) {
@@ -40,6 +51,110 @@ absl::StatusOr<std::shared_ptr<const ServedModel>> OipService::Find(
         "model version \"", version, "\" is not a positive integer"));
   }
   return models_->Get(name, v);
+}
+
+bool OipBackend::ServerReady() const {
+  return !inference_->draining() && !models_->List().empty();
+}
+
+bool OipBackend::ModelReady(const std::string& name,
+                            const std::string& version) const {
+  return !inference_->draining() && Find(name, version).ok();
+}
+
+void OipBackend::ServerMetadata(inference::ServerMetadataResponse* response) {
+  response->set_name("mcdrop");
+  response->set_version("1");
+  response->add_extensions("binary_tensor_data");
+  response->add_extensions("parameters");
+}
+
+absl::Status OipBackend::ModelMetadata(
+    const std::string& name, const std::string& version,
+    inference::ModelMetadataResponse* response) const {
+  auto served = Find(name, version);
+  if (!served.ok()) return served.status();
+  std::vector<int64_t> versions;
+  for (const VersionStatus& v : models_->Versions((*served)->name)) {
+    if (v.state == VersionState::kAvailable) versions.push_back(v.version);
+  }
+  DescribeOipModel(**served, versions, response);
+  return absl::OkStatus();
+}
+
+void OipBackend::Infer(Endpoint endpoint,
+                       const inference::ModelInferRequest* request,
+                       inference::ModelInferResponse* response,
+                       absl::Time deadline, std::function<bool()> should_stop,
+                       std::function<void(absl::Status)> done) {
+  auto state = std::make_shared<InferState>();
+  state->arrived = absl::Now();
+  if (inference_->draining()) {
+    metrics_->Unknown()->CountRequest(endpoint,
+                                      grpc::StatusCode::UNAVAILABLE);
+    return done(absl::UnavailableError("the server is shutting down"));
+  }
+  auto served = Find(request->model_name(), request->model_version());
+  if (!served.ok()) {
+    metrics_->Unknown()->CountRequest(
+        endpoint, ToGrpcStatus(served.status()).error_code());
+    return done(served.status());
+  }
+  state->model = *served;
+  state->metrics = metrics_->ForModel(*state->model);
+  auto refuse = [&](const absl::Status& status) {
+    const grpc::StatusCode code = ToGrpcStatus(status).error_code();
+    state->metrics->CountRequest(endpoint, code);
+    if (code == grpc::StatusCode::INVALID_ARGUMENT) {
+      spdlog::warn("ModelInfer {}: {}", CodeName(code),
+                   std::string(status.message()));
+    }
+    done(status);
+  };
+  {
+    auto translated = TranslateInferRequest(*request, state->model->model);
+    if (!translated.ok()) return refuse(translated.status());
+    state->call = *std::move(translated);
+  }
+  int rows = 0;
+  PredictOptions& opt = state->options;
+  if (absl::Status s = ValidatePredictRequest(
+          state->call.predict, state->model->model, limits_, &rows, &opt);
+      !s.ok()) {
+    return refuse(s);
+  }
+  if (!inference_->TryAdmit()) {
+    return refuse(absl::ResourceExhaustedError(
+        absl::StrCat("the server is at its limit of ", limits_.max_inflight,
+                     " requests in flight; retry later")));
+  }
+  opt.deadline = std::min(deadline, state->arrived + state->call.timeout);
+  opt.should_stop = std::move(should_stop);
+  std::shared_ptr<const Model> pinned(state->model, &state->model->model);
+  const int q = state->model->model.input_size();
+  InferenceService* inference = inference_;
+  engine_->PredictAsync(
+      std::move(pinned),
+      InputMatrix(state->call.predict.inputs().data(), rows, q), opt,
+      [state, request, response, endpoint, inference,
+       done = std::move(done)](absl::StatusOr<Prediction> p) {
+        absl::Status status = p.status();
+        if (p.ok()) {
+          FillInferResponse(*request, state->call, *state->model,
+                            state->options, *p, response);
+          state->metrics->Observe(*p);
+        } else if (absl::IsCancelled(status) &&
+                   absl::Now() >= state->options.deadline) {
+          status = absl::DeadlineExceededError(
+              "the deadline passed during the computation");
+        }
+        state->metrics->CountRequest(endpoint,
+                                     ToGrpcStatus(status).error_code());
+        state->metrics->ObserveDuration(
+            endpoint, absl::ToDoubleSeconds(absl::Now() - state->arrived));
+        inference->Release();
+        done(status);
+      });
 }
 
 grpc::ServerUnaryReactor* OipService::ServerLive(
@@ -52,7 +167,7 @@ grpc::ServerUnaryReactor* OipService::ServerLive(
 grpc::ServerUnaryReactor* OipService::ServerReady(
     grpc::CallbackServerContext* context, const inference::ServerReadyRequest*,
     inference::ServerReadyResponse* response) {
-  response->set_ready(!inference_->draining() && !models_->List().empty());
+  response->set_ready(backend_->ServerReady());
   return Done(context, absl::OkStatus());
 }
 
@@ -60,11 +175,12 @@ grpc::ServerUnaryReactor* OipService::ModelReady(
     grpc::CallbackServerContext* context,
     const inference::ModelReadyRequest* request,
     inference::ModelReadyResponse* response) {
-  if (absl::Status auth = inference_->Authenticate(context); !auth.ok()) {
+  if (absl::Status auth = backend_->inference().Authenticate(context);
+      !auth.ok()) {
     return Done(context, auth);
   }
-  response->set_ready(!inference_->draining() &&
-                      Find(request->name(), request->version()).ok());
+  response->set_ready(
+      backend_->ModelReady(request->name(), request->version()));
   return Done(context, absl::OkStatus());
 }
 
@@ -72,8 +188,7 @@ grpc::ServerUnaryReactor* OipService::ServerMetadata(
     grpc::CallbackServerContext* context,
     const inference::ServerMetadataRequest*,
     inference::ServerMetadataResponse* response) {
-  response->set_name("mcdrop");
-  response->set_version("1");
+  OipBackend::ServerMetadata(response);
   return Done(context, absl::OkStatus());
 }
 
@@ -81,86 +196,34 @@ grpc::ServerUnaryReactor* OipService::ModelMetadata(
     grpc::CallbackServerContext* context,
     const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
-  if (absl::Status auth = inference_->Authenticate(context); !auth.ok()) {
-    return Done(context, auth);
+  absl::Status status = backend_->inference().Authenticate(context);
+  if (status.ok()) {
+    status =
+        backend_->ModelMetadata(request->name(), request->version(), response);
   }
-  auto served = Find(request->name(), request->version());
-  if (!served.ok()) return Done(context, served.status());
-  std::vector<int64_t> versions;
-  for (const VersionStatus& v : models_->Versions((*served)->name)) {
-    if (v.state == VersionState::kAvailable) versions.push_back(v.version);
-  }
-  DescribeOipModel(**served, versions, response);
-  return Done(context, absl::OkStatus());
+  return Done(context, status);
 }
 
 grpc::ServerUnaryReactor* OipService::ModelInfer(
     grpc::CallbackServerContext* context,
     const inference::ModelInferRequest* request,
     inference::ModelInferResponse* response) {
-  const absl::Time arrived = absl::Now();
-  if (absl::Status auth = inference_->Authenticate(context); !auth.ok()) {
-    metrics_->Unknown()->CountRequest(ToGrpcStatus(auth).error_code());
+  if (absl::Status auth = backend_->inference().Authenticate(context);
+      !auth.ok()) {
+    backend_->metrics().Unknown()->CountRequest(
+        Endpoint::kGrpcOip, ToGrpcStatus(auth).error_code());
     return Done(context, auth);
   }
-  if (inference_->draining()) {
-    return Done(context, absl::UnavailableError("the server is shutting down"));
-  }
-  auto served = Find(request->model_name(), request->model_version());
-  if (!served.ok()) {
-    metrics_->Unknown()->CountRequest(
-        ToGrpcStatus(served.status()).error_code());
-    return Done(context, served.status());
-  }
-  const ModelMetrics* mm = metrics_->ForModel(**served);
-  auto refuse = [&](const absl::Status& status) {
-    mm->CountRequest(ToGrpcStatus(status).error_code());
-    return Done(context, status);
-  };
-  auto call = std::make_shared<OipCall>();
-  {
-    auto translated = TranslateInferRequest(*request, (*served)->model);
-    if (!translated.ok()) return refuse(translated.status());
-    *call = *std::move(translated);
-  }
-  int rows = 0;
-  PredictOptions opt;
-  if (absl::Status s = ValidatePredictRequest(call->predict, (*served)->model,
-                                              limits_, &rows, &opt);
-      !s.ok()) {
-    return refuse(s);
-  }
-  if (!inference_->TryAdmit()) {
-    return refuse(absl::ResourceExhaustedError(
-        absl::StrCat("the server is at its limit of ", limits_.max_inflight,
-                     " requests in flight; retry later")));
-  }
   const auto deadline = context->deadline();
-  if (deadline != std::chrono::system_clock::time_point::max()) {
-    opt.deadline = absl::FromChrono(deadline);
-  }
-  // The context lives until Finish, which the completion calls.
-  opt.should_stop = [context] { return context->IsCancelled(); };
+  const absl::Time until = deadline == std::chrono::system_clock::time_point::max()
+                               ? absl::InfiniteFuture()
+                               : absl::FromChrono(deadline);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  std::shared_ptr<const ServedModel> model = *served;
-  std::shared_ptr<const Model> pinned(model, &model->model);
-  const int q = model->model.input_size();
-  InferenceService* inference = inference_;
-  engine_->PredictAsync(
-      std::move(pinned), InputMatrix(call->predict.inputs().data(), rows, q),
-      opt,
-      [reactor, call, request, response, model, opt, mm, arrived,
-       inference](absl::StatusOr<Prediction> p) {
-        if (p.ok()) {
-          FillInferResponse(*request, *call, *model, opt, *p, response);
-          mm->Observe(*p);
-        }
-        const grpc::Status g = ToGrpcStatus(p.status());
-        mm->CountRequest(g.error_code());
-        mm->duration->Observe(absl::ToDoubleSeconds(absl::Now() - arrived));
-        inference->Release();
-        reactor->Finish(g);
-      });
+  // The context, request and response live until Finish, which `done` calls.
+  backend_->Infer(
+      Endpoint::kGrpcOip, request, response, until,
+      [context] { return context->IsCancelled(); },
+      [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 

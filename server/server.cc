@@ -150,9 +150,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   MCDROP_ASSIGN_OR_RETURN(auto credentials, MakeCredentials(options));
   builder.AddListeningPort(address, credentials, &s->port_);
   builder.RegisterService(s->service_.get());
-  s->oip_service_ = std::make_unique<OipService>(
+  s->oip_backend_ = std::make_unique<OipBackend>(
       &s->models_, s->engine_.get(), s->metrics_.get(), options.limits,
       s->service_.get());
+  s->oip_service_ = std::make_unique<OipService>(s->oip_backend_.get());
   builder.RegisterService(s->oip_service_.get());
   builder.AddChannelArgument(
       GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
@@ -175,6 +176,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
+  }
+  if (options.http_port >= 0) {
+    MCDROP_RETURN_IF_ERROR(s->StartHttp());
   }
   auto* health = s->server_->GetHealthCheckService();
   health->SetServingStatus(true);
@@ -206,6 +210,37 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       options.limits.max_samples, options.limits.max_batch_rows,
       options.limits.default_samples);
   return s;
+}
+
+absl::Status Server::StartHttp() {
+  const ServerOptions& o = options_;
+  HttpServerOptions h;
+  h.host = o.http_host.empty() ? o.host : o.http_host;
+  h.port = o.http_port;
+  h.threads = o.http_threads;
+  h.body_limit = static_cast<size_t>(o.limits.max_message_bytes);
+  h.idle_timeout = o.http_idle_timeout;
+  h.read_timeout = o.http_read_timeout;
+  h.max_connections = o.http_max_connections;
+  if (!o.tls_cert.empty()) {
+    MCDROP_ASSIGN_OR_RETURN(h.tls_cert,
+                            ReadFlagFile(o.tls_cert, "TLS certificate"));
+    MCDROP_ASSIGN_OR_RETURN(h.tls_key, ReadFlagFile(o.tls_key, "TLS key"));
+    if (!o.tls_client_ca.empty()) {
+      MCDROP_ASSIGN_OR_RETURN(h.tls_client_ca,
+                              ReadFlagFile(o.tls_client_ca, "client CA"));
+    }
+  }
+  oip_http_ = std::make_unique<OipHttpHandler>(oip_backend_.get());
+  auto http = HttpServer::Start(
+      h, [handler = oip_http_.get()](std::shared_ptr<HttpExchange> e) {
+        (*handler)(std::move(e));
+      });
+  if (!http.ok()) return http.status();
+  http_ = *std::move(http);
+  spdlog::info("HTTP/REST (Open Inference Protocol) on {}://{}:{}/v2",
+               http_->tls() ? "https" : "http", h.host, http_->port());
+  return absl::OkStatus();
 }
 
 void Server::PollRepository() {
@@ -243,9 +278,15 @@ void Server::Shutdown(absl::Duration grace) {
     stop_polling_.Notify();
     poller_.join();
   }
+  // Both listeners drain at once, each with the same grace.
+  std::thread http_stop;
+  if (http_ != nullptr) {
+    http_stop = std::thread([this, grace] { http_->Shutdown(grace); });
+  }
   server_->Shutdown(std::chrono::system_clock::now() +
                     absl::ToChronoSeconds(grace));
   server_->Wait();
+  if (http_stop.joinable()) http_stop.join();
   spdlog::info("stopped");
 }
 

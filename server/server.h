@@ -1,8 +1,9 @@
 // Copyright 2026 The mcdrop Authors.
 //
 // mcdrop-server as a library: loads the models, starts the engine, the gRPC
-// server (Inference, grpc.health.v1.Health, reflection) and the metrics
-// endpoint. main() only parses flags into ServerOptions and waits for a
+// server (mcdrop.v1.Inference, inference.GRPCInferenceService,
+// grpc.health.v1.Health, reflection), the Open Inference Protocol's HTTP/REST
+// listener and the metrics endpoint. main() only parses flags into ServerOptions and waits for a
 // signal.
 
 #ifndef MCDROP_SERVER_SERVER_H_
@@ -19,8 +20,10 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "core/engine.h"
+#include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
+#include "server/oip_http.h"
 #include "server/oip_service.h"
 #include "server/service.h"
 
@@ -61,6 +64,16 @@ struct ServerOptions {
   absl::Duration keepalive_timeout = absl::Seconds(20);
   // Memory gRPC may use for all connections' buffers together (0: no cap).
   int64_t memory_quota_bytes = int64_t{2} << 30;
+  // The Open Inference Protocol's HTTP/REST API on `http_host`:`http_port`
+  // (empty host: `host`; port 0 picks a free one, -1: no HTTP listener).
+  // TLS, tokens and limits are the gRPC side's; body size is bounded by
+  // limits.max_message_bytes.
+  std::string http_host;
+  int http_port = -1;
+  int http_threads = 2;
+  absl::Duration http_idle_timeout = absl::Seconds(60);
+  absl::Duration http_read_timeout = absl::Seconds(30);
+  int http_max_connections = 1024;
 };
 
 class Server {
@@ -80,6 +93,8 @@ class Server {
   void Shutdown(absl::Duration grace);
 
   int port() const { return port_; }
+  // The HTTP/REST port (-1 without an HTTP listener).
+  int http_port() const { return http_ != nullptr ? http_->port() : -1; }
   std::vector<int> metrics_ports() const { return metrics_->ports(); }
   Metrics& metrics() { return *metrics_; }
   Engine& engine() { return *engine_; }
@@ -93,9 +108,13 @@ class Server {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<OipBackend> oip_backend_;
   std::unique_ptr<OipService> oip_service_;
+  std::unique_ptr<OipHttpHandler> oip_http_;
+  std::unique_ptr<HttpServer> http_;
   std::unique_ptr<grpc::Server> server_;
   void PollRepository();
+  absl::Status StartHttp();
 
   ServerOptions options_;
   std::thread poller_;

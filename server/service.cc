@@ -167,18 +167,25 @@ absl::Status InferenceService::Authenticate(
   if (tokens_.empty()) return absl::OkStatus();
   const auto& md = context->client_metadata();
   const auto it = md.find("authorization");
-  if (it == md.end()) {
+  if (it == md.end()) return CheckAuthorization(absl::nullopt);
+  return CheckAuthorization(
+      absl::string_view(it->second.data(), it->second.size()));
+}
+
+absl::Status InferenceService::CheckAuthorization(
+    absl::optional<absl::string_view> value) const {
+  if (tokens_.empty()) return absl::OkStatus();
+  if (!value.has_value()) {
     return absl::UnauthenticatedError(
-        "this server requires \"authorization: Bearer <token>\" metadata");
+        "this server requires \"authorization: Bearer <token>\"");
   }
-  const absl::string_view value(it->second.data(), it->second.size());
   constexpr absl::string_view kScheme = "bearer ";
-  if (value.size() <= kScheme.size() ||
-      !absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
+  if (value->size() <= kScheme.size() ||
+      !absl::EqualsIgnoreCase(value->substr(0, kScheme.size()), kScheme)) {
     return absl::UnauthenticatedError(
-        "the authorization metadata must be \"Bearer <token>\"");
+        "the authorization must be \"Bearer <token>\"");
   }
-  const absl::string_view presented = value.substr(kScheme.size());
+  const absl::string_view presented = value->substr(kScheme.size());
   // Every token is compared, whatever matched, so the time taken does not
   // tell which one (or how much of one) matched.
   bool ok = false;
@@ -200,7 +207,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
   // Refusals that never reach the engine.
   auto refuse = [&](const ModelMetrics* mm, const absl::Status& status) {
     const grpc::Status g = ToGrpcStatus(status);
-    mm->CountRequest(g.error_code());
+    mm->CountRequest(Endpoint::kGrpcV1, g.error_code());
     // Refusals an abusive client can cause at will are counted, not logged.
     if (g.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED &&
         g.error_code() != grpc::StatusCode::UNAVAILABLE &&
@@ -273,8 +280,9 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
               "the deadline passed during the computation");
         }
         const grpc::Status g = ToGrpcStatus(status);
-        mm->CountRequest(g.error_code());
-        mm->duration->Observe(absl::ToDoubleSeconds(absl::Now() - arrived));
+        mm->CountRequest(Endpoint::kGrpcV1, g.error_code());
+        mm->ObserveDuration(Endpoint::kGrpcV1,
+                            absl::ToDoubleSeconds(absl::Now() - arrived));
         if (!status.ok() && !absl::IsCancelled(status) &&
             !absl::IsDeadlineExceeded(status)) {
           spdlog::warn("Predict {}: {}", CodeName(g.error_code()),

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/optional.h"
 #include "core/engine.h"
 #include "mcdrop/v1/inference.grpc.pb.h"
 #include "server/metrics.h"
@@ -61,6 +62,10 @@ class InferenceService final : public RawInferenceService {
   // OK, or UNAUTHENTICATED when tokens are required and the call's
   // authorization metadata holds none of them.
   absl::Status Authenticate(const grpc::CallbackServerContext* context) const;
+  // The same check on an "authorization" value (HTTP's header; nullopt when
+  // the request has none).
+  absl::Status CheckAuthorization(
+      absl::optional<absl::string_view> value) const;
 
  private:
   const ModelRegistry* models_;

@@ -1,0 +1,80 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// The Open Inference Protocol's HTTP/REST API on an HttpServer:
+//   GET  /v2/health/live, /v2/health/ready               (open)
+//   GET  /v2                                             (open)
+//   GET  /v2/models/{m}[/versions/{v}]                   metadata
+//   GET  /v2/models/{m}[/versions/{v}]/ready
+//   POST /v2/models/{m}[/versions/{v}]/infer             JSON tensors, or
+//        the binary tensor extension (Inference-Header-Content-Length)
+// An inference request's JSON becomes the gRPC ModelInferRequest (so both
+// transports share one translation, one validation and one set of errors);
+// its answer comes back as JSON, with outputs asked for as binary_data (or
+// all, with the request parameter binary_data_output) appended as raw
+// little-endian bytes. Errors are {"error": "..."} with an HTTP status from
+// the gRPC code. Names and types are documented in docs/api.md.
+
+#ifndef MCDROP_SERVER_OIP_HTTP_H_
+#define MCDROP_SERVER_OIP_HTTP_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/optional.h"
+#include "inference/open_inference_grpc.pb.h"
+#include "server/http_server.h"
+#include "server/oip_service.h"
+
+namespace mcdrop::server {
+
+// An inference request read from HTTP.
+struct HttpInferRequest {
+  inference::ModelInferRequest request;
+  bool binary_all = false;                  // parameter binary_data_output
+  std::vector<std::string> binary_outputs;  // outputs with binary_data true
+};
+
+// Reads the body of POST .../infer. `header_length` is the
+// Inference-Header-Content-Length header (absent: the body is all JSON).
+// The JSON must be an object with "inputs" (each with name, shape, datatype
+// and either "data" (numbers, flat or nested) or parameters.binary_data_size
+// bytes taken in order from the binary part) and optionally "id",
+// "parameters" and "outputs". At most `max_values` input numbers are read
+// (bounds the memory a hostile body can take). INVALID_ARGUMENT saying what
+// is wrong otherwise. Never crashes on any bytes.
+absl::StatusOr<HttpInferRequest> ParseHttpInferRequest(
+    absl::string_view body, absl::optional<absl::string_view> header_length,
+    int64_t max_values);
+
+// The answer to `request`: JSON, or JSON then the binary outputs (with the
+// Inference-Header-Content-Length header).
+HttpResponse HttpInferResponse(const HttpInferRequest& request,
+                               const inference::ModelInferResponse& response);
+
+// {"error": message} with the HTTP status of the status's code.
+HttpResponse HttpError(const absl::Status& status);
+int HttpStatusOf(absl::StatusCode code);
+
+std::string ModelMetadataJson(const inference::ModelMetadataResponse& m);
+std::string ServerMetadataJson(const inference::ServerMetadataResponse& m);
+
+// The router: an HttpHandler. `backend` must outlive it.
+class OipHttpHandler {
+ public:
+  explicit OipHttpHandler(OipBackend* backend) : backend_(backend) {}
+  void operator()(std::shared_ptr<HttpExchange> exchange) const;
+
+ private:
+  void Infer(std::shared_ptr<HttpExchange> exchange, const std::string& model,
+             const std::string& version) const;
+  OipBackend* backend_;
+};
+
+}  // namespace mcdrop::server
+
+#endif  // MCDROP_SERVER_OIP_HTTP_H_
