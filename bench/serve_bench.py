@@ -41,7 +41,7 @@ def main():
     port = free_port()
     target = f"127.0.0.1:{port}"
     server = subprocess.Popen([server_bin, "--model", args.model, "--host", "127.0.0.1",
-                               "--port", str(port), "--metrics_port", "0",
+                               "--port", str(port), "--metrics_port", "0", "--http_port", "0",
                                "--threads", str(args.threads)] + args.server_flag,
                               stderr=subprocess.DEVNULL)
     try:

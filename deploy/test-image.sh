@@ -69,11 +69,11 @@ echo "ok: binaries and models present; they run as uid 10001"
 port=$(free_port) mport=$(free_port) hport=$(free_port)
 buildah run --isolation chroot --user 10001:10001 "$container" -- mcdrop-server \
   --model /models/concrete.safetensors --model /models/digits.safetensors \
-  --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" \
+  --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" --http_port 0 \
   > "$tmp/image-server.log" 2>&1 &
 pids+=($!)
 "$host_server" --model "$top/models/concrete.safetensors" --model "$top/models/digits.safetensors" \
-  --host 127.0.0.1 --port "$hport" --metrics_port 0 2> "$tmp/host-server.log" &
+  --host 127.0.0.1 --port "$hport" --metrics_port 0 --http_port 0 2> "$tmp/host-server.log" &
 pids+=($!)
 for _ in $(seq 1 150); do "$client" health --target "127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.2; done
 "$client" health --target "127.0.0.1:$port" | grep -qx SERVING || { cat "$tmp/image-server.log"; exit 1; }

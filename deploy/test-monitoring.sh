@@ -23,7 +23,7 @@ echo "ok: promtool check config, check rules, test rules"
 
 port=$(free_port) mport=$(free_port) pport=$(free_port)
 "$server" --model "$here/../models/concrete.safetensors" --model "$here/../models/digits.safetensors" \
-  --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" \
+  --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" --http_port 0 \
   2> "$tmp/server.log" &
 pids+=($!)
 for _ in $(seq 1 100); do "$client" health --target "127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-"$server" --model "$model" --host 127.0.0.1 --port "$port" --metrics_port 0 2> "$tmp/server.log" &
+"$server" --model "$model" --host 127.0.0.1 --port "$port" --metrics_port 0 --http_port 0 2> "$tmp/server.log" &
 spid=$!
 target="127.0.0.1:$port"
 for _ in $(seq 1 100); do "$client" health --target "$target" --timeout 1s >/dev/null 2>&1 && break; sleep 0.1; done

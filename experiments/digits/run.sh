@@ -29,7 +29,7 @@ if [ "${1:-}" = "--retrain" ]; then
 fi
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ./build/server/mcdrop-server --model digits=models/digits.safetensors --host 127.0.0.1 \
-  --port "$port" --metrics_port 0 ${MCDROP_SERVER_FLAGS:-} 2> "$tmp/server.log" &
+  --port "$port" --metrics_port 0 --http_port 0 ${MCDROP_SERVER_FLAGS:-} 2> "$tmp/server.log" &
 server=$!
 for _ in $(seq 1 100); do
   ./build/client/mcdrop-client health --target "127.0.0.1:$port" >/dev/null 2>&1 && break

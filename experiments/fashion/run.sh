@@ -15,7 +15,7 @@ digits=${MCDROP_DIGITS:-../shared/data/digits/digits.csv.gz}
 out=${MCDROP_FIGURES:-docs/figures}
 command -v gnuplot >/dev/null || bash scripts/install-deps.sh --with-plots
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build --target mcdrop-server mcdrop_python_stubs >/dev/null
+cmake --build build --target mcdrop-server >/dev/null
 if [ "${1:-}" = "--retrain" ]; then
   PYTHONPATH=client/python /usr/bin/python3 experiments/fashion/train.py models
 fi
@@ -24,13 +24,13 @@ trap 'kill $server 2>/dev/null || true; rm -rf "$tmp"' EXIT
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ./build/server/mcdrop-server --model fashion_lenet=models/fashion_lenet.safetensors \
   --model fashion_lenet_all=models/fashion_lenet_all.safetensors --host 127.0.0.1 \
-  --port "$port" --metrics_port 0 ${MCDROP_SERVER_FLAGS:-} 2> "$tmp/server.log" &
+  --port "$port" --metrics_port 0 --http_port 0 ${MCDROP_SERVER_FLAGS:-} 2> "$tmp/server.log" &
 server=$!
 for _ in $(seq 1 100); do
   ./build/client/mcdrop-client health --target "127.0.0.1:$port" >/dev/null 2>&1 && break
   sleep 0.1
 done
-PYTHONPATH=client/python:build/python /usr/bin/python3 experiments/fashion/uncertainty.py \
+PYTHONPATH=client/python /usr/bin/python3 experiments/fashion/uncertainty.py \
   --target "127.0.0.1:$port" --digits "$digits" --out "$out" --samples 100 --n "${MCDROP_FASHION_N:-2000}"
 gnuplot -e "dir='$out'" experiments/fashion/plot.gp
 echo "wrote $out/fashion_uncertainty.svg"

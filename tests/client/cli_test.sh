@@ -28,7 +28,7 @@ ports=() mports=()
 for i in 0 1; do
   ports+=("$(free_port)"); mports+=("$(free_port)")
   "$server" --model "yacht=$tmp/yacht.safetensors" --host 127.0.0.1 --port "${ports[$i]}" \
-    --metrics_host 127.0.0.1 --metrics_port "${mports[$i]}" --threads 1 2> "$tmp/server$i.log" &
+    --metrics_host 127.0.0.1 --metrics_port "${mports[$i]}" --http_port 0 --threads 1 2> "$tmp/server$i.log" &
   pids+=($!)
 done
 wait_healthy "127.0.0.1:${ports[0]}"

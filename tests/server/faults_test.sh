@@ -23,7 +23,7 @@ row="540,0,0,162,2.5,1040,676,28"
 expect_start_error() {  # NAME PATTERN ARGS...
   local name=$1 pattern=$2; shift 2
   set +e
-  timeout 20 "$server" --port 0 --metrics_port 0 "$@" > "$tmp/start.out" 2>&1
+  timeout 20 "$server" --port 0 --metrics_port 0 --http_port 0 "$@" > "$tmp/start.out" 2>&1
   local rc=$?
   set -e
   [ "$rc" -eq 1 ] || fail "$name: exit $rc, want 1"
@@ -42,7 +42,7 @@ bash "$here/../testing/make_certs.sh" "$tmp/certs"
 printf 'token-for-ci-0123456789\n' > "$tmp/tokens"
 printf 'token-for-ci-0123456789\n' > "$tmp/client-token"
 port=$(free_port) mport=$(free_port)
-"$server" --model "$model" --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" \
+"$server" --model "$model" --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" --http_port 0 \
   --threads 2 --tls_cert "$tmp/certs/server.crt" --tls_key "$tmp/certs/server.key" \
   --tls_client_ca "$tmp/certs/ca.crt" --auth_token_file "$tmp/tokens" 2> "$tmp/tls-server.log" &
 pids+=($!)
@@ -77,7 +77,7 @@ kill -TERM "${pids[-1]}"; wait "${pids[-1]}" || true
 
 # 3. A client killed mid-request.
 port=$(free_port) mport=$(free_port)
-"$server" --model "$model" --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" \
+"$server" --model "$model" --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" --http_port 0 \
   --threads 2 --grace_period 10s 2> "$tmp/server.log" &
 spid=$!
 pids+=("$spid")

@@ -16,7 +16,7 @@ port=$(free_port)
 mport=$(free_port)
 digits="$(dirname "$model")/digits.safetensors"
 "$server" --model "concrete=$model" --model "digits=$digits" --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 \
-  --metrics_port "$mport" --threads 2 --grace_period 60s 2> "$tmp/server.log" &
+  --metrics_port "$mport" --http_port 0 --threads 2 --grace_period 60s 2> "$tmp/server.log" &
 spid=$!
 pids+=("$spid")
 target="127.0.0.1:$port"
