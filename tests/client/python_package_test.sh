@@ -6,7 +6,7 @@
 # outside the source tree and its console command talks to a live server.
 #   python_package_test.sh SERVER_BIN MODELS_DIR
 set -euo pipefail
-server=$1 models=$2
+server=$(realpath "$1") models=$(realpath "$2")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
 spid=""
@@ -47,6 +47,7 @@ for _ in $(seq 1 100); do
   "$tmp/venv/bin/mcdrop-oip" --url "http://127.0.0.1:$hport" health > /dev/null 2>&1 && break
   sleep 0.1
 done
+kill -0 "$spid" 2>/dev/null || { cat "$tmp/server.log"; echo "FAIL: the server did not start"; exit 1; }
 "$tmp/venv/bin/mcdrop-oip" --url "http://127.0.0.1:$hport" infer concrete \
   --input "540,0,0,162,2.5,1040,676,28" --samples 200 --seed 3 > "$tmp/http.json"
 "$tmp/venv/bin/mcdrop-oip" --grpc "127.0.0.1:$port" infer concrete \

@@ -197,7 +197,7 @@ with tempfile.TemporaryDirectory() as tmp:
     port = free_port()
     server = subprocess.Popen([server_bin, "--model", f"reg={tmp}/reg.safetensors",
                                "--model", f"cls={tmp}/cls.safetensors", "--host", "127.0.0.1",
-                               "--port", str(port), "--metrics_port", "0"], stderr=subprocess.DEVNULL)
+                               "--port", str(port), "--metrics_port", "0", "--http_port", "0"], stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
         c = mcdrop.Client(f"127.0.0.1:{port}")
@@ -323,7 +323,7 @@ with tempfile.TemporaryDirectory() as tmp:
     server = subprocess.Popen([server_bin, "--model", f"conv={tmp}/conv.safetensors",
                                "--model", f"convcls={tmp}/convcls.safetensors",
                                "--model", f"reg={tmp}/reg.safetensors", "--host", "127.0.0.1",
-                               "--port", str(port), "--metrics_port", "0"], stderr=subprocess.DEVNULL)
+                               "--port", str(port), "--metrics_port", "0", "--http_port", "0"], stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
         c = mcdrop.Client(f"127.0.0.1:{port}")

@@ -189,7 +189,7 @@ for name, (make, shape, task, cli_rates, expected) in NETS.items():
 # ---- serve and compare with PyTorch ---------------------------------------------------------
 T = 4000
 port = free_port()
-args = [server_bin, "--host", "127.0.0.1", "--port", str(port), "--metrics_port", "0"]
+args = [server_bin, "--host", "127.0.0.1", "--port", str(port), "--metrics_port", "0", "--http_port", "0"]
 for tag in served:
     args += ["--model", f"{tag}={os.path.join(tmp, tag + '.safetensors')}"]
 server = subprocess.Popen(args, stderr=subprocess.DEVNULL)

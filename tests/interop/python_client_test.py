@@ -22,7 +22,7 @@ server_bin, client_bin, models = sys.argv[1:4]
 port = free_port()
 server = subprocess.Popen([server_bin, "--model", f"{models}/concrete.safetensors",
                            "--model", f"{models}/digits.safetensors", "--host", "127.0.0.1",
-                           "--port", str(port), "--metrics_port", "0"], stderr=subprocess.DEVNULL)
+                           "--port", str(port), "--metrics_port", "0", "--http_port", "0"], stderr=subprocess.DEVNULL)
 
 
 try:
@@ -93,7 +93,7 @@ with tempfile.TemporaryDirectory() as tmp:
         f.write("python-test-token\n")
     port = free_port()
     server = subprocess.Popen([server_bin, "--model", f"{models}/concrete.safetensors", "--host", "127.0.0.1",
-                               "--port", str(port), "--metrics_port", "0",
+                               "--port", str(port), "--metrics_port", "0", "--http_port", "0",
                                "--tls_cert", f"{tmp}/server.crt", "--tls_key", f"{tmp}/server.key",
                                "--tls_client_ca", f"{tmp}/ca.crt", "--auth_token_file", f"{tmp}/tokens"],
                               stderr=open(f"{tmp}/server.log", "w"))

@@ -100,7 +100,7 @@ for name, (net, message) in refused.items():
 
 # Serve the exports and compare with PyTorch.
 port = free_port()
-args = [server_bin, "--host", "127.0.0.1", "--port", str(port), "--metrics_port", "0"]
+args = [server_bin, "--host", "127.0.0.1", "--port", str(port), "--metrics_port", "0", "--http_port", "0"]
 for name, path in paths.items():
     args += ["--model", f"{name}={path}"]
 server = subprocess.Popen(args, stderr=subprocess.DEVNULL)
