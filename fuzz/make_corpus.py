@@ -9,8 +9,12 @@
                     invalid, for the models of predict_request_fuzz.cc
                     ("r": 4 inputs, 2 outputs; "c": 4 inputs, 3 classes)
 
-  /usr/bin/python3 fuzz/make_corpus.py BUILD_DIR   # BUILD_DIR/python has the stubs
+  http_request/     raw HTTP/1.1 requests to the OIP REST API (JSON and
+                    binary tensors, valid and invalid) for http_request_fuzz.cc
+
+  /usr/bin/python3 fuzz/make_corpus.py
 """
+import json
 import os
 import shutil
 import struct
@@ -19,7 +23,6 @@ import sys
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
 sys.path.insert(0, os.path.join(root, "client", "python"))
-sys.path.insert(0, os.path.join(sys.argv[1] if len(sys.argv) > 1 else "build", "python"))
 
 import torch  # noqa: E402
 from mcdrop.torch_export import export_torch  # noqa: E402
@@ -75,4 +78,36 @@ request("too_many_rows", rows=100)
 r = pb.PredictRequest(model="r", shape=[1, 4], inputs=[float("nan"), 0, 0, 0])
 open(os.path.join(requests, "nan"), "wb").write(r.SerializeToString())
 open(os.path.join(requests, "empty"), "wb").write(b"")
-print(f"wrote {len(os.listdir(models))} model files, {len(os.listdir(requests))} requests")
+
+http_dir = os.path.join(here, "corpus", "http_request")
+shutil.rmtree(http_dir, ignore_errors=True)
+os.makedirs(http_dir)
+
+
+def http_request(name, body, path="/v2/models/r/infer", binary=b"", extra=""):
+    head = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    hl = f"Inference-Header-Content-Length: {len(head)}\r\n" if binary else ""
+    msg = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{hl}{extra}"
+           f"Content-Length: {len(head) + len(binary)}\r\n\r\n").encode() + head + binary
+    open(os.path.join(http_dir, name), "wb").write(msg)
+
+
+row = {"name": "input", "shape": [2, 4], "datatype": "FP32", "data": [[0, 1, 2, 3], [4, 5, 6, 7]]}
+http_request("json", {"id": "a", "inputs": [row], "parameters": {"samples": 8, "seed": 1}})
+http_request("json_intervals", {"inputs": [row], "parameters": {"interval_levels": "0.5,0.9"},
+                                "outputs": [{"name": "interval_lower"}, {"name": "samples"}]})
+http_request("classifier", {"inputs": [row], "outputs": [{"name": "probabilities"}]},
+             path="/v2/models/c/infer")
+http_request("binary", {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP16",
+                                    "parameters": {"binary_data_size": 8}}],
+                        "parameters": {"binary_data_output": True}},
+             binary=struct.pack("<4e", 1, 2, 3, 4))
+http_request("fp64_nested", {"inputs": [dict(row, datatype="FP64", data=[[[0, 1], [2, 3]]])],
+                             "parameters": {"mode": "deterministic", "exclude_noise": True}})
+http_request("bad_json", b'{"inputs": [')
+http_request("bad_binary", {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                                        "parameters": {"binary_data_size": 99}}]}, binary=b"xx")
+open(os.path.join(http_dir, "chunked"), "wb").write(
+    b"POST /v2/models/r/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n0\r\n\r\n")
+print(f"wrote {len(os.listdir(models))} model files, {len(os.listdir(requests))} requests, "
+      f"{len(os.listdir(http_dir))} HTTP requests")

@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMCDROP_FUZZ=ON -DMCDROP_BUILD_TESTS=OFF -DMCDROP_BUILD_BENCH=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target model_file_fuzz predict_request_fuzz
+cmake --build build-fuzz -j "$(nproc)" --target model_file_fuzz predict_request_fuzz http_request_fuzz
 mkdir -p build-fuzz/findings
-for t in model_file predict_request; do
+for t in model_file predict_request http_request; do
   work=build-fuzz/corpus-$t
   mkdir -p "$work"
   echo "== fuzz $t for ${seconds}s"

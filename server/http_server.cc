@@ -65,9 +65,9 @@ struct HttpServer::Core {
   tcp::acceptor acceptor{net::make_strand(io)};
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::vector<std::thread> threads;
-  std::atomic<bool> stopping{false};  // no new requests
+  std::atomic<bool> stopping{false};   // no new requests
   std::atomic<bool> cancelled{false};  // the grace period is over
-  bool shut_down = false;             // Shutdown ran (its caller's thread)
+  bool shut_down = false;              // Shutdown ran (its caller's thread)
 
   absl::Mutex mu;
   std::list<std::weak_ptr<SessionBase>> sessions ABSL_GUARDED_BY(mu);
@@ -116,7 +116,9 @@ class Exchange final : public HttpExchange {
         cancelled_(cancelled) {}
   ~Exchange() override {
     if (!answered_.exchange(true)) {
-      write_(HttpResponse{500, "application/json", {},
+      write_(HttpResponse{500,
+                          "application/json",
+                          {},
                           ErrorJson("internal: the request got no answer")});
     }
   }
@@ -156,14 +158,14 @@ class Session final : public SessionBase,
     registered_ = true;
     net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
       if constexpr (kTls) {
-        self->Lowest().expires_after(ToSteady(self->core_->options.read_timeout));
-        self->stream_.async_handshake(
-            ssl::stream_base::server,
-            [self](beast::error_code ec) {
-              if (ec) return self->Close();
-              self->handshaken_ = true;
-              self->ReadHeader();
-            });
+        self->Lowest().expires_after(
+            ToSteady(self->core_->options.read_timeout));
+        self->stream_.async_handshake(ssl::stream_base::server,
+                                      [self](beast::error_code ec) {
+                                        if (ec) return self->Close();
+                                        self->handshaken_ = true;
+                                        self->ReadHeader();
+                                      });
       } else {
         self->ReadHeader();
       }
@@ -218,13 +220,12 @@ class Session final : public SessionBase,
       // curl sends larger bodies only after this (or a second's wait).
       auto cont = std::make_shared<http::response<http::empty_body>>(
           http::status::continue_, req.version());
-      http::async_write(
-          stream_, *cont,
-          [self = this->shared_from_this(), cont](beast::error_code ec,
-                                                   size_t) {
-            if (ec) return self->Close();
-            self->ReadBody();
-          });
+      http::async_write(stream_, *cont,
+                        [self = this->shared_from_this(), cont](
+                            beast::error_code ec, size_t) {
+                          if (ec) return self->Close();
+                          self->ReadBody();
+                        });
       return;
     }
     ReadBody();
@@ -249,10 +250,10 @@ class Session final : public SessionBase,
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());
     for (const auto& field : req) {
-      r.headers.emplace_back(absl::AsciiStrToLower(absl::string_view(
-                                 field.name_string().data(),
-                                 field.name_string().size())),
-                             std::string(field.value()));
+      r.headers.emplace_back(
+          absl::AsciiStrToLower(absl::string_view(field.name_string().data(),
+                                                  field.name_string().size())),
+          std::string(field.value()));
     }
     r.body = std::move(req.body());
     auto self = this->shared_from_this();
@@ -265,7 +266,17 @@ class Session final : public SessionBase,
                     });
         },
         closed_, &core_->cancelled);
-    core_->handler(std::move(exchange));
+    // An exception escaping here would end the I/O thread and the server.
+    try {
+      core_->handler(exchange);
+    } catch (const std::exception& e) {
+      spdlog::error("HTTP handler: {}", e.what());
+      exchange->Respond(HttpResponse{
+          500,
+          "application/json",
+          {},
+          ErrorJson("internal: the request could not be handled")});
+    }
   }
 
   void Write(HttpResponse r) {
@@ -278,13 +289,13 @@ class Session final : public SessionBase,
     res->keep_alive(keep_alive_ && !core_->stopping.load());
     res->prepare_payload();
     Lowest().expires_after(ToSteady(core_->options.read_timeout));
-    http::async_write(stream_, *res,
-                      [self = this->shared_from_this(), res](
-                          beast::error_code ec, size_t) {
-                        self->busy_ = false;
-                        if (ec || !res->keep_alive()) return self->Close();
-                        self->ReadHeader();
-                      });
+    http::async_write(
+        stream_, *res,
+        [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
+          self->busy_ = false;
+          if (ec || !res->keep_alive()) return self->Close();
+          self->ReadHeader();
+        });
   }
 
   // A request that is not valid HTTP, or too large, gets an answer saying
@@ -294,8 +305,8 @@ class Session final : public SessionBase,
     std::string why;
     if (ec == http::error::body_limit) {
       status = 413;
-      why = absl::StrCat("the request body exceeds ",
-                         core_->options.body_limit, " bytes");
+      why = absl::StrCat("the request body exceeds ", core_->options.body_limit,
+                         " bytes");
     } else if (ec == http::error::header_limit) {
       status = 431;
       why = absl::StrCat("the request headers exceed ",
@@ -388,8 +399,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
       core->tls.emplace(ssl::context::tls_server);
       core->tls->set_options(ssl::context::default_workarounds |
                              ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                             ssl::context::no_tlsv1 |
-                             ssl::context::no_tlsv1_1);
+                             ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
       core->tls->use_certificate_chain(
           net::buffer(options.tls_cert.data(), options.tls_cert.size()));
       core->tls->use_private_key(
@@ -410,9 +420,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     core->acceptor.listen(net::socket_base::max_listen_connections);
     s->port_ = core->acceptor.local_endpoint().port();
   } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen for HTTP on ", options.host, ":",
-                     options.port, ": ", e.what()));
+    return absl::UnavailableError(absl::StrCat("cannot listen for HTTP on ",
+                                               options.host, ":", options.port,
+                                               ": ", e.what()));
   }
   core->work.emplace(net::make_work_guard(core->io));
   core->Accept();

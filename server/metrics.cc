@@ -111,12 +111,13 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
   try {
     m->registry_ = std::make_shared<prometheus::Registry>();
     auto& r = *m->registry_;
-    m->requests_ = &prometheus::BuildCounter()
-                        .Name("mcdrop_requests_total")
-                        .Help(
-                "Inference requests (mcdrop.v1 Predict, OIP ModelInfer) by "
-                "model, protocol, API and gRPC status code.")
-                        .Register(r);
+    m->requests_ =
+        &prometheus::BuildCounter()
+             .Name("mcdrop_requests_total")
+             .Help(
+                 "Inference requests (mcdrop.v1 Predict, OIP ModelInfer) by "
+                 "model, protocol, API and gRPC status code.")
+             .Register(r);
     m->duration_ =
         &prometheus::BuildHistogram()
              .Name("mcdrop_request_duration_seconds")

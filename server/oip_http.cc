@@ -96,7 +96,8 @@ absl::Status Flatten(const json& data, google::protobuf::RepeatedField<T>* out,
     return absl::OkStatus();
   }
   if (!data.is_array() || depth > kMaxJsonDepth) {
-    return Invalid("input \"data\" must hold numbers, in flat or nested arrays");
+    return Invalid(
+        "input \"data\" must hold numbers, in flat or nested arrays");
   }
   for (const json& d : data) {
     if (absl::Status s = Flatten(d, out, depth + 1); !s.ok()) return s;
@@ -124,8 +125,8 @@ absl::Status CheckKeys(const json& object, absl::string_view what,
 }
 
 // Reads one input; binary bytes come from `binary` at `*offset`.
-absl::Status ReadInput(const json& in, absl::string_view binary,
-                       size_t* offset, HttpInferRequest* out) {
+absl::Status ReadInput(const json& in, absl::string_view binary, size_t* offset,
+                       HttpInferRequest* out) {
   if (!in.is_object()) return Invalid("each input must be a JSON object");
   if (absl::Status s = CheckKeys(
           in, "an input", {"name", "shape", "datatype", "parameters", "data"});
@@ -152,15 +153,17 @@ absl::Status ReadInput(const json& in, absl::string_view binary,
   }
   int64_t binary_size = -1;
   if (const json* p = Member(in, "parameters"); p != nullptr) {
-    if (!p->is_object()) return Invalid("input \"parameters\" must be an object");
+    if (!p->is_object())
+      return Invalid("input \"parameters\" must be an object");
     for (auto it = p->begin(); it != p->end(); ++it) {
       if (it.key() != "binary_data_size") {
         return Invalid(absl::StrCat("unknown input parameter \"", it.key(),
                                     "\" (mcdrop takes binary_data_size)"));
       }
       if (!it->is_number_unsigned()) {
-        return Invalid("input parameter \"binary_data_size\" must be a "
-                       "non-negative integer");
+        return Invalid(
+            "input parameter \"binary_data_size\" must be a "
+            "non-negative integer");
       }
       binary_size = static_cast<int64_t>(it->get<uint64_t>());
     }
@@ -212,7 +215,8 @@ absl::Status ReadOutputs(const json& outputs, HttpInferRequest* out) {
     out->request.add_outputs()->set_name(name->get<std::string>());
     const json* p = Member(o, "parameters");
     if (p == nullptr) continue;
-    if (!p->is_object()) return Invalid("output \"parameters\" must be an object");
+    if (!p->is_object())
+      return Invalid("output \"parameters\" must be an object");
     for (auto it = p->begin(); it != p->end(); ++it) {
       if (it.key() != "binary_data" || !it->is_boolean()) {
         return Invalid(absl::StrCat(
@@ -277,15 +281,14 @@ json ParametersJson(
   return out;
 }
 
-json TensorsJson(
-    const google::protobuf::RepeatedPtrField<
-        inference::ModelMetadataResponse::TensorMetadata>& tensors) {
+json TensorsJson(const google::protobuf::RepeatedPtrField<
+                 inference::ModelMetadataResponse::TensorMetadata>& tensors) {
   json out = json::array();
   for (const auto& t : tensors) {
-    out.push_back({{"name", t.name()},
-                   {"datatype", t.datatype()},
-                   {"shape", std::vector<int64_t>(t.shape().begin(),
-                                                  t.shape().end())}});
+    out.push_back(
+        {{"name", t.name()},
+         {"datatype", t.datatype()},
+         {"shape", std::vector<int64_t>(t.shape().begin(), t.shape().end())}});
   }
   return out;
 }
@@ -302,7 +305,7 @@ bool PercentDecode(absl::string_view in, std::string* out) {
     if (i + 2 >= in.size()) return false;
     for (int k = 1; k <= 2; ++k) {
       const char c = in[i + k];
-      v = v * 16 + (absl::ascii_isdigit(c)  ? c - '0'
+      v = v * 16 + (absl::ascii_isdigit(c) ? c - '0'
                     : c >= 'a' && c <= 'f' ? c - 'a' + 10
                     : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                            : -1000);
@@ -314,8 +317,14 @@ bool PercentDecode(absl::string_view in, std::string* out) {
   return true;
 }
 
+// Text from requests (names, ids, what an error quotes) may be any bytes:
+// invalid UTF-8 becomes U+FFFD instead of an exception.
+std::string Dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 HttpResponse Json(int status, const json& body) {
-  return HttpResponse{status, "application/json", {}, body.dump()};
+  return HttpResponse{status, "application/json", {}, Dump(body)};
 }
 
 }  // namespace
@@ -338,8 +347,8 @@ absl::StatusOr<HttpInferRequest> ParseHttpInferRequest(
   if (!parsed.ok()) return parsed.status();
   const json& j = *parsed;
   if (!j.is_object()) return Invalid("the request must be a JSON object");
-  if (absl::Status s =
-          CheckKeys(j, "the request", {"id", "parameters", "inputs", "outputs"});
+  if (absl::Status s = CheckKeys(j, "the request",
+                                 {"id", "parameters", "inputs", "outputs"});
       !s.ok()) {
     return s;
   }
@@ -396,12 +405,13 @@ HttpResponse HttpInferResponse(const HttpInferRequest& request,
   for (int i = 0; i < response.outputs_size(); ++i) {
     const auto& t = response.outputs(i);
     const std::string& raw = response.raw_output_contents(i);
-    json o = {{"name", t.name()},
-              {"datatype", t.datatype()},
-              {"shape", std::vector<int64_t>(t.shape().begin(),
-                                             t.shape().end())}};
+    json o = {
+        {"name", t.name()},
+        {"datatype", t.datatype()},
+        {"shape", std::vector<int64_t>(t.shape().begin(), t.shape().end())}};
     bool as_binary = request.binary_all;
-    for (const std::string& b : request.binary_outputs) as_binary |= b == t.name();
+    for (const std::string& b : request.binary_outputs)
+      as_binary |= b == t.name();
     if (as_binary) {
       o["parameters"] = {{"binary_data_size", raw.size()}};
       binary += raw;
@@ -411,7 +421,7 @@ HttpResponse HttpInferResponse(const HttpInferRequest& request,
     outputs.push_back(std::move(o));
   }
   j["outputs"] = std::move(outputs);
-  HttpResponse r{200, "application/json", {}, j.dump()};
+  HttpResponse r{200, "application/json", {}, Dump(j)};
   if (!binary.empty()) {
     r.content_type = "application/octet-stream";
     r.headers.emplace_back("Inference-Header-Content-Length",
@@ -463,21 +473,20 @@ HttpResponse HttpError(const absl::Status& status) {
 }
 
 std::string ModelMetadataJson(const inference::ModelMetadataResponse& m) {
-  return json({{"name", m.name()},
-               {"versions", std::vector<std::string>(m.versions().begin(),
-                                                     m.versions().end())},
-               {"platform", m.platform()},
-               {"inputs", TensorsJson(m.inputs())},
-               {"outputs", TensorsJson(m.outputs())}})
-      .dump();
+  return Dump(json({{"name", m.name()},
+                    {"versions", std::vector<std::string>(m.versions().begin(),
+                                                          m.versions().end())},
+                    {"platform", m.platform()},
+                    {"inputs", TensorsJson(m.inputs())},
+                    {"outputs", TensorsJson(m.outputs())}}));
 }
 
 std::string ServerMetadataJson(const inference::ServerMetadataResponse& m) {
-  return json({{"name", m.name()},
-               {"version", m.version()},
-               {"extensions", std::vector<std::string>(m.extensions().begin(),
-                                                       m.extensions().end())}})
-      .dump();
+  return Dump(
+      json({{"name", m.name()},
+            {"version", m.version()},
+            {"extensions", std::vector<std::string>(m.extensions().begin(),
+                                                    m.extensions().end())}}));
 }
 
 void OipHttpHandler::operator()(std::shared_ptr<HttpExchange> exchange) const {
@@ -488,16 +497,15 @@ void OipHttpHandler::operator()(std::shared_ptr<HttpExchange> exchange) const {
   for (absl::string_view p : absl::StrSplit(path, '/', absl::SkipEmpty())) {
     std::string decoded;
     if (!PercentDecode(p, &decoded)) {
-      return exchange->Respond(HttpError(Invalid(
-          absl::StrCat("malformed percent-escape in the path"))));
+      return exchange->Respond(HttpError(
+          Invalid(absl::StrCat("malformed percent-escape in the path"))));
     }
     parts.push_back(std::move(decoded));
   }
   auto method_is = [&](const char* m) {
     if (req.method == m) return true;
-    HttpResponse r = HttpError(absl::UnimplementedError(
-        absl::StrCat(req.method, " is not allowed on ", path, " (use ", m,
-                     ")")));
+    HttpResponse r = HttpError(absl::UnimplementedError(absl::StrCat(
+        req.method, " is not allowed on ", path, " (use ", m, ")")));
     r.status = 405;
     r.headers.emplace_back("Allow", m);
     exchange->Respond(std::move(r));
@@ -505,15 +513,17 @@ void OipHttpHandler::operator()(std::shared_ptr<HttpExchange> exchange) const {
   };
   const size_t n = parts.size();
   if (n == 0 || parts[0] != "v2") {
-    return exchange->Respond(HttpError(absl::NotFoundError(absl::StrCat(
-        "no such path: ", path, " (the Open Inference Protocol's are under "
-        "/v2)"))));
+    return exchange->Respond(HttpError(absl::NotFoundError(
+        absl::StrCat("no such path: ", path,
+                     " (the Open Inference Protocol's are under "
+                     "/v2)"))));
   }
   if (n == 1) {
     if (!method_is("GET")) return;
     inference::ServerMetadataResponse m;
     OipBackend::ServerMetadata(&m);
-    return exchange->Respond({200, "application/json", {}, ServerMetadataJson(m)});
+    return exchange->Respond(
+        {200, "application/json", {}, ServerMetadataJson(m)});
   }
   if (n == 3 && parts[1] == "health" &&
       (parts[2] == "live" || parts[2] == "ready")) {
@@ -574,16 +584,14 @@ void OipHttpHandler::Infer(std::shared_ptr<HttpExchange> exchange,
     return exchange->Respond(HttpError(served.status()));
   }
   const HttpRequest& req = exchange->request();
-  const int64_t max_values =
-      int64_t{backend_->limits().max_batch_rows} *
-          (*served)->model.input_size() +
-      1024;
+  const int64_t max_values = int64_t{backend_->limits().max_batch_rows} *
+                                 (*served)->model.input_size() +
+                             1024;
   auto parsed =
       ParseHttpInferRequest(req.body, req.Header(kHeaderLength), max_values);
   if (!parsed.ok()) {
-    backend_->metrics()
-        .ForModel(**served)
-        ->CountRequest(Endpoint::kHttpOip, grpc::StatusCode::INVALID_ARGUMENT);
+    backend_->metrics().ForModel(**served)->CountRequest(
+        Endpoint::kHttpOip, grpc::StatusCode::INVALID_ARGUMENT);
     return exchange->Respond(HttpError(parsed.status()));
   }
   struct Call {

@@ -90,8 +90,7 @@ void OipBackend::Infer(Endpoint endpoint,
   auto state = std::make_shared<InferState>();
   state->arrived = absl::Now();
   if (inference_->draining()) {
-    metrics_->Unknown()->CountRequest(endpoint,
-                                      grpc::StatusCode::UNAVAILABLE);
+    metrics_->Unknown()->CountRequest(endpoint, grpc::StatusCode::UNAVAILABLE);
     return done(absl::UnavailableError("the server is shutting down"));
   }
   auto served = Find(request->model_name(), request->model_version());
@@ -215,15 +214,18 @@ grpc::ServerUnaryReactor* OipService::ModelInfer(
     return Done(context, auth);
   }
   const auto deadline = context->deadline();
-  const absl::Time until = deadline == std::chrono::system_clock::time_point::max()
-                               ? absl::InfiniteFuture()
-                               : absl::FromChrono(deadline);
+  const absl::Time until =
+      deadline == std::chrono::system_clock::time_point::max()
+          ? absl::InfiniteFuture()
+          : absl::FromChrono(deadline);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // The context, request and response live until Finish, which `done` calls.
   backend_->Infer(
       Endpoint::kGrpcOip, request, response, until,
       [context] { return context->IsCancelled(); },
-      [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+      [reactor](absl::Status status) {
+        reactor->Finish(ToGrpcStatus(status));
+      });
   return reactor;
 }
 

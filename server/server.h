@@ -3,8 +3,8 @@
 // mcdrop-server as a library: loads the models, starts the engine, the gRPC
 // server (mcdrop.v1.Inference, inference.GRPCInferenceService,
 // grpc.health.v1.Health, reflection), the Open Inference Protocol's HTTP/REST
-// listener and the metrics endpoint. main() only parses flags into ServerOptions and waits for a
-// signal.
+// listener and the metrics endpoint. main() only parses flags into
+// ServerOptions and waits for a signal.
 
 #ifndef MCDROP_SERVER_SERVER_H_
 #define MCDROP_SERVER_SERVER_H_

@@ -400,7 +400,11 @@ def test_errors(port, hport):
                                      ("GET", "/v2/models/concrete/infer", None, 405),
                                      ("POST", "/v2/models/concrete/infer", b"{", 400),
                                      ("POST", "/v2/models/concrete/infer", b"[]", 400),
-                                     ("GET", "/v2/models/concrete/explain", None, 404)]:
+                                     ("GET", "/v2/models/concrete/explain", None, 404),
+                                     ("GET", "/v2/models/%FF%FE", None, 404),
+                                     ("POST", "/v2/models/%FF/infer", b"{}", 404),
+                                     ("POST", "/v2/models/concrete/infer",
+                                      b'{"inputs": [], "\xff": 1}', 400)]:
         status, _, data = http_call(hport, method, path, body)
         check(status == want and "error" in json.loads(data), f"{method} {path}: {status} {data}")
     # Bytes that are not HTTP at all: an error or a closed connection, and the

@@ -110,7 +110,8 @@ TEST(ParseHttpInferRequestTest, RefusesWhatIsWrongSayingWhat) {
        "boolean, number or string"},
       {"{" + input + R"(, "parameters": {"binary_data_output": 1}})",
        absl::nullopt, "binary_data_output\" must be a boolean"},
-      {"{" + input + R"(, "outputs": [{"name": "mean", "parameters": {"classification": 3}}]})",
+      {"{" + input +
+           R"(, "outputs": [{"name": "mean", "parameters": {"classification": 3}}]})",
        absl::nullopt, "\"classification\" is not supported"},
       {"{" + input + R"(, "id": 7})", absl::nullopt, "\"id\" must be a string"},
       {std::string(40, '[') + std::string(40, ']'), absl::nullopt,
@@ -119,8 +120,8 @@ TEST(ParseHttpInferRequestTest, RefusesWhatIsWrongSayingWhat) {
   for (const Case& c : cases) {
     // "*": the whole body is the JSON header.
     auto r = ParseHttpInferRequest(
-        c.body,
-        c.header == "*" ? absl::StrCat(c.body.size()) : c.header, kMany);
+        c.body, c.header == "*" ? absl::StrCat(c.body.size()) : c.header,
+        kMany);
     ASSERT_FALSE(r.ok()) << c.body;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.body;
     EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.message))
@@ -128,8 +129,8 @@ TEST(ParseHttpInferRequestTest, RefusesWhatIsWrongSayingWhat) {
   }
   // A binary part no input claims.
   const std::string json = "{" + input + "}";
-  auto extra = ParseHttpInferRequest(json + "abcd", absl::StrCat(json.size()),
-                                     kMany);
+  auto extra =
+      ParseHttpInferRequest(json + "abcd", absl::StrCat(json.size()), kMany);
   EXPECT_THAT(std::string(extra.status().message()),
               HasSubstr("4 binary bytes no input claims"));
   // More numbers than the model could take stop the parse early.
@@ -195,6 +196,12 @@ TEST(HttpErrorTest, MapsCodesToHttpStatuses) {
   HttpResponse r = HttpError(absl::UnauthenticatedError("no token"));
   EXPECT_EQ(r.status, 401);
   EXPECT_EQ(r.body, R"({"error":"no token"})");
+  // Messages quote request bytes, which need not be UTF-8 (found by
+  // http_request_fuzz: the JSON writer threw, and an uncaught exception on
+  // an I/O thread ends the server).
+  HttpResponse bad = HttpError(absl::NotFoundError("model \"\xff\xfe\""));
+  EXPECT_EQ(bad.status, 404);
+  EXPECT_EQ(bad.body, "{\"error\":\"model \\\"\xef\xbf\xbd\xef\xbf\xbd\\\"\"}");
 }
 
 // --- The listener, through raw sockets.
@@ -260,9 +267,11 @@ class HttpServerTest : public ::testing::Test {
   }
   // Answers every request with its method, path and body size.
   static void Echo(std::shared_ptr<HttpExchange> e) {
-    e->Respond({200, "text/plain", {},
-                absl::StrCat(e->request().method, " ", e->request().target,
-                             " ", e->request().body.size())});
+    e->Respond({200,
+                "text/plain",
+                {},
+                absl::StrCat(e->request().method, " ", e->request().target, " ",
+                             e->request().body.size())});
   }
   std::unique_ptr<HttpServer> server_;
 };
@@ -298,8 +307,7 @@ TEST_F(HttpServerTest, AnswersGarbageAndOversizeWithAnErrorAndCloses) {
       {"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "HTTP/1.1 400"},
       {"GET / HTTP/1.1\r\nX: " + std::string(2000, 'a') + "\r\n\r\n",
        "HTTP/1.1 431"},
-      {"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n" +
-           std::string(101, 'b'),
+      {"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n" + std::string(101, 'b'),
        "HTTP/1.1 413"},
       {"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", "HTTP/1.1 400"},
       {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",

@@ -1,0 +1,119 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// libFuzzer target: the HTTP/REST inference path as the server runs it on
+// the bytes of a connection: Beast's request parser with the listener's
+// limits, the Open Inference Protocol's JSON and binary decoding
+// (ParseHttpInferRequest), the translation to mcdrop.v1 and its validation,
+// the engine, and the JSON/binary answer. The target path picks the model
+// ("/c/" the classifier, else the regressor; both small, with small limits).
+// Any bytes must end in an error or an answer, never in a crash.
+
+#include <google/protobuf/stubs/logging.h>
+
+#include <boost/beast/http.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "core/engine.h"
+#include "server/oip.h"
+#include "server/oip_http.h"
+#include "server/request.h"
+#include "tests/testing/models.h"
+
+namespace {
+
+namespace http = boost::beast::http;
+
+struct Fixture {
+  mcdrop::server::ServedModel regression, classification;
+  std::unique_ptr<mcdrop::Engine> engine;
+  mcdrop::server::Limits limits;
+};
+
+mcdrop::server::ServedModel Served(const char* name, mcdrop::ModelSpec spec) {
+  auto model = mcdrop::Model::Create(std::move(spec));
+  if (!model.ok()) std::abort();
+  return mcdrop::server::ServedModel{name, 1, "fuzz", absl::Now(),
+                                     *std::move(model)};
+}
+
+const Fixture& Get() {
+  static const Fixture* f = [] {
+    auto* f = new Fixture{
+        Served("r", mcdrop::testing::RandomSpec({4, 16, 2}, {0.1f, 0.2f},
+                                                mcdrop::Task::kRegression,
+                                                mcdrop::Activation::kRelu, 1)),
+        Served("c", mcdrop::testing::RandomSpec({4, 16, 3}, {0.1f, 0.2f},
+                                                mcdrop::Task::kClassification,
+                                                mcdrop::Activation::kTanh, 2)),
+        nullptr,
+        {}};
+    f->engine = std::make_unique<mcdrop::Engine>(mcdrop::EngineOptions{1});
+    f->limits.max_samples = 64;
+    f->limits.default_samples = 16;
+    f->limits.max_batch_rows = 16;
+    f->limits.max_message_bytes = 1 << 16;
+    return f;
+  }();
+  return *f;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const Fixture& f = Get();
+  static google::protobuf::LogSilencer quiet;
+  http::request_parser<http::string_body> parser;
+  parser.header_limit(16 << 10);
+  parser.body_limit(1 << 16);
+  parser.eager(true);
+  boost::beast::error_code ec;
+  parser.put(boost::asio::buffer(data, size), ec);
+  if (ec || !parser.is_done()) return 0;
+  const auto& req = parser.get();
+  const std::string target(req.target());
+  const mcdrop::server::ServedModel& served =
+      target.find("/c/") != std::string::npos ? f.classification : f.regression;
+  absl::optional<absl::string_view> header_length;
+  const auto it = req.find("Inference-Header-Content-Length");
+  if (it != req.end()) {
+    header_length = absl::string_view(it->value().data(), it->value().size());
+  }
+  auto parsed = mcdrop::server::ParseHttpInferRequest(
+      req.body(), header_length,
+      int64_t{f.limits.max_batch_rows} * served.model.input_size() + 1024);
+  if (!parsed.ok()) {
+    (void)mcdrop::server::HttpError(parsed.status());
+    return 0;
+  }
+  auto call =
+      mcdrop::server::TranslateInferRequest(parsed->request, served.model);
+  if (!call.ok()) return 0;
+  int rows = 0;
+  mcdrop::PredictOptions options;
+  if (!mcdrop::server::ValidatePredictRequest(call->predict, served.model,
+                                              f.limits, &rows, &options)
+           .ok()) {
+    return 0;
+  }
+  if (rows < 1 || rows > f.limits.max_batch_rows) std::abort();
+  auto prediction =
+      f.engine->Predict(served.model,
+                        mcdrop::InputMatrix(call->predict.inputs().data(), rows,
+                                            served.model.input_size()),
+                        options);
+  if (!prediction.ok()) return 0;
+  inference::ModelInferResponse response;
+  mcdrop::server::FillInferResponse(parsed->request, *call, served, options,
+                                    *prediction, &response);
+  if (response.outputs_size() != static_cast<int>(call->outputs.size())) {
+    std::abort();
+  }
+  mcdrop::server::HttpResponse answer =
+      mcdrop::server::HttpInferResponse(*parsed, response);
+  if (answer.status != 200 || answer.body.empty()) std::abort();
+  return 0;
+}
