@@ -6,13 +6,22 @@
 #include <grpcpp/completion_queue.h>
 
 #include <algorithm>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "inference/open_inference_grpc.grpc.pb.h"
 
 namespace mcdrop {
 namespace {
@@ -35,14 +44,207 @@ struct Call {
   bool measured = false;
   int64_t rows = 0;
   v1::PredictResponse predict_response;
+  inference::ModelInferResponse oip_response;
   grpc::health::v1::HealthCheckResponse health_response;
   std::unique_ptr<grpc::ClientAsyncResponseReader<v1::PredictResponse>> predict;
+  std::unique_ptr<
+      grpc::ClientAsyncResponseReader<inference::ModelInferResponse>>
+      oip;
   std::unique_ptr<
       grpc::ClientAsyncResponseReader<grpc::health::v1::HealthCheckResponse>>
       health;
 };
 
+// The measured calls of a run, and the report made of them.
+struct Tally {
+  std::vector<double> latencies;
+  Clock::time_point first_start = Clock::time_point::max();
+  Clock::time_point last_end = Clock::time_point::min();
+  double rows = 0, passes = 0;
+  LoadReport report;
+
+  void Record(Clock::time_point start, Clock::time_point end,
+              const std::string& code, bool ok, double call_rows,
+              double samples) {
+    latencies.push_back(std::chrono::duration<double>(end - start).count());
+    first_start = std::min(first_start, start);
+    last_end = std::max(last_end, end);
+    ++report.codes[code];
+    if (!ok) {
+      ++report.errors;
+    } else {
+      rows += call_rows;
+      passes += call_rows * samples;
+    }
+  }
+  LoadReport Finish();
+};
+
+// The run's plan: warm-up, then a count or a duration of measured calls.
+struct Plan {
+  Plan(const LoadOptions& o, LoadReport* report)
+      : options(o),
+        report(report),
+        measure_from(Clock::now() + absl::ToChronoNanoseconds(o.warmup)),
+        stop_at(measure_from + absl::ToChronoNanoseconds(o.duration)) {}
+  // Whether another call may start; sets *measured for it.
+  bool Next(bool* measured) {
+    const Clock::time_point now = Clock::now();
+    *measured = now >= measure_from;
+    if (!*measured) {
+      ++report->warmup_calls;
+      return true;
+    }
+    if (options.requests > 0 ? started >= options.requests : now >= stop_at) {
+      return false;
+    }
+    ++started;
+    return true;
+  }
+  const LoadOptions& options;
+  LoadReport* report;
+  const Clock::time_point measure_from, stop_at;
+  int64_t started = 0;
+};
+
+absl::Status CheckOptions(const LoadOptions& options, bool need_requests,
+                          const std::vector<v1::PredictRequest>& requests) {
+  if (options.concurrency < 1)
+    return absl::InvalidArgumentError("concurrency must be >= 1");
+  if (need_requests && requests.empty()) {
+    return absl::InvalidArgumentError("no Predict request to send");
+  }
+  if (options.requests <= 0 && options.duration <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "give a number of requests or a duration > 0");
+  }
+  return absl::OkStatus();
+}
+
+int64_t Rows(const v1::PredictRequest& r) {
+  return r.shape_size() == 2 ? r.shape(0) : 1;
+}
+
+std::string Levels(const v1::PredictRequest& r) {
+  return absl::StrJoin(r.interval_levels(), ",");
+}
+
+// A Predict request as the Open Inference Protocol's ModelInferRequest.
+inference::ModelInferRequest ToOip(const v1::PredictRequest& r) {
+  inference::ModelInferRequest q;
+  q.set_model_name(r.model());
+  if (r.version() > 0) q.set_model_version(absl::StrCat(r.version()));
+  auto* in = q.add_inputs();
+  in->set_name("input");
+  in->set_datatype("FP32");
+  for (int64_t d : r.shape()) in->add_shape(d);
+  q.add_raw_input_contents(
+      std::string(reinterpret_cast<const char*>(r.inputs().data()),
+                  r.inputs_size() * sizeof(float)));
+  auto& p = *q.mutable_parameters();
+  if (r.samples() > 0) p["samples"].set_int64_param(r.samples());
+  if (r.seed() != 0) p["seed"].set_uint64_param(r.seed());
+  if (r.mode() == v1::DETERMINISTIC)
+    p["mode"].set_string_param("deterministic");
+  if (r.exclude_noise()) p["exclude_noise"].set_bool_param(true);
+  if (r.interval_levels_size() > 0) {
+    p["interval_levels"].set_string_param(Levels(r));
+  }
+  if (r.return_samples()) q.add_outputs()->set_name("samples");
+  return q;
+}
+
+// The JSON text of a Predict request's OIP parameters.
+std::string OipParametersJson(const v1::PredictRequest& r, bool binary) {
+  std::vector<std::string> p;
+  if (r.samples() > 0) p.push_back(absl::StrCat("\"samples\":", r.samples()));
+  if (r.seed() != 0) p.push_back(absl::StrCat("\"seed\":", r.seed()));
+  if (r.mode() == v1::DETERMINISTIC) p.push_back("\"mode\":\"deterministic\"");
+  if (r.exclude_noise()) p.push_back("\"exclude_noise\":true");
+  if (r.interval_levels_size() > 0) {
+    p.push_back(absl::StrCat("\"interval_levels\":\"", Levels(r), "\""));
+  }
+  if (binary) p.push_back("\"binary_data_output\":true");
+  return absl::StrCat("{", absl::StrJoin(p, ","), "}");
+}
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using HttpRequestMessage = http::request<http::string_body>;
+
+// POST /v2/models/{model}/infer for a Predict request.
+HttpRequestMessage ToHttp(const v1::PredictRequest& r, const std::string& host,
+                          const std::string& token, bool binary) {
+  std::string target = absl::StrCat("/v2/models/", r.model());
+  if (r.version() > 0) absl::StrAppend(&target, "/versions/", r.version());
+  target += "/infer";
+  HttpRequestMessage m(http::verb::post, target, 11);
+  m.set(http::field::host, host);
+  if (!token.empty()) m.set(http::field::authorization, "Bearer " + token);
+  std::string input =
+      absl::StrCat("{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[",
+                   absl::StrJoin(r.shape(), ","), "]");
+  const std::string raw(reinterpret_cast<const char*>(r.inputs().data()),
+                        r.inputs_size() * sizeof(float));
+  if (binary) {
+    absl::StrAppend(&input,
+                    ",\"parameters\":{\"binary_data_size\":", raw.size(), "}}");
+  } else {
+    absl::StrAppend(&input, ",\"data\":[",
+                    absl::StrJoin(r.inputs(), ",",
+                                  [](std::string* out, float v) {
+                                    absl::StrAppend(out, v);
+                                  }),
+                    "]}");
+  }
+  std::string json =
+      absl::StrCat("{\"inputs\":[", input,
+                   "],\"parameters\":", OipParametersJson(r, binary), "}");
+  m.set(http::field::content_type,
+        binary ? "application/octet-stream" : "application/json");
+  if (binary) {
+    m.set("Inference-Header-Content-Length", absl::StrCat(json.size()));
+    json += raw;
+  }
+  m.body() = std::move(json);
+  m.prepare_payload();
+  return m;
+}
+
+// T of an OIP answer: its "samples" parameter.
+double SamplesOf(const std::string& body) {
+  const size_t at = body.find("\"samples\":");
+  if (at == std::string::npos) return 0;
+  double t = 0;
+  size_t end = body.find_first_of(",}", at);
+  absl::SimpleAtod(body.substr(at + 10, end - at - 10), &t);
+  return t;
+}
+
 }  // namespace
+
+LoadReport Tally::Finish() {
+  report.count = static_cast<int64_t>(latencies.size());
+  if (report.count == 0) return report;
+  report.seconds =
+      std::chrono::duration<double>(last_end - first_start).count();
+  std::sort(latencies.begin(), latencies.end());
+  report.min = latencies.front();
+  report.max = latencies.back();
+  report.mean =
+      std::accumulate(latencies.begin(), latencies.end(), 0.0) / report.count;
+  report.p50 = Quantile(latencies, 0.50);
+  report.p90 = Quantile(latencies, 0.90);
+  report.p99 = Quantile(latencies, 0.99);
+  report.p999 = Quantile(latencies, 0.999);
+  if (report.seconds > 0) {
+    report.requests_per_second = report.count / report.seconds;
+    report.rows_per_second = rows / report.seconds;
+    report.passes_per_second = passes / report.seconds;
+  }
+  return report;
+}
 
 double Quantile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0.0;
@@ -53,57 +255,42 @@ double Quantile(const std::vector<double>& sorted, double q) {
 absl::StatusOr<LoadReport> RunLoad(
     const Client& client, const LoadOptions& options,
     const std::vector<v1::PredictRequest>& requests) {
-  if (options.concurrency < 1)
-    return absl::InvalidArgumentError("concurrency must be >= 1");
-  if (options.rpc == LoadOptions::Rpc::kPredict && requests.empty()) {
-    return absl::InvalidArgumentError("no Predict request to send");
-  }
-  if (options.requests <= 0 && options.duration <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        "give a number of requests or a duration > 0");
+  if (absl::Status s = CheckOptions(
+          options, options.rpc != LoadOptions::Rpc::kHealth, requests);
+      !s.ok()) {
+    return s;
   }
   grpc::CompletionQueue cq;
   const grpc::health::v1::HealthCheckRequest health_request;
   auto health_stub = grpc::health::v1::Health::NewStub(client.channel());
-
-  const Clock::time_point t0 = Clock::now();
-  const Clock::time_point measure_from =
-      t0 + absl::ToChronoNanoseconds(options.warmup);
-  const Clock::time_point stop_at =
-      measure_from + absl::ToChronoNanoseconds(options.duration);
-  int64_t measured_started = 0, next_request = 0, outstanding = 0;
-
-  LoadReport report;
-  std::vector<double> latencies;
-  Clock::time_point first_measured_start = Clock::time_point::max();
-  Clock::time_point last_measured_end = t0;
-  double passes = 0, rows = 0;
+  auto oip_stub = inference::GRPCInferenceService::NewStub(client.channel());
+  std::vector<inference::ModelInferRequest> oip_requests;
+  if (options.rpc == LoadOptions::Rpc::kOipInfer) {
+    for (const auto& r : requests) oip_requests.push_back(ToOip(r));
+  }
+  Tally tally;
+  Plan plan(options, &tally.report);
+  int64_t next_request = 0, outstanding = 0;
 
   // Starts one more call if the plan allows; returns false when done.
   auto start_call = [&]() -> bool {
-    const Clock::time_point now = Clock::now();
-    const bool measuring = now >= measure_from;
-    if (measuring) {
-      if (options.requests > 0 ? measured_started >= options.requests
-                               : now >= stop_at) {
-        return false;
-      }
-      ++measured_started;
-    } else {
-      ++report.warmup_calls;
-    }
+    bool measured;
+    if (!plan.Next(&measured)) return false;
     auto* call = new Call();
-    call->measured = measuring;
+    call->measured = measured;
     client.PrepareContext(&call->context, options.timeout);
     call->start = Clock::now();
-    if (measuring)
-      first_measured_start = std::min(first_measured_start, call->start);
+    const size_t i = next_request++ % std::max<size_t>(1, requests.size());
     if (options.rpc == LoadOptions::Rpc::kPredict) {
-      const v1::PredictRequest& req =
-          requests[next_request++ % requests.size()];
-      call->rows = req.shape_size() == 2 ? req.shape(0) : 1;
-      call->predict = client.stub().AsyncPredict(&call->context, req, &cq);
+      call->rows = Rows(requests[i]);
+      call->predict =
+          client.stub().AsyncPredict(&call->context, requests[i], &cq);
       call->predict->Finish(&call->predict_response, &call->status, call);
+    } else if (options.rpc == LoadOptions::Rpc::kOipInfer) {
+      call->rows = Rows(requests[i]);
+      call->oip =
+          oip_stub->AsyncModelInfer(&call->context, oip_requests[i], &cq);
+      call->oip->Finish(&call->oip_response, &call->status, call);
     } else {
       call->health =
           health_stub->AsyncCheck(&call->context, health_request, &cq);
@@ -123,45 +310,105 @@ absl::StatusOr<LoadReport> RunLoad(
     const Clock::time_point end = Clock::now();
     --outstanding;
     if (call->measured) {
-      latencies.push_back(
-          std::chrono::duration<double>(end - call->start).count());
-      last_measured_end = std::max(last_measured_end, end);
-      ++report.codes[CodeName(call->status.error_code())];
-      if (!call->status.ok()) {
-        ++report.errors;
-      } else if (options.rpc == LoadOptions::Rpc::kPredict) {
-        rows += call->rows;
-        passes +=
-            static_cast<double>(call->rows) * call->predict_response.samples();
+      double samples = call->predict_response.samples();
+      if (options.rpc == LoadOptions::Rpc::kOipInfer) {
+        auto it = call->oip_response.parameters().find("samples");
+        samples = it == call->oip_response.parameters().end()
+                      ? 0
+                      : static_cast<double>(it->second.int64_param());
       }
+      tally.Record(call->start, end, CodeName(call->status.error_code()),
+                   call->status.ok(), call->rows, samples);
     }
     start_call();
   }
   cq.Shutdown();
   while (cq.Next(&tag, &ok)) {
   }
+  return tally.Finish();
+}
 
-  report.count = static_cast<int64_t>(latencies.size());
-  if (report.count > 0) {
-    report.seconds =
-        std::chrono::duration<double>(last_measured_end - first_measured_start)
-            .count();
-    std::sort(latencies.begin(), latencies.end());
-    report.min = latencies.front();
-    report.max = latencies.back();
-    report.mean =
-        std::accumulate(latencies.begin(), latencies.end(), 0.0) / report.count;
-    report.p50 = Quantile(latencies, 0.50);
-    report.p90 = Quantile(latencies, 0.90);
-    report.p99 = Quantile(latencies, 0.99);
-    report.p999 = Quantile(latencies, 0.999);
-    if (report.seconds > 0) {
-      report.requests_per_second = report.count / report.seconds;
-      report.rows_per_second = rows / report.seconds;
-      report.passes_per_second = passes / report.seconds;
+absl::StatusOr<LoadReport> RunHttpLoad(
+    const std::string& host, int port, const std::string& token, bool binary,
+    const LoadOptions& options,
+    const std::vector<v1::PredictRequest>& requests) {
+  if (absl::Status s = CheckOptions(options, true, requests); !s.ok()) return s;
+  for (const auto& r : requests) {
+    if (r.model().empty()) {
+      return absl::InvalidArgumentError(
+          "the Open Inference Protocol needs a model name: pass --model");
     }
   }
-  return report;
+  net::io_context io;
+  net::ip::tcp::resolver resolver(io);
+  beast::error_code ec;
+  const auto endpoints = resolver.resolve(host, absl::StrCat(port), ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", host, ": ", ec.message()));
+  }
+  const std::string host_header = absl::StrCat(host, ":", port);
+  std::vector<HttpRequestMessage> messages;
+  for (const auto& r : requests) {
+    messages.push_back(ToHttp(r, host_header, token, binary));
+  }
+  // One keep-alive connection per concurrent call.
+  struct Conn {
+    explicit Conn(net::io_context& io) : stream(io) {}
+    beast::tcp_stream stream;
+    beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    Clock::time_point start;
+    bool measured = false;
+    int64_t rows = 0;
+  };
+  std::vector<std::unique_ptr<Conn>> conns;
+  for (int i = 0; i < options.concurrency; ++i) {
+    conns.push_back(std::make_unique<Conn>(io));
+    conns.back()->stream.connect(endpoints, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot connect to ", host_header, ": ", ec.message()));
+    }
+  }
+  Tally tally;
+  Plan plan(options, &tally.report);
+  int64_t next_request = 0;
+  std::function<void(Conn*)> start_call = [&](Conn* c) {
+    if (!plan.Next(&c->measured)) return;
+    const HttpRequestMessage& m = messages[next_request % messages.size()];
+    c->rows = Rows(requests[next_request++ % requests.size()]);
+    c->response = {};
+    c->start = Clock::now();
+    c->stream.expires_after(absl::ToChronoNanoseconds(options.timeout));
+    http::async_write(c->stream, m, [&, c](beast::error_code ec, size_t) {
+      auto done = [&, c](beast::error_code ec) {
+        const Clock::time_point end = Clock::now();
+        const int status = ec ? 0 : c->response.result_int();
+        if (c->measured) {
+          tally.Record(c->start, end,
+                       status == 200 ? std::string("OK")
+                       : status == 0 ? std::string("UNAVAILABLE")
+                                     : absl::StrCat("HTTP_", status),
+                       status == 200, c->rows,
+                       status == 200 ? SamplesOf(c->response.body()) : 0);
+        }
+        if (ec || !c->response.keep_alive()) {  // reconnect
+          beast::error_code ignored;
+          c->stream.socket().close(ignored);
+          c->buffer.clear();
+          c->stream.connect(endpoints, ignored);
+        }
+        start_call(c);
+      };
+      if (ec) return done(ec);
+      http::async_read(c->stream, c->buffer, c->response,
+                       [done](beast::error_code ec, size_t) { done(ec); });
+    });
+  };
+  for (auto& c : conns) start_call(c.get());
+  io.run();
+  return tally.Finish();
 }
 
 }  // namespace mcdrop

@@ -20,7 +20,10 @@
 namespace mcdrop {
 
 struct LoadOptions {
-  enum class Rpc { kPredict, kHealth };
+  // mcdrop.v1 Predict, grpc.health.v1 Check, or the Open Inference
+  // Protocol's ModelInfer (the Predict requests translated: one FP32 raw
+  // input, parameters samples/seed/mode/exclude_noise/interval_levels).
+  enum class Rpc { kPredict, kHealth, kOipInfer };
   Rpc rpc = Rpc::kPredict;
   int concurrency = 1;
   // Stop after `requests` measured calls when > 0, else after `duration`.
@@ -48,6 +51,18 @@ struct LoadReport {
 // options.
 absl::StatusOr<LoadReport> RunLoad(
     const Client& client, const LoadOptions& options,
+    const std::vector<v1::PredictRequest>& requests);
+
+// The same closed loop over HTTP/1.1 keep-alive connections (one per
+// concurrent call, Boost.Beast, one thread) to the Open Inference
+// Protocol's REST API at `host`:`port` (plaintext): each Predict request
+// becomes POST /v2/models/{model}/infer with JSON tensors, or with the
+// binary tensor extension when `binary`. `token`, when set, is sent as a
+// bearer token. Codes are "OK" for 200, else "HTTP_<status>" (or
+// "UNAVAILABLE" when the connection failed).
+absl::StatusOr<LoadReport> RunHttpLoad(
+    const std::string& host, int port, const std::string& token, bool binary,
+    const LoadOptions& options,
     const std::vector<v1::PredictRequest>& requests);
 
 // The q-quantile (0..1) of sorted values, nearest rank.

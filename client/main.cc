@@ -81,6 +81,17 @@ ABSL_FLAG(std::string, service, "", "health: service name ('' = whole server)");
 ABSL_FLAG(std::string, rpc, "predict",
           "bench: predict, or health (the bare-RPC baseline)");
 ABSL_FLAG(int, concurrency, 1, "bench: calls kept in flight");
+ABSL_FLAG(std::string, api, "mcdrop.v1",
+          "bench: mcdrop.v1 (Predict) or oip (the Open Inference Protocol's "
+          "ModelInfer)");
+ABSL_FLAG(std::string, protocol, "grpc",
+          "bench: grpc, or http (OIP REST at --http_target; --target still "
+          "gives the model's metadata over gRPC)");
+ABSL_FLAG(std::string, http_target, "localhost:8000",
+          "bench --protocol http: HOST:PORT of the HTTP/REST API");
+ABSL_FLAG(bool, http_binary, false,
+          "bench --protocol http: tensors in the binary tensor extension, not "
+          "JSON");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(10),
           "bench: measured duration");
 ABSL_FLAG(int64_t, requests, 0,
@@ -329,7 +340,8 @@ absl::StatusOr<std::vector<mcdrop::v1::PredictRequest>> BenchRequests(
   const int n = std::max<int>(1, static_cast<int>(pool.rows()) / b);
   for (int i = 0; i < std::min(n, 64); ++i) {
     mcdrop::v1::PredictRequest req;
-    req.set_model(absl::GetFlag(FLAGS_model));
+    // The model's own name: the Open Inference Protocol has no default.
+    req.set_model(meta->name());
     req.set_version(absl::GetFlag(FLAGS_version));
     req.add_shape(b);
     req.add_shape(q);
@@ -361,15 +373,48 @@ int Bench() {
   o.duration = absl::GetFlag(FLAGS_duration);
   o.warmup = absl::GetFlag(FLAGS_warmup);
   o.timeout = absl::GetFlag(FLAGS_timeout);
+  const std::string api = absl::GetFlag(FLAGS_api);
+  const std::string protocol = absl::GetFlag(FLAGS_protocol);
+  if ((api != "mcdrop.v1" && api != "oip") ||
+      (protocol != "grpc" && protocol != "http") ||
+      (protocol == "http" && api != "oip") ||
+      (api == "oip" && o.rpc != mcdrop::LoadOptions::Rpc::kPredict)) {
+    return Fail(absl::InvalidArgumentError(
+        "--api is mcdrop.v1 or oip, --protocol grpc or http (http: --api oip "
+        "only), and the OIP benchmark is of --rpc predict"));
+  }
+  if (api == "oip") o.rpc = mcdrop::LoadOptions::Rpc::kOipInfer;
   std::vector<mcdrop::v1::PredictRequest> requests;
-  if (o.rpc == mcdrop::LoadOptions::Rpc::kPredict) {
+  if (o.rpc != mcdrop::LoadOptions::Rpc::kHealth) {
     auto r = BenchRequests(**client);
     if (!r.ok()) return Fail(r.status());
     requests = *std::move(r);
   }
-  auto report = mcdrop::RunLoad(**client, o, requests);
+  absl::StatusOr<mcdrop::LoadReport> report;
+  if (protocol == "http") {
+    const std::string target = absl::GetFlag(FLAGS_http_target);
+    const size_t colon = target.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(target.substr(colon + 1), &port)) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--http_target \"", target, "\" is not HOST:PORT")));
+    }
+    report = mcdrop::RunHttpLoad(target.substr(0, colon), port,
+                                 (*client)->options().auth_token,
+                                 absl::GetFlag(FLAGS_http_binary), o, requests);
+  } else {
+    report = mcdrop::RunLoad(**client, o, requests);
+  }
   if (!report.ok()) return Fail(report.status());
   const mcdrop::LoadReport& r = *report;
+  const std::string label =
+      api == "oip"
+          ? absl::StrCat("oip ", protocol,
+                         protocol == "http" && absl::GetFlag(FLAGS_http_binary)
+                             ? " binary"
+                             : "")
+          : rpc;
   if (absl::GetFlag(FLAGS_json)) {
     std::string codes;
     for (const auto& [code, n] : r.codes)
@@ -383,13 +428,13 @@ int Bench() {
         "{\"min\": %.9f, \"mean\": %.9f, \"p50\": %.9f, \"p90\": %.9f, "
         "\"p99\": %.9f, "
         "\"p999\": %.9f, \"max\": %.9f}, \"codes\": {%s}}\n",
-        rpc, o.concurrency, r.count, r.errors, r.warmup_calls, r.seconds,
+        label, o.concurrency, r.count, r.errors, r.warmup_calls, r.seconds,
         r.requests_per_second, r.rows_per_second, r.passes_per_second, r.min,
         r.mean, r.p50, r.p90, r.p99, r.p999, r.max, codes);
   } else {
     absl::PrintF(
         "%s x %d concurrent: %d calls in %.2f s (after %d warm-up calls)\n",
-        rpc, o.concurrency, r.count, r.seconds, r.warmup_calls);
+        label, o.concurrency, r.count, r.seconds, r.warmup_calls);
     absl::PrintF("  requests/s %.1f   rows/s %.1f   passes/s %.4g\n",
                  r.requests_per_second, r.rows_per_second, r.passes_per_second);
     absl::PrintF(
