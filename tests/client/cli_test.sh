@@ -50,7 +50,7 @@ PY2
   --requests 400 --concurrency 8 --warmup 0s --samples 20 --json > "$tmp/bench.json"
 cat "$tmp/bench.json"
 count() {
-  curl -s "http://127.0.0.1:$1/metrics" | sed -n 's/^mcdrop_requests_total{code="OK",model="yacht"} //p'
+  curl -s "http://127.0.0.1:$1/metrics" | sed -n 's/^mcdrop_requests_total{api="mcdrop.v1",code="OK",model="yacht",protocol="grpc"} //p'
 }
 a=$(count "${mports[0]}") b=$(count "${mports[1]}")
 echo "server 0 answered $a, server 1 answered $b"

@@ -59,8 +59,8 @@ class ClientTest : public ::testing::Test {
   }
   double Served(const std::string& code) {
     const std::string text = server_->metrics().Text();
-    const std::string key =
-        "mcdrop_requests_total{code=\"" + code + "\",model=\"concrete\"} ";
+    const std::string key = "mcdrop_requests_total{api=\"mcdrop.v1\",code=\"" +
+                            code + "\",model=\"concrete\",protocol=\"grpc\"} ";
     const size_t at = text.find(key);
     return at == std::string::npos ? NAN
                                    : std::stod(text.substr(at + key.size()));

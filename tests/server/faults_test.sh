@@ -70,7 +70,7 @@ echo "ok: plaintext -> $(head -c 100 "$tmp/plain.log")"
 # Into a file first: `curl | grep -q` under pipefail fails when grep exits at
 # the first match and curl gets SIGPIPE on the rest of the exposition.
 curl -sf "http://127.0.0.1:$mport/metrics" > "$tmp/metrics.txt" || fail "scrape of the metrics port"
-grep -q '^mcdrop_requests_total{code="UNAUTHENTICATED"' "$tmp/metrics.txt" \
+grep -q '^mcdrop_requests_total{api="mcdrop.v1",code="UNAUTHENTICATED"' "$tmp/metrics.txt" \
   || fail "UNAUTHENTICATED not counted on the separate metrics port"
 echo "ok: /metrics on its own address counts the refusals"
 kill -TERM "${pids[-1]}"; wait "${pids[-1]}" || true

@@ -10,14 +10,19 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 
+#include "absl/strings/str_cat.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
 #include "server/request.h"
 #include "server/server.h"
+#include "tests/testing/http.h"
+#include "tests/testing/metrics.h"
 #include "tests/testing/models.h"
 
 namespace mcdrop::server {
@@ -241,6 +246,7 @@ TEST(OipServiceTest, AnswersAsTheEngineDoes) {
   o.port = 0;
   o.metrics_address = "127.0.0.1:0";
   o.threads = 2;
+  o.http_port = 0;
   auto server = Server::Start(o);
   ASSERT_TRUE(server.ok()) << server.status();
   auto stub = inference::GRPCInferenceService::NewStub(
@@ -311,6 +317,39 @@ TEST(OipServiceTest, AnswersAsTheEngineDoes) {
   s = stub->ModelInfer(&ctx2, req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("unknown input tensor \"x\""));
+
+  // The same over HTTP/REST, and each counted under its protocol and API.
+  const int fd = testing::Connect((*server)->http_port());
+  ASSERT_GE(fd, 0);
+  const std::string body =
+      R"({"parameters": {"samples": 1000, "seed": 42}, "outputs": [{"name": "mean"}],
+          "inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32",
+                      "data": [540, 0, 0, 162, 2.5, 1040, 676, 28]}]})";
+  testing::Send(fd, absl::StrCat("POST /v2/models/concrete/infer HTTP/1.1\r\n"
+                                 "Content-Length: ",
+                                 body.size(), "\r\n\r\n", body));
+  const std::string reply = testing::ReadOne(fd);
+  close(fd);
+  EXPECT_THAT(reply, HasSubstr("HTTP/1.1 200"));
+  // JSON carries the same double (written in its shortest exact form).
+  const size_t at = reply.find("\"data\":[");
+  ASSERT_NE(at, std::string::npos) << reply;
+  EXPECT_EQ(std::strtod(reply.c_str() + at + 8, nullptr), mean);
+  const std::string text = (*server)->metrics().Text();
+  auto count = [&](const char* labels) {
+    return testing::Metric(text, "mcdrop_requests_total", labels);
+  };
+  EXPECT_EQ(
+      count("api=\"oip\",code=\"OK\",model=\"concrete\",protocol=\"grpc\""), 1);
+  EXPECT_EQ(count("api=\"oip\",code=\"INVALID_ARGUMENT\",model=\"concrete\","
+                  "protocol=\"grpc\""),
+            1);
+  EXPECT_EQ(
+      count("api=\"oip\",code=\"OK\",model=\"concrete\",protocol=\"http\""), 1);
+  EXPECT_EQ(count("api=\"mcdrop.v1\",code=\"OK\""), 0);
+  EXPECT_EQ(testing::Metric(text, "mcdrop_request_duration_seconds_count",
+                            "api=\"oip\",model=\"concrete\",protocol=\"http\""),
+            1);
 }
 
 }  // namespace
