@@ -3,7 +3,7 @@
 # libraries, the binaries and the bundled models, and runs as a non-root user.
 #
 #   docker build -t mcdrop .            (or, without an engine: deploy/test-image.sh)
-#   docker run -p 50051:50051 -p 9464:9464 mcdrop
+#   docker run -p 50051:50051 -p 8000:8000 -p 9464:9464 mcdrop
 #   docker run -v $PWD/my-models:/models:ro mcdrop --model /models/mine.safetensors
 #   docker run -v $PWD/repo:/repo:ro mcdrop --model_repository /repo
 #
@@ -22,6 +22,7 @@ RUN apt-get update \
       libprotobuf-dev protobuf-compiler \
       libgrpc++-dev libgrpc-dev protobuf-compiler-grpc prometheus-cpp-dev \
       librandom123-dev zlib1g-dev libspdlog-dev libfmt-dev nlohmann-json3-dev \
+      libboost-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -50,9 +51,10 @@ COPY --from=build /build/server/mcdrop-server /build/client/mcdrop-client \
      /build/tools/mcdrop-model /usr/local/bin/
 COPY models/concrete.safetensors models/digits.safetensors /models/
 USER 10001:10001
-EXPOSE 50051 9464
+# gRPC (mcdrop.v1 and the Open Inference Protocol), HTTP/REST (OIP), metrics.
+EXPOSE 50051 8000 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["mcdrop-client", "health", "--target", "localhost:50051", "--timeout", "2s"]
 ENTRYPOINT ["mcdrop-server"]
 CMD ["--model", "/models/concrete.safetensors", "--model", "/models/digits.safetensors", \
-     "--port", "50051", "--metrics_port", "9464"]
+     "--port", "50051", "--http_port", "8000", "--metrics_port", "9464"]

@@ -91,6 +91,6 @@ cat "$tmp/image.csv"
 cmp "$tmp/image.csv" "$tmp/host.csv" || { echo "FAIL: the image and the host build differ"; cat "$tmp/host.csv"; exit 1; }
 echo "ok: Predict from the image equals the host build's (seed 42, T = 1000)"
 curl -sf "http://127.0.0.1:$mport/metrics" > "$tmp/metrics.txt"
-grep -q 'mcdrop_requests_total{code="OK",model="concrete"} 1' "$tmp/metrics.txt"
+grep -q 'mcdrop_requests_total{api="mcdrop.v1",code="OK",model="concrete",protocol="grpc"} 1' "$tmp/metrics.txt"
 grep -q 'mcdrop_model_info{model="digits"' "$tmp/metrics.txt"
 echo "ok: metrics scraped from the image's server"

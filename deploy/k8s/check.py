@@ -30,6 +30,7 @@ for flag in args:
 ports = {p["name"]: p["containerPort"] for p in c["ports"]}
 assert ports["grpc"] == int(args["port"]), (ports, args["port"])
 assert ports["metrics"] == int(args["metrics_port"]), (ports, args["metrics_port"])
+assert ports["http"] == int(args["http_port"]), (ports, args["http_port"])
 assert c["readinessProbe"]["grpc"]["port"] == ports["grpc"]
 assert c["livenessProbe"]["grpc"]["port"] == ports["grpc"]
 assert c["readinessProbe"]["grpc"]["service"] == "mcdrop.v1.Inference"
@@ -58,5 +59,11 @@ assert pm["selector"]["matchLabels"].items() <= labels.items()
 assert all(e["port"] in ports for e in pm["podMetricsEndpoints"])
 # The compose file runs the same ports.
 compose = yaml.safe_load(open(os.path.join(here, "..", "compose.yaml")))
-assert f'{ports["grpc"]}:{ports["grpc"]}' in compose["services"]["mcdrop"]["ports"]
+for name in ("grpc", "http", "metrics"):
+    assert f'{ports[name]}:{ports[name]}' in compose["services"]["mcdrop"]["ports"], name
+# The image exposes them and runs the server on them.
+dockerfile = open(os.path.join(here, "..", "..", "Dockerfile")).read()
+exposed = set(re.search(r"^EXPOSE (.*)$", dockerfile, re.M).group(1).split())
+assert {str(p) for p in ports.values()} <= exposed, (ports, exposed)
+assert f'"--http_port", "{ports["http"]}"' in dockerfile
 print(f"ok: {len(docs)} Kubernetes objects consistent with mcdrop-server ({len(args)} flags checked)")
