@@ -18,53 +18,19 @@
 #include <string>
 
 #include "core/engine.h"
+#include "fuzz/fixture.h"
 #include "server/oip.h"
 #include "server/oip_http.h"
 #include "server/request.h"
-#include "tests/testing/models.h"
 
 namespace {
 
 namespace http = boost::beast::http;
 
-struct Fixture {
-  mcdrop::server::ServedModel regression, classification;
-  std::unique_ptr<mcdrop::Engine> engine;
-  mcdrop::server::Limits limits;
-};
-
-mcdrop::server::ServedModel Served(const char* name, mcdrop::ModelSpec spec) {
-  auto model = mcdrop::Model::Create(std::move(spec));
-  if (!model.ok()) std::abort();
-  return mcdrop::server::ServedModel{name, 1, "fuzz", absl::Now(),
-                                     *std::move(model)};
-}
-
-const Fixture& Get() {
-  static const Fixture* f = [] {
-    auto* f = new Fixture{
-        Served("r", mcdrop::testing::RandomSpec({4, 16, 2}, {0.1f, 0.2f},
-                                                mcdrop::Task::kRegression,
-                                                mcdrop::Activation::kRelu, 1)),
-        Served("c", mcdrop::testing::RandomSpec({4, 16, 3}, {0.1f, 0.2f},
-                                                mcdrop::Task::kClassification,
-                                                mcdrop::Activation::kTanh, 2)),
-        nullptr,
-        {}};
-    f->engine = std::make_unique<mcdrop::Engine>(mcdrop::EngineOptions{1});
-    f->limits.max_samples = 64;
-    f->limits.default_samples = 16;
-    f->limits.max_batch_rows = 16;
-    f->limits.max_message_bytes = 1 << 16;
-    return f;
-  }();
-  return *f;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const Fixture& f = Get();
+  const mcdrop::fuzz::Fixture& f = mcdrop::fuzz::GetFixture();
   static google::protobuf::LogSilencer quiet;
   http::request_parser<http::string_body> parser;
   parser.header_limit(16 << 10);

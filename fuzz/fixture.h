@@ -1,0 +1,57 @@
+// Copyright 2026 The mcdrop Authors.
+//
+// The request fuzzers' models, engine and limits: a small regressor ("r", 4
+// inputs, 2 outputs) and classifier ("c", 4 inputs, 3 classes), one engine
+// thread, and limits small enough that each input runs fast.
+
+#ifndef MCDROP_FUZZ_FIXTURE_H_
+#define MCDROP_FUZZ_FIXTURE_H_
+
+#include <cstdlib>
+#include <memory>
+#include <utility>
+
+#include "core/engine.h"
+#include "server/model_registry.h"
+#include "server/request.h"
+#include "tests/testing/models.h"
+
+namespace mcdrop::fuzz {
+
+struct Fixture {
+  server::ServedModel regression, classification;
+  std::unique_ptr<Engine> engine;
+  server::Limits limits;
+};
+
+inline server::ServedModel Served(const char* name, ModelSpec spec) {
+  auto model = Model::Create(std::move(spec));
+  if (!model.ok()) std::abort();
+  return server::ServedModel{name, 1, "fuzz", absl::Now(), *std::move(model)};
+}
+
+// Made once, never destroyed (the fuzzer exits without tearing down).
+inline const Fixture& GetFixture() {
+  static const Fixture* f = [] {
+    auto* f =
+        new Fixture{Served("r", testing::RandomSpec({4, 16, 2}, {0.1f, 0.2f},
+                                                    Task::kRegression,
+                                                    Activation::kRelu, 1)),
+                    Served("c", testing::RandomSpec({4, 16, 3}, {0.1f, 0.2f},
+                                                    Task::kClassification,
+                                                    Activation::kTanh, 2)),
+                    nullptr,
+                    {}};
+    f->engine = std::make_unique<Engine>(EngineOptions{1});
+    f->limits.max_samples = 64;
+    f->limits.default_samples = 16;
+    f->limits.max_batch_rows = 16;
+    f->limits.max_message_bytes = 1 << 16;
+    return f;
+  }();
+  return *f;
+}
+
+}  // namespace mcdrop::fuzz
+
+#endif  // MCDROP_FUZZ_FIXTURE_H_
