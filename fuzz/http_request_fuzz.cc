@@ -78,8 +78,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (response.outputs_size() != static_cast<int>(call->outputs.size())) {
     std::abort();
   }
-  mcdrop::server::HttpResponse answer =
-      mcdrop::server::HttpInferResponse(*parsed, response);
-  if (answer.status != 200 || answer.body.empty()) std::abort();
+  mcdrop::server::HttpResponse answer = mcdrop::server::HttpInferResponse(
+      *parsed, response, f.limits.max_message_bytes);
+  // An answer or the refusal of JSON too large for the limit.
+  if (answer.body.empty() ||
+      (answer.status != 200 &&
+       answer.body.find("binary_data") == std::string::npos)) {
+    std::abort();
+  }
   return 0;
 }

@@ -11,6 +11,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -41,6 +42,20 @@ std::chrono::steady_clock::duration ToSteady(absl::Duration d) {
   return absl::ToChronoNanoseconds(d);
 }
 
+// A request's method, target and headers (names in lower case).
+HttpRequest HeadersOf(const http::request<http::string_body>& req) {
+  HttpRequest r;
+  r.method = std::string(req.method_string());
+  r.target = std::string(req.target());
+  for (const auto& field : req) {
+    r.headers.emplace_back(
+        absl::AsciiStrToLower(absl::string_view(field.name_string().data(),
+                                                field.name_string().size())),
+        std::string(field.value()));
+  }
+  return r;
+}
+
 std::string ErrorJson(absl::string_view message) {
   // The message is ours (ASCII, no quotes or backslashes).
   return absl::StrCat("{\"error\":\"", message, "\"}");
@@ -63,6 +78,7 @@ struct HttpServer::Core {
   net::io_context io;
   std::optional<ssl::context> tls;
   tcp::acceptor acceptor{net::make_strand(io)};
+  net::steady_timer accept_retry{acceptor.get_executor()};
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::vector<std::thread> threads;
   std::atomic<bool> stopping{false};   // no new requests
@@ -210,8 +226,18 @@ class Session final : public SessionBase,
 
   void OnHeader(beast::error_code ec) {
     if (ec) return Fail(ec);
+    // From here the request is in progress: Stop() lets it finish.
+    busy_ = true;
     Lowest().expires_after(ToSteady(core_->options.read_timeout));
     const auto& req = parser_->get();
+    if (core_->options.screen) {
+      if (auto refusal = core_->options.screen(HeadersOf(req))) {
+        keep_alive_ = false;  // the body stays unread
+        version_ = req.version();
+        responding_ = true;
+        return Write(*std::move(refusal));
+      }
+    }
     if (absl::EqualsIgnoreCase(
             absl::string_view(req[http::field::expect].data(),
                               req[http::field::expect].size()),
@@ -243,18 +269,10 @@ class Session final : public SessionBase,
   void Dispatch() {
     http::request<http::string_body> req = parser_->release();
     parser_.reset();
-    busy_ = true;
+    responding_ = true;
     keep_alive_ = req.keep_alive();
     version_ = req.version();
-    HttpRequest r;
-    r.method = std::string(req.method_string());
-    r.target = std::string(req.target());
-    for (const auto& field : req) {
-      r.headers.emplace_back(
-          absl::AsciiStrToLower(absl::string_view(field.name_string().data(),
-                                                  field.name_string().size())),
-          std::string(field.value()));
-    }
+    HttpRequest r = HeadersOf(req);
     r.body = std::move(req.body());
     auto self = this->shared_from_this();
     auto exchange = std::make_shared<Exchange>(
@@ -292,7 +310,7 @@ class Session final : public SessionBase,
     http::async_write(
         stream_, *res,
         [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
-          self->busy_ = false;
+          self->busy_ = self->responding_ = false;
           if (ec || !res->keep_alive()) return self->Close();
           self->ReadHeader();
         });
@@ -318,9 +336,9 @@ class Session final : public SessionBase,
       status = 400;
       why = absl::StrCat("malformed HTTP request: ", ec.message());
     }
-    if (status == 0 || busy_) return Close();
+    if (status == 0 || responding_) return Close();
     keep_alive_ = false;
-    busy_ = true;
+    busy_ = responding_ = true;
     Write(HttpResponse{status, "application/json", {}, ErrorJson(why)});
   }
 
@@ -350,7 +368,8 @@ class Session final : public SessionBase,
       std::make_shared<std::atomic<bool>>(false);
   std::list<std::weak_ptr<SessionBase>>::iterator it_;
   bool registered_ = false;
-  bool busy_ = false;  // a request is being answered
+  bool busy_ = false;        // a request is being read or answered
+  bool responding_ = false;  // its answer is awaited or being written
   bool keep_alive_ = true;
   bool handshaken_ = false;
   unsigned version_ = 11;
@@ -362,7 +381,17 @@ void HttpServer::Core::Accept() {
   acceptor.async_accept(
       net::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
         if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
-        if (!ec) {
+        if (ec) {
+          // Out of descriptors or buffers: try again later, not at once
+          // (which would spin an I/O thread).
+          spdlog::warn("HTTP accept: {}; retrying in 100 ms", ec.message());
+          accept_retry.expires_after(std::chrono::milliseconds(100));
+          accept_retry.async_wait([this](beast::error_code wait) {
+            if (!wait && acceptor.is_open()) Accept();
+          });
+          return;
+        }
+        {
           bool full;
           {
             absl::MutexLock lock(&mu);
@@ -410,6 +439,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
             options.tls_client_ca.data(), options.tls_client_ca.size()));
         core->tls->set_verify_mode(ssl::verify_peer |
                                    ssl::verify_fail_if_no_peer_cert);
+        // Without a session id context OpenSSL fails the handshake of a
+        // client that resumes a session when peers are verified.
+        static const unsigned char kContext[] = "mcdrop";
+        SSL_CTX_set_session_id_context(core->tls->native_handle(), kContext,
+                                       sizeof(kContext) - 1);
       }
     }
     const tcp::endpoint endpoint(net::ip::make_address(options.host),
@@ -447,6 +481,7 @@ void HttpServer::Shutdown(absl::Duration grace) {
   net::post(core_->acceptor.get_executor(), [c = core_.get()] {
     beast::error_code ignored;
     c->acceptor.close(ignored);
+    c->accept_retry.cancel();
   });
   for (auto& s : core_->Live()) s->Stop();
   if (!core_->AwaitNone(absl::Now() + grace)) {

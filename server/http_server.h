@@ -73,6 +73,10 @@ struct HttpServerOptions {
   // answer, and for the TLS handshake).
   absl::Duration read_timeout = absl::Seconds(30);
   int max_connections = 1024;  // more are closed at once
+  // Called with a request's method, target and headers (no body yet): a
+  // response refuses the request before its body is read (the connection
+  // then closes); nullopt lets it go on. May be empty. Thread-safe.
+  std::function<absl::optional<HttpResponse>(const HttpRequest&)> screen;
 };
 
 class HttpServer {
@@ -81,6 +85,8 @@ class HttpServer {
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const HttpServerOptions& options, HttpHandler handler);
   ~HttpServer();  // Shutdown(ZeroDuration())
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
 
   int port() const { return port_; }
   bool tls() const;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -22,6 +23,13 @@ using inference::ModelInferResponse;
 
 absl::Status Invalid(absl::string_view what) {
   return absl::InvalidArgumentError(what);
+}
+
+// Request text quoted in a message: at most 64 bytes, escaped (messages are
+// logged, and must not carry a client's newlines or megabytes).
+std::string Q(absl::string_view text) {
+  std::string out = absl::CHexEscape(text.substr(0, 64));
+  return text.size() > 64 ? out + "..." : out;
 }
 
 float HalfToFloat(uint16_t h) {
@@ -110,7 +118,7 @@ absl::Status TypedToFloats(const ModelInferRequest::InferInputTensor& input,
     for (double d : c.fp64_contents()) out->Add(static_cast<float>(d));
     return absl::OkStatus();
   }
-  return Invalid(absl::StrCat(input.datatype(),
+  return Invalid(absl::StrCat(Q(input.datatype()),
                               " inputs must come as raw_input_contents (the "
                               "protocol has no typed field for them)"));
 }
@@ -124,12 +132,12 @@ absl::Status ReadInput(const ModelInferRequest& request,
   }
   const auto& input = request.inputs(0);
   if (input.name() != kOipInputName) {
-    return Invalid(absl::StrCat("unknown input tensor \"", input.name(),
+    return Invalid(absl::StrCat("unknown input tensor \"", Q(input.name()),
                                 "\" (this model's input is \"", kOipInputName,
                                 "\")"));
   }
   if (InputElementBytes(input.datatype()) == 0) {
-    return Invalid(absl::StrCat("input datatype ", input.datatype(),
+    return Invalid(absl::StrCat("input datatype ", Q(input.datatype()),
                                 " is not supported (FP32, FP64, FP16, BF16)"));
   }
   int64_t count = 1;
@@ -166,7 +174,7 @@ absl::StatusOr<int64_t> IntegerParameter(const std::string& name,
     default:
       break;
   }
-  return Invalid(absl::StrCat("parameter \"", name,
+  return Invalid(absl::StrCat("parameter \"", Q(name),
                               "\" must be an int64_param or uint64_param"));
 }
 
@@ -207,7 +215,7 @@ absl::Status ReadParameter(const std::string& name, const InferParameter& p,
       predict->set_mode(mcdrop::v1::DETERMINISTIC);
     } else {
       return Invalid(
-          absl::StrCat("parameter \"mode\" is \"", p.string_param(),
+          absl::StrCat("parameter \"mode\" is \"", Q(p.string_param()),
                        "\" (expected monte_carlo or deterministic)"));
     }
   } else if (name == "exclude_noise") {
@@ -219,11 +227,15 @@ absl::Status ReadParameter(const std::string& name, const InferParameter& p,
     if (p.parameter_choice_case() == InferParameter::kDoubleParam) {
       predict->add_interval_levels(p.double_param());
     } else if (p.parameter_choice_case() == InferParameter::kStringParam) {
+      int count = 0;
       for (absl::string_view part : absl::StrSplit(p.string_param(), ',')) {
+        if (++count > 16) {
+          return Invalid("parameter \"interval_levels\": at most 16 levels");
+        }
         double level;
         if (!absl::SimpleAtod(absl::StripAsciiWhitespace(part), &level)) {
-          return Invalid(absl::StrCat("parameter \"interval_levels\": \"", part,
-                                      "\" is not a number"));
+          return Invalid(absl::StrCat("parameter \"interval_levels\": \"",
+                                      Q(part), "\" is not a number"));
         }
         predict->add_interval_levels(level);
       }
@@ -233,7 +245,7 @@ absl::Status ReadParameter(const std::string& name, const InferParameter& p,
           "string_param of comma-separated levels");
     }
   } else {
-    return Invalid(absl::StrCat("unknown parameter \"", name,
+    return Invalid(absl::StrCat("unknown parameter \"", Q(name),
                                 "\" (mcdrop takes samples, seed, mode, "
                                 "exclude_noise, interval_levels, timeout)"));
   }
@@ -278,7 +290,8 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
   if (!request.model_version().empty()) {
     int64_t version;
     if (!absl::SimpleAtoi(request.model_version(), &version) || version < 1) {
-      return Invalid(absl::StrCat("model_version \"", request.model_version(),
+      return Invalid(absl::StrCat("model_version \"",
+                                  Q(request.model_version()),
                                   "\" is not a positive integer"));
     }
     call.predict.set_version(version);
@@ -292,12 +305,12 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
   const std::vector<std::string> known = OipOutputNames(model);
   for (const auto& o : request.outputs()) {
     if (!Contains(known, o.name())) {
-      return Invalid(absl::StrCat("unknown output \"", o.name(),
+      return Invalid(absl::StrCat("unknown output \"", Q(o.name()),
                                   "\" (this model has ",
                                   absl::StrJoin(known, ", "), ")"));
     }
     if (Contains(call.outputs, o.name())) {
-      return Invalid(absl::StrCat("output \"", o.name(), "\" asked twice"));
+      return Invalid(absl::StrCat("output \"", Q(o.name()), "\" asked twice"));
     }
     call.outputs.push_back(o.name());
   }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,18 +33,35 @@ struct TooLarge {
   std::string why;
 };
 
+// Every node the parser makes counts against the budget (values, keys,
+// opened objects and arrays: "[[],[],...]" costs as much as numbers), and
+// the budget is at most kMaxJsonNodes whatever the model, so no body builds
+// a document of more than that many nodes.
+constexpr int64_t kMaxJsonNodes = int64_t{8} << 20;
+
+// At most 200 bytes of a message that quotes the request, escaped.
+std::string Quote(absl::string_view text) {
+  constexpr size_t kMax = 200;
+  std::string out = absl::CHexEscape(text.substr(0, kMax));
+  if (text.size() > kMax) out += "...";
+  return out;
+}
+
 absl::StatusOr<json> ParseJson(absl::string_view text, int64_t max_values) {
-  int64_t values = 0;
+  const int64_t budget = std::min(max_values, kMaxJsonNodes);
+  int64_t nodes = 0;
   json::parser_callback_t limit = [&](int depth, json::parse_event_t event,
                                       json&) {
     if (depth > kMaxJsonDepth) {
       throw TooLarge{absl::StrCat("the JSON is nested deeper than ",
                                   kMaxJsonDepth, " levels")};
     }
-    if (event == json::parse_event_t::value && ++values > max_values) {
-      throw TooLarge{absl::StrCat("the JSON holds more than ", max_values,
-                                  " values (the most rows this model takes, "
-                                  "times its inputs)")};
+    if (event != json::parse_event_t::object_end &&
+        event != json::parse_event_t::array_end && ++nodes > budget) {
+      throw TooLarge{absl::StrCat(
+          "the JSON holds more than ", budget,
+          " values (the most rows this model takes, times its inputs; send "
+          "larger tensors with the binary tensor extension)")};
     }
     return true;
   };
@@ -52,7 +70,8 @@ absl::StatusOr<json> ParseJson(absl::string_view text, int64_t max_values) {
   } catch (const TooLarge& e) {
     return Invalid(e.why);
   } catch (const json::exception& e) {
-    return Invalid(absl::StrCat("the request is not valid JSON: ", e.what()));
+    return Invalid(
+        absl::StrCat("the request is not valid JSON: ", Quote(e.what())));
   }
 }
 
@@ -223,9 +242,8 @@ absl::Status ReadOutputs(const json& outputs, HttpInferRequest* out) {
             "output parameter \"", it.key(),
             "\" is not supported (mcdrop takes binary_data, a boolean)"));
       }
-      if (it->get<bool>()) {
-        out->binary_outputs.push_back(name->get<std::string>());
-      }
+      (it->get<bool>() ? out->binary_outputs : out->json_outputs)
+          .push_back(name->get<std::string>());
     }
   }
   return absl::OkStatus();
@@ -394,8 +412,34 @@ absl::StatusOr<HttpInferRequest> ParseHttpInferRequest(
   return out;
 }
 
+bool HttpInferRequest::Binary(const std::string& name) const {
+  for (const std::string& b : binary_outputs) {
+    if (b == name) return true;
+  }
+  for (const std::string& j : json_outputs) {
+    if (j == name) return false;
+  }
+  return binary_all;
+}
+
 HttpResponse HttpInferResponse(const HttpInferRequest& request,
-                               const inference::ModelInferResponse& response) {
+                               const inference::ModelInferResponse& response,
+                               int64_t max_bytes) {
+  int64_t json_numbers = 0;
+  for (int i = 0; i < response.outputs_size(); ++i) {
+    if (request.Binary(response.outputs(i).name())) continue;
+    const std::string& type = response.outputs(i).datatype();
+    json_numbers +=
+        static_cast<int64_t>(response.raw_output_contents(i).size()) /
+        (type == "FP32" ? 4 : 8);
+  }
+  constexpr int64_t kBytesPerNumber = 25;  // "-1.2345678901234567e-123,"
+  if (json_numbers * kBytesPerNumber > max_bytes) {
+    return HttpError(Invalid(absl::StrCat(
+        "the answer holds ", json_numbers,
+        " numbers; as JSON it could exceed the server's limit of ", max_bytes,
+        " bytes: ask for the large outputs with \"binary_data\": true")));
+  }
   json j = {{"model_name", response.model_name()},
             {"model_version", response.model_version()},
             {"parameters", ParametersJson(response.parameters())}};
@@ -409,10 +453,7 @@ HttpResponse HttpInferResponse(const HttpInferRequest& request,
         {"name", t.name()},
         {"datatype", t.datatype()},
         {"shape", std::vector<int64_t>(t.shape().begin(), t.shape().end())}};
-    bool as_binary = request.binary_all;
-    for (const std::string& b : request.binary_outputs)
-      as_binary |= b == t.name();
-    if (as_binary) {
+    if (request.Binary(t.name())) {
       o["parameters"] = {{"binary_data_size", raw.size()}};
       binary += raw;
     } else {
@@ -489,89 +530,127 @@ std::string ServerMetadataJson(const inference::ServerMetadataResponse& m) {
                                                     m.extensions().end())}}));
 }
 
-void OipHttpHandler::operator()(std::shared_ptr<HttpExchange> exchange) const {
-  const HttpRequest& req = exchange->request();
+namespace {
+
+HttpResponse MethodNotAllowed(const HttpRequest& req, absl::string_view path,
+                              const char* allowed) {
+  HttpResponse r = HttpError(absl::UnimplementedError(
+      absl::StrCat(Quote(req.method), " is not allowed on ", Quote(path),
+                   " (use ", allowed, ")")));
+  r.status = 405;
+  r.headers.emplace_back("Allow", allowed);
+  return r;
+}
+
+}  // namespace
+
+absl::variant<OipHttpHandler::Route, HttpResponse> OipHttpHandler::Resolve(
+    const HttpRequest& req) const {
   const absl::string_view path =
       absl::string_view(req.target).substr(0, req.target.find('?'));
   std::vector<std::string> parts;
   for (absl::string_view p : absl::StrSplit(path, '/', absl::SkipEmpty())) {
     std::string decoded;
     if (!PercentDecode(p, &decoded)) {
-      return exchange->Respond(HttpError(
-          Invalid(absl::StrCat("malformed percent-escape in the path"))));
+      return HttpError(Invalid("malformed percent-escape in the path"));
     }
     parts.push_back(std::move(decoded));
   }
-  auto method_is = [&](const char* m) {
-    if (req.method == m) return true;
-    HttpResponse r = HttpError(absl::UnimplementedError(absl::StrCat(
-        req.method, " is not allowed on ", path, " (use ", m, ")")));
-    r.status = 405;
-    r.headers.emplace_back("Allow", m);
-    exchange->Respond(std::move(r));
-    return false;
+  auto not_found = [&] {
+    return HttpError(absl::NotFoundError(
+        absl::StrCat("no such path: ", Quote(path),
+                     " (the Open Inference Protocol's paths are under /v2)")));
   };
   const size_t n = parts.size();
-  if (n == 0 || parts[0] != "v2") {
-    return exchange->Respond(HttpError(absl::NotFoundError(
-        absl::StrCat("no such path: ", path,
-                     " (the Open Inference Protocol's are under "
-                     "/v2)"))));
-  }
-  if (n == 1) {
-    if (!method_is("GET")) return;
-    inference::ServerMetadataResponse m;
-    OipBackend::ServerMetadata(&m);
-    return exchange->Respond(
-        {200, "application/json", {}, ServerMetadataJson(m)});
-  }
-  if (n == 3 && parts[1] == "health" &&
-      (parts[2] == "live" || parts[2] == "ready")) {
-    if (!method_is("GET")) return;
-    const bool ok = parts[2] == "live" || backend_->ServerReady();
-    // The protocol: 200 for true, a 4xx for false.
-    return exchange->Respond(Json(ok ? 200 : 400, {{parts[2], ok}}));
-  }
-  // /v2/models/{m}[/versions/{v}][/ready|/infer]
-  if (n < 3 || parts[1] != "models") {
-    return exchange->Respond(
-        HttpError(absl::NotFoundError(absl::StrCat("no such path: ", path))));
-  }
-  const std::string& model = parts[2];
-  std::string version;
-  size_t next = 3;
-  if (n >= 5 && parts[3] == "versions") {
-    version = parts[4];
-    next = 5;
-  }
-  const std::string action = next < n ? parts[next] : "";
-  if (next + (action.empty() ? 0 : 1) != n ||
-      (!action.empty() && action != "ready" && action != "infer")) {
-    return exchange->Respond(
-        HttpError(absl::NotFoundError(absl::StrCat("no such path: ", path))));
-  }
-  if (!method_is(action == "infer" ? "POST" : "GET")) return;
-  const absl::Status auth =
-      backend_->inference().CheckAuthorization(req.Header("authorization"));
-  if (!auth.ok()) {
-    if (action == "infer") {
-      backend_->metrics().Unknown()->CountRequest(
-          Endpoint::kHttpOip, ToGrpcStatus(auth).error_code());
+  Route route;
+  if (n == 1 && parts[0] == "v2") {
+    route.action = Action::kServerMetadata;
+  } else if (n == 3 && parts[0] == "v2" && parts[1] == "health" &&
+             (parts[2] == "live" || parts[2] == "ready")) {
+    route.action = parts[2] == "live" ? Action::kLive : Action::kReady;
+  } else if (n >= 3 && parts[0] == "v2" && parts[1] == "models") {
+    // /v2/models/{m}[/versions/{v}][/ready|/infer]
+    route.model = parts[2];
+    size_t next = 3;
+    if (n >= 5 && parts[3] == "versions") {
+      route.version = parts[4];
+      next = 5;
     }
-    return exchange->Respond(HttpError(auth));
+    if (next == n) {
+      route.action = Action::kModelMetadata;
+    } else if (next + 1 == n && parts[next] == "ready") {
+      route.action = Action::kModelReady;
+    } else if (next + 1 == n && parts[next] == "infer") {
+      route.action = Action::kInfer;
+    } else {
+      return not_found();
+    }
+  } else {
+    return not_found();
   }
-  if (action == "ready") {
-    const bool ok = backend_->ModelReady(model, version);
-    return exchange->Respond(Json(ok ? 200 : 400, {{"ready", ok}}));
+  const char* method = route.action == Action::kInfer ? "POST" : "GET";
+  if (req.method != method) return MethodNotAllowed(req, path, method);
+  if (route.action == Action::kModelMetadata ||
+      route.action == Action::kModelReady || route.action == Action::kInfer) {
+    const absl::Status auth =
+        backend_->inference().CheckAuthorization(req.Header("authorization"));
+    if (!auth.ok()) {
+      if (route.action == Action::kInfer) {
+        backend_->metrics().Unknown()->CountRequest(
+            Endpoint::kHttpOip, ToGrpcStatus(auth).error_code());
+      }
+      return HttpError(auth);
+    }
   }
-  if (action.empty()) {
-    inference::ModelMetadataResponse m;
-    const absl::Status s = backend_->ModelMetadata(model, version, &m);
-    return exchange->Respond(
-        s.ok() ? HttpResponse{200, "application/json", {}, ModelMetadataJson(m)}
-               : HttpError(s));
+  return route;
+}
+
+absl::optional<HttpResponse> OipHttpHandler::Screen(
+    const HttpRequest& headers) const {
+  auto resolved = Resolve(headers);
+  if (auto* refusal = absl::get_if<HttpResponse>(&resolved)) {
+    return std::move(*refusal);
   }
-  Infer(std::move(exchange), model, version);
+  return absl::nullopt;
+}
+
+void OipHttpHandler::operator()(std::shared_ptr<HttpExchange> exchange) const {
+  auto resolved = Resolve(exchange->request());
+  if (auto* refusal = absl::get_if<HttpResponse>(&resolved)) {
+    return exchange->Respond(std::move(*refusal));
+  }
+  const Route& route = absl::get<Route>(resolved);
+  switch (route.action) {
+    case Action::kServerMetadata: {
+      inference::ServerMetadataResponse m;
+      OipBackend::ServerMetadata(&m);
+      return exchange->Respond(
+          {200, "application/json", {}, ServerMetadataJson(m)});
+    }
+    case Action::kLive:
+    case Action::kReady: {
+      const bool live = route.action == Action::kLive;
+      const bool ok = live || backend_->ServerReady();
+      // The protocol: 200 for true, a 4xx for false.
+      return exchange->Respond(
+          Json(ok ? 200 : 400, {{live ? "live" : "ready", ok}}));
+    }
+    case Action::kModelReady: {
+      const bool ok = backend_->ModelReady(route.model, route.version);
+      return exchange->Respond(Json(ok ? 200 : 400, {{"ready", ok}}));
+    }
+    case Action::kModelMetadata: {
+      inference::ModelMetadataResponse m;
+      const absl::Status s =
+          backend_->ModelMetadata(route.model, route.version, &m);
+      return exchange->Respond(
+          s.ok()
+              ? HttpResponse{200, "application/json", {}, ModelMetadataJson(m)}
+              : HttpError(s));
+    }
+    case Action::kInfer:
+      return Infer(std::move(exchange), route.model, route.version);
+  }
 }
 
 void OipHttpHandler::Infer(std::shared_ptr<HttpExchange> exchange,
@@ -602,6 +681,7 @@ void OipHttpHandler::Infer(std::shared_ptr<HttpExchange> exchange,
   call->http = *std::move(parsed);
   call->http.request.set_model_name(model);
   call->http.request.set_model_version(version);
+  const int64_t max_bytes = backend_->limits().max_message_bytes;
   std::weak_ptr<HttpExchange> weak = exchange;
   backend_->Infer(
       Endpoint::kHttpOip, &call->http.request, &call->response,
@@ -610,10 +690,16 @@ void OipHttpHandler::Infer(std::shared_ptr<HttpExchange> exchange,
         auto e = weak.lock();
         return e == nullptr || e->cancelled();
       },
-      [exchange = std::move(exchange), call](absl::Status status) {
-        exchange->Respond(status.ok()
-                              ? HttpInferResponse(call->http, call->response)
-                              : HttpError(status));
+      [exchange = std::move(exchange), call, max_bytes](absl::Status status) {
+        if (!status.ok()) return exchange->Respond(HttpError(status));
+        // On an engine thread: nothing may escape.
+        try {
+          exchange->Respond(
+              HttpInferResponse(call->http, call->response, max_bytes));
+        } catch (const std::exception& e) {
+          exchange->Respond(HttpError(absl::InternalError(
+              absl::StrCat("the answer could not be written: ", e.what()))));
+        }
       });
 }
 

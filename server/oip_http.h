@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/optional.h"
+#include "absl/types/variant.h"
 #include "inference/open_inference_grpc.pb.h"
 #include "server/http_server.h"
 #include "server/oip_service.h"
@@ -37,6 +38,10 @@ struct HttpInferRequest {
   inference::ModelInferRequest request;
   bool binary_all = false;                  // parameter binary_data_output
   std::vector<std::string> binary_outputs;  // outputs with binary_data true
+  std::vector<std::string> json_outputs;    // outputs with binary_data false
+  // Whether output `name` goes as binary: its own binary_data when given,
+  // else binary_data_output.
+  bool Binary(const std::string& name) const;
 };
 
 // Reads the body of POST .../infer. `header_length` is the
@@ -52,9 +57,12 @@ absl::StatusOr<HttpInferRequest> ParseHttpInferRequest(
     int64_t max_values);
 
 // The answer to `request`: JSON, or JSON then the binary outputs (with the
-// Inference-Header-Content-Length header).
+// Inference-Header-Content-Length header). An answer whose JSON numbers
+// would take more than `max_bytes` (at up to 25 bytes a number) is refused
+// with INVALID_ARGUMENT (ask for binary_data) instead of being written.
 HttpResponse HttpInferResponse(const HttpInferRequest& request,
-                               const inference::ModelInferResponse& response);
+                               const inference::ModelInferResponse& response,
+                               int64_t max_bytes);
 
 // {"error": message} with the HTTP status of the status's code.
 HttpResponse HttpError(const absl::Status& status);
@@ -68,8 +76,26 @@ class OipHttpHandler {
  public:
   explicit OipHttpHandler(OipBackend* backend) : backend_(backend) {}
   void operator()(std::shared_ptr<HttpExchange> exchange) const;
+  // HttpServerOptions::screen: the refusal of a request that has only its
+  // headers so far (unknown path, wrong method, missing or bad token), so
+  // that its body is never read; nullopt when it may go on.
+  absl::optional<HttpResponse> Screen(const HttpRequest& headers) const;
 
  private:
+  enum class Action {
+    kLive,
+    kReady,
+    kServerMetadata,
+    kModelMetadata,
+    kModelReady,
+    kInfer
+  };
+  struct Route {
+    Action action = Action::kLive;
+    std::string model, version;
+  };
+  // The route of a request, or the answer that refuses it.
+  absl::variant<Route, HttpResponse> Resolve(const HttpRequest& req) const;
   void Infer(std::shared_ptr<HttpExchange> exchange, const std::string& model,
              const std::string& version) const;
   OipBackend* backend_;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/oip.h"
@@ -23,8 +24,21 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// An admission slot (InferenceService::TryAdmit), given back when this goes.
+class Admission {
+ public:
+  explicit Admission(InferenceService* inference) : inference_(inference) {}
+  ~Admission() { inference_->Release(); }
+  Admission(const Admission&) = delete;
+  Admission& operator=(const Admission&) = delete;
+
+ private:
+  InferenceService* inference_;
+};
+
 // What a call needs after the engine finished (kept by the completion).
 struct InferState {
+  std::unique_ptr<Admission> admission;  // released with the state
   OipCall call;
   std::shared_ptr<const ServedModel> model;
   PredictOptions options;
@@ -48,7 +62,8 @@ absl::StatusOr<std::shared_ptr<const ServedModel>> OipBackend::Find(
   int64_t v = 0;
   if (!version.empty() && (!absl::SimpleAtoi(version, &v) || v < 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model version \"", version, "\" is not a positive integer"));
+        "model version \"", absl::CHexEscape(version.substr(0, 64)),
+        "\" is not a positive integer"));
   }
   return models_->Get(name, v);
 }
@@ -127,21 +142,28 @@ void OipBackend::Infer(Endpoint endpoint,
         absl::StrCat("the server is at its limit of ", limits_.max_inflight,
                      " requests in flight; retry later")));
   }
+  state->admission = std::make_unique<Admission>(inference_);
   opt.deadline = std::min(deadline, state->arrived + state->call.timeout);
   opt.should_stop = std::move(should_stop);
   std::shared_ptr<const Model> pinned(state->model, &state->model->model);
   const int q = state->model->model.input_size();
-  InferenceService* inference = inference_;
   engine_->PredictAsync(
       std::move(pinned),
       InputMatrix(state->call.predict.inputs().data(), rows, q), opt,
-      [state, request, response, endpoint, inference,
-       done = std::move(done)](absl::StatusOr<Prediction> p) {
+      [state, request, response, endpoint,
+       done = std::move(done)](absl::StatusOr<Prediction> p) mutable {
         absl::Status status = p.status();
         if (p.ok()) {
-          FillInferResponse(*request, state->call, *state->model,
-                            state->options, *p, response);
-          state->metrics->Observe(*p);
+          // On an engine thread: nothing may escape (an allocation that
+          // fails here answers INTERNAL instead of ending the server).
+          try {
+            FillInferResponse(*request, state->call, *state->model,
+                              state->options, *p, response);
+            state->metrics->Observe(*p);
+          } catch (const std::exception& e) {
+            status = absl::InternalError(
+                absl::StrCat("the answer could not be built: ", e.what()));
+          }
         } else if (absl::IsCancelled(status) &&
                    absl::Now() >= state->options.deadline) {
           status = absl::DeadlineExceededError(
@@ -151,7 +173,7 @@ void OipBackend::Infer(Endpoint endpoint,
                                      ToGrpcStatus(status).error_code());
         state->metrics->ObserveDuration(
             endpoint, absl::ToDoubleSeconds(absl::Now() - state->arrived));
-        inference->Release();
+        state->admission.reset();
         done(status);
       });
 }

@@ -232,6 +232,12 @@ absl::Status Server::StartHttp() {
     }
   }
   oip_http_ = std::make_unique<OipHttpHandler>(oip_backend_.get());
+  // Unknown paths, wrong methods and missing tokens are refused before a
+  // body is read: an unauthenticated client cannot make the server hold
+  // request bodies.
+  h.screen = [handler = oip_http_.get()](const HttpRequest& headers) {
+    return handler->Screen(headers);
+  };
   auto http = HttpServer::Start(
       h, [handler = oip_http_.get()](std::shared_ptr<HttpExchange> e) {
         (*handler)(std::move(e));
@@ -284,7 +290,7 @@ void Server::Shutdown(absl::Duration grace) {
     http_stop = std::thread([this, grace] { http_->Shutdown(grace); });
   }
   server_->Shutdown(std::chrono::system_clock::now() +
-                    absl::ToChronoSeconds(grace));
+                    absl::ToChronoMilliseconds(grace));
   server_->Wait();
   if (http_stop.joinable()) http_stop.join();
   spdlog::info("stopped");

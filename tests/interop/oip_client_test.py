@@ -447,6 +447,15 @@ def test_tokens_and_tls():
         status, _, body = http_call(hport, "GET", "/v2/models/concrete", None,
                                {"Authorization": "Bearer wrong"}, ctx)
         check(status == 401, f"metadata with a wrong token: {status}")
+        # Refused from the headers alone: the 50 MB body is never sent.
+        raw = socket.create_connection(("localhost", hport))
+        tls = ctx.wrap_socket(raw, server_hostname="localhost")
+        tls.settimeout(10)
+        tls.sendall(b"POST /v2/models/concrete/infer HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 50000000\r\n\r\n")
+        reply = tls.recv(4096)
+        tls.close()
+        check(reply.startswith(b"HTTP/1.1 401"), f"refused before the body: {reply[:60]}")
         status, _, body = http_call(hport, "POST", "/v2/models/concrete/infer", req,
                                {"Authorization": "Bearer s3cret"}, ctx)
         check(status == 200 and "mean" in body.decode(), f"token over TLS: {status} {body[:80]}")

@@ -166,7 +166,7 @@ TEST(HttpInferResponseTest, PutsBinaryOutputsAfterTheJson) {
       std::string(reinterpret_cast<const char*>(cls), 16));
 
   HttpInferRequest req;
-  HttpResponse json = HttpInferResponse(req, resp);
+  HttpResponse json = HttpInferResponse(req, resp, 1 << 20);
   EXPECT_EQ(json.content_type, "application/json");
   EXPECT_THAT(json.body, HasSubstr(R"("data":[1.5,2.5])"));
   EXPECT_THAT(json.body, HasSubstr(R"("data":[4,7])"));
@@ -174,7 +174,7 @@ TEST(HttpInferResponseTest, PutsBinaryOutputsAfterTheJson) {
   EXPECT_THAT(json.body, HasSubstr(R"("id":"x")"));
 
   req.binary_outputs = {"predicted_class"};
-  HttpResponse mixed = HttpInferResponse(req, resp);
+  HttpResponse mixed = HttpInferResponse(req, resp, 1 << 20);
   ASSERT_EQ(mixed.headers.size(), 1u);
   EXPECT_EQ(mixed.headers[0].first, "Inference-Header-Content-Length");
   const size_t n = std::stoul(mixed.headers[0].second);
@@ -182,6 +182,23 @@ TEST(HttpInferResponseTest, PutsBinaryOutputsAfterTheJson) {
             std::string(reinterpret_cast<const char*>(cls), 16));
   EXPECT_THAT(mixed.body.substr(0, n), HasSubstr(R"("binary_data_size":16)"));
   EXPECT_THAT(mixed.body.substr(0, n), HasSubstr(R"("data":[1.5,2.5])"));
+
+  // binary_data_output for all, but an output's own "binary_data": false wins.
+  req.binary_outputs.clear();
+  req.binary_all = true;
+  req.json_outputs = {"mean"};
+  HttpResponse all = HttpInferResponse(req, resp, 1 << 20);
+  ASSERT_EQ(all.headers.size(), 1u);
+  EXPECT_EQ(all.body.substr(std::stoul(all.headers[0].second)),
+            std::string(reinterpret_cast<const char*>(cls), 16));
+  EXPECT_THAT(all.body, HasSubstr(R"("data":[1.5,2.5])"));
+
+  // JSON that could exceed the limit is refused, pointing at binary_data.
+  req.json_outputs.clear();
+  req.binary_all = false;
+  HttpResponse big = HttpInferResponse(req, resp, 50);
+  EXPECT_EQ(big.status, 400);
+  EXPECT_THAT(big.body, HasSubstr("binary_data"));
 }
 
 TEST(HttpErrorTest, MapsCodesToHttpStatuses) {
