@@ -52,7 +52,7 @@ c = d["OCIv1"]["config"]
 assert c["Entrypoint"] == ["mcdrop-server"], c["Entrypoint"]
 assert "--model" in c["Cmd"] and "/models/concrete.safetensors" in c["Cmd"], c["Cmd"]
 assert c["User"] == "10001:10001", c.get("User")
-assert set(c["ExposedPorts"]) == {"50051/tcp", "9464/tcp"}, c["ExposedPorts"]
+assert set(c["ExposedPorts"]) == {"50051/tcp", "8000/tcp", "9464/tcp"}, c["ExposedPorts"]
 hc = d["Docker"]["config"].get("Healthcheck") or {}
 assert hc.get("Test", [])[:4] == ["CMD", "mcdrop-client", "health", "--target"], hc
 print("ok: image config", c["Entrypoint"], c["User"], sorted(c["ExposedPorts"]), "HEALTHCHECK", hc["Test"][1:])
@@ -66,14 +66,14 @@ echo "ok: binaries and models present; they run as uid 10001"
 
 # The server from the image (it shares the host's network), and the same
 # models served by the host build.
-port=$(free_port) mport=$(free_port) hport=$(free_port)
+port=$(free_port) mport=$(free_port) hport=$(free_port) http=$(free_port) host_http=$(free_port)
 buildah run --isolation chroot --user 10001:10001 "$container" -- mcdrop-server \
   --model /models/concrete.safetensors --model /models/digits.safetensors \
-  --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" --http_port 0 \
+  --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" --http_port "$http" \
   > "$tmp/image-server.log" 2>&1 &
 pids+=($!)
 "$host_server" --model "$top/models/concrete.safetensors" --model "$top/models/digits.safetensors" \
-  --host 127.0.0.1 --port "$hport" --metrics_port 0 --http_port 0 2> "$tmp/host-server.log" &
+  --host 127.0.0.1 --port "$hport" --metrics_port 0 --http_port "$host_http" 2> "$tmp/host-server.log" &
 pids+=($!)
 for _ in $(seq 1 150); do "$client" health --target "127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.2; done
 "$client" health --target "127.0.0.1:$port" | grep -qx SERVING || { cat "$tmp/image-server.log"; exit 1; }
@@ -90,6 +90,12 @@ rows="540,0,0,162,2.5,1040,676,28;332.5,142.5,0,228,0,932,594,270"
 cat "$tmp/image.csv"
 cmp "$tmp/image.csv" "$tmp/host.csv" || { echo "FAIL: the image and the host build differ"; cat "$tmp/host.csv"; exit 1; }
 echo "ok: Predict from the image equals the host build's (seed 42, T = 1000)"
+body='{"parameters": {"samples": 1000, "seed": 42}, "inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32", "data": [540, 0, 0, 162, 2.5, 1040, 676, 28]}]}'
+curl -sf "http://127.0.0.1:$http/v2/health/ready" > /dev/null
+curl -sf "http://127.0.0.1:$http/v2/models/concrete/infer" -d "$body" > "$tmp/image-http.json"
+curl -sf "http://127.0.0.1:$host_http/v2/models/concrete/infer" -d "$body" > "$tmp/host-http.json"
+cmp "$tmp/image-http.json" "$tmp/host-http.json" || { echo "FAIL: HTTP answers differ"; cat "$tmp/image-http.json" "$tmp/host-http.json"; exit 1; }
+echo "ok: the image's HTTP/REST (Open Inference Protocol) answer equals the host build's"
 curl -sf "http://127.0.0.1:$mport/metrics" > "$tmp/metrics.txt"
 grep -q 'mcdrop_requests_total{api="mcdrop.v1",code="OK",model="concrete",protocol="grpc"} 1' "$tmp/metrics.txt"
 grep -q 'mcdrop_model_info{model="digits"' "$tmp/metrics.txt"
