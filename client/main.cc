@@ -74,6 +74,9 @@ ABSL_FLAG(bool, deterministic, false, "one pass with dropout off");
 ABSL_FLAG(bool, exclude_noise, false,
           "leave 1/tau out of variance and intervals");
 ABSL_FLAG(bool, return_samples, false, "ask for every pass's output");
+ABSL_FLAG(bool, predictive_draws, false,
+          "with --return_samples (regression): the samples are draws y = f + "
+          "N(0, 1/tau) from the predictive distribution");
 ABSL_FLAG(bool, json, false, "print the response as JSON");
 ABSL_FLAG(bool, csv, false,
           "predict: print CSV (and the samples as a second CSV block)");
@@ -196,6 +199,7 @@ int Predict() {
   req.set_samples(absl::GetFlag(FLAGS_samples));
   req.set_seed(absl::GetFlag(FLAGS_seed));
   req.set_return_samples(absl::GetFlag(FLAGS_return_samples));
+  req.set_predictive_draws(absl::GetFlag(FLAGS_predictive_draws));
   req.set_exclude_noise(absl::GetFlag(FLAGS_exclude_noise));
   if (absl::GetFlag(FLAGS_deterministic))
     req.set_mode(mcdrop::v1::DETERMINISTIC);

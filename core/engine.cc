@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/activation.h"
+#include "core/draws.h"
 #include "core/mask.h"
 #include "core/stage.h"
 
@@ -184,6 +185,14 @@ absl::Status Engine::Validate(const Model& model,
   if (!options.interval_levels.empty() && model.task() != Task::kRegression) {
     return absl::InvalidArgumentError(
         "interval levels apply to regression models only");
+  }
+  if (options.predictive_draws &&
+      (model.task() != Task::kRegression || !options.return_samples ||
+       !options.include_noise)) {
+    return absl::InvalidArgumentError(
+        "predictive draws (y = f + noise of variance 1/tau) are for "
+        "regression models, with the samples returned and the noise "
+        "included");
   }
   for (double level : options.interval_levels) {
     if (!(level > 0 && level < 1)) {
@@ -524,6 +533,10 @@ std::function<void()> FinishWithResult(Engine::Request& req)
   res.run_seconds = absl::ToDoubleSeconds(absl::Now() - req.started);
   if (!req.options.return_samples) {
     std::vector<float>().swap(res.sample_values);  // kept for intervals only
+  } else if (req.options.predictive_draws) {
+    AddPredictiveNoise(req.options.seed, 1.0 / std::sqrt(req.model->tau()),
+                       res.samples, res.rows, res.outputs,
+                       res.sample_values.data());
   }
   return [done = std::move(req.done), result = std::move(res)]() mutable {
     done(std::move(result));

@@ -67,6 +67,11 @@ struct PredictOptions {
   // Return every pass's output: regression values, or classification
   // probabilities, laid out [T x B x D].
   bool return_samples = false;
+  // Regression, with return_samples and include_noise: the returned samples
+  // are draws from the predictive distribution, y = f_t(x) + N(0, 1/tau)
+  // (draws.h), instead of the pass outputs f_t(x) alone. The statistics and
+  // intervals are unchanged (they already account for the noise).
+  bool predictive_draws = false;
   // Tiling: samples and rows per tile; 0 chooses automatically. They change
   // only speed, never results.
   int samples_per_tile = 0;
@@ -165,8 +170,9 @@ class Engine {
   // Checks a request without running it: inputs are [B x Q] with B >= 1, Q
   // equal to the model's input size, every value finite; B x the widest
   // layer within kMaxPrefixValues; samples >= 1 in MC mode; interval levels
-  // in (0, 1) and for a regression model only. InvalidArgument with a
-  // message saying what is wrong.
+  // in (0, 1) and for a regression model only; predictive draws only for a
+  // regression model with return_samples and include_noise. InvalidArgument
+  // with a message saying what is wrong.
   static absl::Status Validate(const Model& model,
                                const Eigen::Ref<const RowMajorMatrixXf>& inputs,
                                const PredictOptions& options);

@@ -352,4 +352,42 @@ void DropoutMask::Apply(float* h, int64_t ld, int units,
   }
 }
 
+#if defined(MCDROP_HAVE_AES_KERNEL)
+namespace {
+MCDROP_AES_TARGET void GenerateArsBlocksAes(
+    const ars::Block* counters, int64_t n,
+    const std::array<ars::Block, ars::kRounds + 1>& keys, ars::Block* out) {
+  __m128i rk[ars::kRounds + 1];
+  LoadRoundKeys(keys, rk);
+  int64_t i = 0;
+  for (; i + kChains <= n; i += kChains) {
+    __m128i v[kChains];
+    for (int k = 0; k < kChains; ++k) {
+      v[k] = _mm_loadu_si128(
+          reinterpret_cast<const __m128i*>(counters[i + k].data()));
+    }
+    Ars(v, rk);
+    for (int k = 0; k < kChains; ++k) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out[i + k].data()), v[k]);
+    }
+  }
+  for (; i < n; ++i) {
+    __m128i v[1] = {
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(counters[i].data()))};
+    Ars(v, rk);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out[i].data()), v[0]);
+  }
+}
+}  // namespace
+#endif  // MCDROP_HAVE_AES_KERNEL
+
+void GenerateArsBlocks(const ars::Block* counters, int64_t n,
+                       const std::array<ars::Block, ars::kRounds + 1>& keys,
+                       ars::Block* out) {
+#if defined(MCDROP_HAVE_AES_KERNEL)
+  if (ars::HaveAesNi()) return GenerateArsBlocksAes(counters, n, keys, out);
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = ars::Generate(counters[i], keys);
+}
+
 }  // namespace mcdrop

@@ -103,6 +103,13 @@ class DropoutMask {
   float scale_;
 };
 
+// ARS-4x32-7 of `n` counters under `keys` into `out`: the AES instructions
+// eight blocks at a time when the CPU has them, else the portable generator;
+// the same bits either way (used for the predictive draws' noise, draws.h).
+void GenerateArsBlocks(const ars::Block* counters, int64_t n,
+                       const std::array<ars::Block, ars::kRounds + 1>& keys,
+                       ars::Block* out);
+
 }  // namespace mcdrop
 
 #endif  // MCDROP_CORE_MASK_H_

@@ -218,6 +218,11 @@ absl::Status ReadParameter(const std::string& name, const InferParameter& p,
           absl::StrCat("parameter \"mode\" is \"", Q(p.string_param()),
                        "\" (expected monte_carlo or deterministic)"));
     }
+  } else if (name == "predictive_draws") {
+    if (p.parameter_choice_case() != InferParameter::kBoolParam) {
+      return Invalid("parameter \"predictive_draws\" must be a bool_param");
+    }
+    predict->set_predictive_draws(p.bool_param());
   } else if (name == "exclude_noise") {
     if (p.parameter_choice_case() != InferParameter::kBoolParam) {
       return Invalid("parameter \"exclude_noise\" must be a bool_param");
@@ -247,7 +252,8 @@ absl::Status ReadParameter(const std::string& name, const InferParameter& p,
   } else {
     return Invalid(absl::StrCat("unknown parameter \"", Q(name),
                                 "\" (mcdrop takes samples, seed, mode, "
-                                "exclude_noise, interval_levels, timeout)"));
+                                "exclude_noise, interval_levels, timeout, "
+                                "predictive_draws)"));
   }
   return absl::OkStatus();
 }

@@ -41,7 +41,8 @@ struct OipCall {
 // parameters "samples" and "seed" (integers), "mode" ("monte_carlo" or
 // "deterministic"), "exclude_noise" (bool), "interval_levels" (a double, or
 // a string of comma-separated levels), "timeout" (a positive integer of
-// microseconds); requested outputs must be names the
+// microseconds), "predictive_draws" (bool: the "samples" output holds draws
+// y = f + N(0, 1/tau)); requested outputs must be names the
 // model has. InvalidArgument saying what is wrong; the shape and values are
 // then checked as mcdrop.v1 checks them (ValidatePredictRequest).
 absl::StatusOr<OipCall> TranslateInferRequest(

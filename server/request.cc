@@ -147,6 +147,13 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
   opt->seed = req.seed() != 0 ? req.seed() : FreshSeed();
   opt->include_noise = !req.exclude_noise();
   opt->return_samples = req.return_samples();
+  opt->predictive_draws = req.predictive_draws();
+  if (opt->predictive_draws && (model.task() != Task::kRegression ||
+                                !opt->return_samples || !opt->include_noise)) {
+    return absl::InvalidArgumentError(
+        "predictive_draws needs a regression model, return_samples, and the "
+        "noise included (not exclude_noise)");
+  }
   opt->interval_levels.assign(req.interval_levels().begin(),
                               req.interval_levels().end());
   return absl::OkStatus();

@@ -252,6 +252,23 @@ def test_same_numbers(port, hport):
         check(np.all(r["model_variance"] <= r["variance"]), f"{name} model_variance")
         check(np.all(r["interval_lower"] < r["interval_upper"]), f"{name} interval order")
 
+    # Predictive draws: the samples become y = f + N(0, 1/tau), the same
+    # through mcdrop.v1 and OIP HTTP, and not the passes themselves.
+    draws_v1 = v1_grpc.InferenceStub(channel).Predict(v1.PredictRequest(
+        model="concrete", inputs=flat, shape=[2, 8], samples=300, seed=11,
+        return_samples=True, predictive_draws=True), timeout=30)
+    d1 = np.array(draws_v1.sample_values, dtype=np.float32).reshape(300, 2, 1)
+    status, doc, tail = http_infer(hport, "concrete", {
+        "parameters": {"samples": 300, "seed": 11, "predictive_draws": True},
+        "inputs": [{"name": "input", "shape": [2, 8], "datatype": "FP32", "data": rows}],
+        "outputs": [{"name": "samples", "parameters": {"binary_data": True}}]})
+    check(status == 200, f"HTTP predictive_draws: {status} {doc.get('error')}")
+    dh = decode_http(doc, tail)["samples"]
+    check(np.array_equal(d1, dh), "draws equal through mcdrop.v1 and OIP HTTP")
+    check(not np.array_equal(d1, ref_samples), "draws are not the passes")
+    check(d1.var(axis=0).mean() > ref_samples.var(axis=0).mean(),
+          "draws spread more than the passes")
+
     # Half-precision inputs (raw only over gRPC; binary or JSON numbers over HTTP):
     # the values are exactly representable, so the answer is the FP32 one.
     halfable = [[512, 0, 0, 160, 2.5, 1040, 676, 28]]

@@ -88,9 +88,11 @@ class Client:
         self.close()
 
     def predict(self, x, model="", version=0, samples=0, seed=0, deterministic=False,
-                include_noise=True, intervals=(), return_samples=False):
+                include_noise=True, intervals=(), return_samples=False, predictive_draws=False):
         """x: array-like of the model's raw inputs: [B, Q] (or [Q]) rows, or
-        images [B, C, H, W] (or [C, H, W]) for a model that takes them."""
+        images [B, C, H, W] (or [C, H, W]) for a model that takes them.
+        predictive_draws (regression, with return_samples): the samples are
+        draws y = f + N(0, 1/tau) from the predictive distribution."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim in (1, 3):
             x = x[None]
@@ -100,7 +102,8 @@ class Client:
             model=model, version=version, shape=list(x.shape), inputs=x.ravel().tolist(),
             samples=samples, seed=seed, return_samples=return_samples,
             mode=inference_pb2.DETERMINISTIC if deterministic else inference_pb2.MONTE_CARLO,
-            exclude_noise=not include_noise, interval_levels=list(intervals))
+            exclude_noise=not include_noise, interval_levels=list(intervals),
+            predictive_draws=predictive_draws)
         return Prediction(self._stub.Predict(req, timeout=self._timeout, metadata=self._metadata))
 
     def metadata(self, model="", version=0):

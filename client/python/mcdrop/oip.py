@@ -48,8 +48,11 @@ class InferResult:
         return f"InferResult({self.model_name}, {shapes}, {self.parameters})"
 
 
-def _parameters(samples, seed, mode, exclude_noise, interval_levels, timeout_us):
+def _parameters(samples, seed, mode, exclude_noise, interval_levels, timeout_us,
+                predictive_draws=None):
     p = {}
+    if predictive_draws is not None:
+        p["predictive_draws"] = bool(predictive_draws)
     if samples is not None:
         p["samples"] = int(samples)
     if seed is not None:
@@ -140,7 +143,7 @@ class OipHttpClient:
 
     def infer(self, model, inputs, version=None, samples=None, seed=None, mode=None,
               exclude_noise=None, interval_levels=None, outputs=None, binary=True,
-              request_id=None, timeout_us=None, input_name="input"):
+              request_id=None, timeout_us=None, input_name="input", predictive_draws=None):
         """inputs: an array [B, ...] (its dtype picks FP32/FP64/FP16). With
         binary (the default) tensors travel as raw bytes (the binary tensor
         extension); else as JSON numbers."""
@@ -156,7 +159,7 @@ class OipHttpClient:
             tensor["data"] = x.ravel().tolist()
         req = {"inputs": [tensor],
                "parameters": _parameters(samples, seed, mode, exclude_noise,
-                                         interval_levels, timeout_us)}
+                                         interval_levels, timeout_us, predictive_draws)}
         if request_id is not None:
             req["id"] = request_id
         if outputs:
@@ -240,7 +243,7 @@ class OipGrpcClient:
 
     def infer(self, model, inputs, version=None, samples=None, seed=None, mode=None,
               exclude_noise=None, interval_levels=None, outputs=None, request_id=None,
-              timeout_us=None, input_name="input"):
+              timeout_us=None, input_name="input", predictive_draws=None):
         pb = self._pb
         x = np.ascontiguousarray(inputs)
         if x.dtype not in _NAMES:
@@ -250,7 +253,7 @@ class OipGrpcClient:
         req.inputs.add(name=input_name, datatype=_NAMES[x.dtype], shape=list(x.shape))
         req.raw_input_contents.append(x.astype(x.dtype.newbyteorder("<")).tobytes())
         for k, v in _parameters(samples, seed, mode, exclude_noise, interval_levels,
-                                timeout_us).items():
+                                timeout_us, predictive_draws).items():
             p = req.parameters[k]
             if isinstance(v, bool):
                 p.bool_param = v

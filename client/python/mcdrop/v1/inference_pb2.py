@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mcdrop/v1/inference.proto\x12\tmcdrop.v1\"\xd5\x01\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06inputs\x18\x04 \x03(\x02\x12\x0f\n\x07samples\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x16\n\x0ereturn_samples\x18\x07 \x01(\x08\x12\x1d\n\x04mode\x18\x08 \x01(\x0e\x32\x0f.mcdrop.v1.Mode\x12\x15\n\rexclude_noise\x18\t \x01(\x08\x12\x17\n\x0finterval_levels\x18\n \x03(\x01\"7\n\x08Interval\x12\r\n\x05level\x18\x01 \x01(\x01\x12\r\n\x05lower\x18\x02 \x01(\x01\x12\r\n\x05upper\x18\x03 \x01(\x01\"\x7f\n\x10OutputPrediction\x12\x0c\n\x04mean\x18\x01 \x01(\x01\x12\x10\n\x08variance\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x16\n\x0emodel_variance\x18\x04 \x01(\x01\x12&\n\tintervals\x18\x05 \x03(\x0b\x32\x13.mcdrop.v1.Interval\"\x87\x01\n\x0f\x43lassPrediction\x12\x15\n\rprobabilities\x18\x01 \x03(\x01\x12\x17\n\x0fpredicted_class\x18\x02 \x01(\x05\x12\x0f\n\x07\x65ntropy\x18\x03 \x01(\x01\x12\x1a\n\x12mutual_information\x18\x04 \x01(\x01\x12\x17\n\x0fvariation_ratio\x18\x05 \x01(\x01\"q\n\rRowPrediction\x12,\n\x07outputs\x18\x01 \x03(\x0b\x32\x1b.mcdrop.v1.OutputPrediction\x12\x32\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32\x1a.mcdrop.v1.ClassPrediction\"\xf4\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x1d\n\x04task\x18\x03 \x01(\x0e\x32\x0f.mcdrop.v1.Task\x12\x0f\n\x07samples\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12&\n\x04rows\x18\x06 \x03(\x0b\x32\x18.mcdrop.v1.RowPrediction\x12\x14\n\x0csample_shape\x18\x07 \x03(\x03\x12\x15\n\rsample_values\x18\x08 \x03(\x02\x12\x15\n\rqueue_seconds\x18\t \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\n \x01(\x01\"9\n\x17GetModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xc2\x03\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x1d\n\x04task\x18\x03 \x01(\x0e\x32\x0f.mcdrop.v1.Task\x12\x12\n\ninput_size\x18\x04 \x01(\x05\x12\x13\n\x0boutput_size\x18\x05 \x01(\x05\x12\x13\n\x0blayer_sizes\x18\x06 \x03(\x05\x12\x12\n\nactivation\x18\x07 \x01(\t\x12\x0f\n\x07\x64ropout\x18\x08 \x03(\x01\x12\x0b\n\x03tau\x18\t \x01(\x01\x12\x17\n\x0f\x64\x65\x66\x61ult_samples\x18\n \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\x11\n\tload_time\x18\x0c \x01(\x01\x12\x12\n\nis_default\x18\r \x01(\x08\x12\x0e\n\x06source\x18\x0e \x01(\t\x12\x12\n\ninput_mean\x18\x0f \x03(\x01\x12\x11\n\tinput_std\x18\x10 \x03(\x01\x12/\n\x08versions\x18\x11 \x03(\x0b\x32\x1d.mcdrop.v1.ModelVersionStatus\x12\x11\n\tprecision\x18\x12 \x01(\t\x12\x13\n\x0binput_shape\x18\x13 \x03(\x05\x12\x0e\n\x06\x66ormat\x18\x14 \x01(\t\x12\x0e\n\x06layers\x18\x15 \x01(\t\"\xd4\x01\n\x12ModelVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.mcdrop.v1.ModelVersionStatus.State\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\tload_time\x18\x04 \x01(\x01\x12\x0e\n\x06source\x18\x05 \x01(\t\"F\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\r\n\tAVAILABLE\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.mcdrop.v1.ModelMetadata*@\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x0e\n\nREGRESSION\x10\x01\x12\x12\n\x0e\x43LASSIFICATION\x10\x02**\n\x04Mode\x12\x0f\n\x0bMONTE_CARLO\x10\x00\x12\x11\n\rDETERMINISTIC\x10\x01\x32\xea\x01\n\tInference\x12@\n\x07Predict\x12\x19.mcdrop.v1.PredictRequest\x1a\x1a.mcdrop.v1.PredictResponse\x12P\n\x10GetModelMetadata\x12\".mcdrop.v1.GetModelMetadataRequest\x1a\x18.mcdrop.v1.ModelMetadata\x12I\n\nListModels\x12\x1c.mcdrop.v1.ListModelsRequest\x1a\x1d.mcdrop.v1.ListModelsResponseB\x03\xf8\x01\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mcdrop/v1/inference.proto\x12\tmcdrop.v1\"\xef\x01\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06inputs\x18\x04 \x03(\x02\x12\x0f\n\x07samples\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x16\n\x0ereturn_samples\x18\x07 \x01(\x08\x12\x1d\n\x04mode\x18\x08 \x01(\x0e\x32\x0f.mcdrop.v1.Mode\x12\x15\n\rexclude_noise\x18\t \x01(\x08\x12\x17\n\x0finterval_levels\x18\n \x03(\x01\x12\x18\n\x10predictive_draws\x18\x0b \x01(\x08\"7\n\x08Interval\x12\r\n\x05level\x18\x01 \x01(\x01\x12\r\n\x05lower\x18\x02 \x01(\x01\x12\r\n\x05upper\x18\x03 \x01(\x01\"\x7f\n\x10OutputPrediction\x12\x0c\n\x04mean\x18\x01 \x01(\x01\x12\x10\n\x08variance\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x16\n\x0emodel_variance\x18\x04 \x01(\x01\x12&\n\tintervals\x18\x05 \x03(\x0b\x32\x13.mcdrop.v1.Interval\"\x87\x01\n\x0f\x43lassPrediction\x12\x15\n\rprobabilities\x18\x01 \x03(\x01\x12\x17\n\x0fpredicted_class\x18\x02 \x01(\x05\x12\x0f\n\x07\x65ntropy\x18\x03 \x01(\x01\x12\x1a\n\x12mutual_information\x18\x04 \x01(\x01\x12\x17\n\x0fvariation_ratio\x18\x05 \x01(\x01\"q\n\rRowPrediction\x12,\n\x07outputs\x18\x01 \x03(\x0b\x32\x1b.mcdrop.v1.OutputPrediction\x12\x32\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32\x1a.mcdrop.v1.ClassPrediction\"\xf4\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x1d\n\x04task\x18\x03 \x01(\x0e\x32\x0f.mcdrop.v1.Task\x12\x0f\n\x07samples\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12&\n\x04rows\x18\x06 \x03(\x0b\x32\x18.mcdrop.v1.RowPrediction\x12\x14\n\x0csample_shape\x18\x07 \x03(\x03\x12\x15\n\rsample_values\x18\x08 \x03(\x02\x12\x15\n\rqueue_seconds\x18\t \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\n \x01(\x01\"9\n\x17GetModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xc2\x03\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x1d\n\x04task\x18\x03 \x01(\x0e\x32\x0f.mcdrop.v1.Task\x12\x12\n\ninput_size\x18\x04 \x01(\x05\x12\x13\n\x0boutput_size\x18\x05 \x01(\x05\x12\x13\n\x0blayer_sizes\x18\x06 \x03(\x05\x12\x12\n\nactivation\x18\x07 \x01(\t\x12\x0f\n\x07\x64ropout\x18\x08 \x03(\x01\x12\x0b\n\x03tau\x18\t \x01(\x01\x12\x17\n\x0f\x64\x65\x66\x61ult_samples\x18\n \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\x11\n\tload_time\x18\x0c \x01(\x01\x12\x12\n\nis_default\x18\r \x01(\x08\x12\x0e\n\x06source\x18\x0e \x01(\t\x12\x12\n\ninput_mean\x18\x0f \x03(\x01\x12\x11\n\tinput_std\x18\x10 \x03(\x01\x12/\n\x08versions\x18\x11 \x03(\x0b\x32\x1d.mcdrop.v1.ModelVersionStatus\x12\x11\n\tprecision\x18\x12 \x01(\t\x12\x13\n\x0binput_shape\x18\x13 \x03(\x05\x12\x0e\n\x06\x66ormat\x18\x14 \x01(\t\x12\x0e\n\x06layers\x18\x15 \x01(\t\"\xd4\x01\n\x12ModelVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.mcdrop.v1.ModelVersionStatus.State\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\tload_time\x18\x04 \x01(\x01\x12\x0e\n\x06source\x18\x05 \x01(\t\"F\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\r\n\tAVAILABLE\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.mcdrop.v1.ModelMetadata*@\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x0e\n\nREGRESSION\x10\x01\x12\x12\n\x0e\x43LASSIFICATION\x10\x02**\n\x04Mode\x12\x0f\n\x0bMONTE_CARLO\x10\x00\x12\x11\n\rDETERMINISTIC\x10\x01\x32\xea\x01\n\tInference\x12@\n\x07Predict\x12\x19.mcdrop.v1.PredictRequest\x1a\x1a.mcdrop.v1.PredictResponse\x12P\n\x10GetModelMetadata\x12\".mcdrop.v1.GetModelMetadataRequest\x1a\x18.mcdrop.v1.ModelMetadata\x12I\n\nListModels\x12\x1c.mcdrop.v1.ListModelsRequest\x1a\x1d.mcdrop.v1.ListModelsResponseB\x03\xf8\x01\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mcdrop.v1.inference_pb2', globals())
@@ -21,34 +21,34 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'\370\001\001'
-  _TASK._serialized_start=1754
-  _TASK._serialized_end=1818
-  _MODE._serialized_start=1820
-  _MODE._serialized_end=1862
+  _TASK._serialized_start=1780
+  _TASK._serialized_end=1844
+  _MODE._serialized_start=1846
+  _MODE._serialized_end=1888
   _PREDICTREQUEST._serialized_start=41
-  _PREDICTREQUEST._serialized_end=254
-  _INTERVAL._serialized_start=256
-  _INTERVAL._serialized_end=311
-  _OUTPUTPREDICTION._serialized_start=313
-  _OUTPUTPREDICTION._serialized_end=440
-  _CLASSPREDICTION._serialized_start=443
-  _CLASSPREDICTION._serialized_end=578
-  _ROWPREDICTION._serialized_start=580
-  _ROWPREDICTION._serialized_end=693
-  _PREDICTRESPONSE._serialized_start=696
-  _PREDICTRESPONSE._serialized_end=940
-  _GETMODELMETADATAREQUEST._serialized_start=942
-  _GETMODELMETADATAREQUEST._serialized_end=999
-  _MODELMETADATA._serialized_start=1002
-  _MODELMETADATA._serialized_end=1452
-  _MODELVERSIONSTATUS._serialized_start=1455
-  _MODELVERSIONSTATUS._serialized_end=1667
-  _MODELVERSIONSTATUS_STATE._serialized_start=1597
-  _MODELVERSIONSTATUS_STATE._serialized_end=1667
-  _LISTMODELSREQUEST._serialized_start=1669
-  _LISTMODELSREQUEST._serialized_end=1688
-  _LISTMODELSRESPONSE._serialized_start=1690
-  _LISTMODELSRESPONSE._serialized_end=1752
-  _INFERENCE._serialized_start=1865
-  _INFERENCE._serialized_end=2099
+  _PREDICTREQUEST._serialized_end=280
+  _INTERVAL._serialized_start=282
+  _INTERVAL._serialized_end=337
+  _OUTPUTPREDICTION._serialized_start=339
+  _OUTPUTPREDICTION._serialized_end=466
+  _CLASSPREDICTION._serialized_start=469
+  _CLASSPREDICTION._serialized_end=604
+  _ROWPREDICTION._serialized_start=606
+  _ROWPREDICTION._serialized_end=719
+  _PREDICTRESPONSE._serialized_start=722
+  _PREDICTRESPONSE._serialized_end=966
+  _GETMODELMETADATAREQUEST._serialized_start=968
+  _GETMODELMETADATAREQUEST._serialized_end=1025
+  _MODELMETADATA._serialized_start=1028
+  _MODELMETADATA._serialized_end=1478
+  _MODELVERSIONSTATUS._serialized_start=1481
+  _MODELVERSIONSTATUS._serialized_end=1693
+  _MODELVERSIONSTATUS_STATE._serialized_start=1623
+  _MODELVERSIONSTATUS_STATE._serialized_end=1693
+  _LISTMODELSREQUEST._serialized_start=1695
+  _LISTMODELSREQUEST._serialized_end=1714
+  _LISTMODELSRESPONSE._serialized_start=1716
+  _LISTMODELSRESPONSE._serialized_end=1778
+  _INFERENCE._serialized_start=1891
+  _INFERENCE._serialized_end=2125
 # @@protoc_insertion_point(module_scope)
