@@ -232,18 +232,13 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
   auto served = models_->Get(request->model(), request->version());
   if (!served.ok()) return refuse(metrics_->Unknown(), served.status());
   const ModelMetrics* mm = metrics_->ForModel(**served);
-  if (inflight_.fetch_add(1) >= limits_.max_inflight) {
-    inflight_.fetch_sub(1);
+  if (!TryAdmit()) {
     return refuse(mm,
                   absl::ResourceExhaustedError(absl::StrCat(
                       "the server is at its limit of ", limits_.max_inflight,
                       " requests in flight; retry later")));
   }
-  metrics_->inflight().Increment();
-  auto release = [this] {
-    inflight_.fetch_sub(1);
-    metrics_->inflight().Decrement();
-  };
+  auto release = [this] { Release(); };
 
   int rows = 0;
   PredictOptions opt;
