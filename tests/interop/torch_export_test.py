@@ -37,6 +37,42 @@ class Paper(nn.Module):
         return self.fc1(self.drop1(self.act(self.fc0(self.drop0(x)))))
 
 
+class FunctionalRelu(nn.Module):
+    """Its forward applies an activation its children do not show."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc0 = nn.Linear(3, 8)
+        self.drop = nn.Dropout(0.1)
+        self.fc1 = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.fc1(self.drop(torch.relu(self.fc0(x))))
+
+
+class Residual(nn.Module):
+    """A skip connection: children in order, but not a sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc0 = nn.Linear(4, 4)
+        self.act = nn.ReLU()
+        self.fc1 = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.fc1(self.act(self.fc0(x)) + x)
+
+
+class Named(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.LayerNorm(3))
+        self.head = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
 torch.manual_seed(0)
 nets = {
     "sequential_relu": nn.Sequential(nn.Dropout(0.1), nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 2)),
@@ -90,6 +126,9 @@ refused = {
     "partial flatten": (nn.Sequential(nn.Flatten(2), nn.Linear(3, 1)), "start_dim"),
     "an unknown module": (nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Linear(3, 1)),
                           "module 1 (LayerNorm) cannot be represented"),
+    "an unknown module, by its qualified name": (Named(), "module body.2 (LayerNorm) cannot be represented"),
+    "a functional activation in forward": (FunctionalRelu(), "not its children applied in order"),
+    "a skip connection": (Residual(), "not its children applied in order"),
 }
 for name, (net, message) in refused.items():
     try:

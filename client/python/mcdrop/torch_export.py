@@ -5,8 +5,12 @@ nn.Sequential (nested Sequentials are flattened) or any module whose children,
 in registration order, are its forward sequence, built from Conv2d, MaxPool2d,
 AvgPool2d, Flatten, Linear, Dropout, Dropout2d, BatchNorm1d / BatchNorm2d
 (eval-mode statistics) and the activations ReLU, LeakyReLU, Tanh, Sigmoid,
-GELU (exact) and Identity; anything else is refused with the module's position
-and type. Image models need `input_shape=[C, H, W]`.
+GELU (exact) and Identity; anything else is refused with the module's
+qualified name (its position in a Sequential, e.g. "body.3") and type. Image
+models need `input_shape=[C, H, W]`. Before writing, the module's own forward
+is run in eval mode on random inputs and compared with its children applied
+in order: a forward that does anything else (functional calls, reshapes, skip
+connections) is refused instead of exported wrong.
 
 Format v1 (written when the network fits it, so MLP exports are unchanged) is
 the pattern:
@@ -26,14 +30,50 @@ from .safetensors import write_layer_list, write_model
 _ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
 
 
-def _flatten(module):
+def _named(module, prefix=""):
+    """(qualified name, module) of the leaves, nested Sequentials flattened."""
     out = []
-    for child in module.children():
+    for name, child in module.named_children():
         if isinstance(child, nn.Sequential):
-            out.extend(_flatten(child))
+            out.extend(_named(child, prefix + name + "."))
         else:
-            out.append(child)
+            out.append((prefix + name, child))
     return out
+
+
+def _flatten(module):
+    return [m for _, m in _named(module)]
+
+
+def check_forward_is_sequence(module, input_shape):
+    """Raises ValueError unless `module` in eval mode computes what applying
+    its children in order computes, on random inputs of [4] + input_shape:
+    the exporter reads the children, so a forward with functional calls
+    (F.relu, x.view, a skip connection) would otherwise be exported wrong."""
+    leaves = _flatten(module)
+    modes = {m: m.training for m in module.modules()}
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn([4] + [int(v) for v in input_shape], generator=gen)
+    try:
+        module.eval()
+        with torch.no_grad():
+            want = module(x)
+            got = x
+            for m in leaves:
+                got = m(got)
+    except Exception as e:  # the shapes did not chain, or forward refused x
+        raise ValueError(f"{type(module).__name__}: could not run its forward on input {list(x.shape)} "
+                         f"or apply its children in order ({type(e).__name__}: {e})") from e
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+    if not torch.is_tensor(want) or want.shape != got.shape or not torch.allclose(
+            want, got, rtol=1e-4, atol=1e-5 * (1.0 + float(got.abs().max()))):
+        diff = (float((want - got).abs().max()) if torch.is_tensor(want) and want.shape == got.shape
+                else "a different shape")
+        raise ValueError(f"{type(module).__name__}: its forward is not its children applied in order "
+                         f"(eval-mode outputs differ: {diff}); mcdrop exports the children, so write the "
+                         "network as an nn.Sequential of supported modules (no functional calls in forward)")
 
 
 def _softmax_refusal(i, m):
@@ -54,12 +94,13 @@ def _activation_name(m):
 
 def layers_of(module):
     """Returns (layers, drop rates, activation) or raises ValueError."""
-    mods = _flatten(module)
+    named = _named(module)
+    mods = [m for _, m in named]
     if not mods:
         raise ValueError(f"{type(module).__name__} has no child modules to export")
     layers, rates, acts = [], [], set()
     pending = 0.0
-    for i, m in enumerate(mods):
+    for i, m in named:
         if isinstance(m, nn.Dropout):
             if type(m) is not nn.Dropout:
                 raise ValueError(f"module {i} ({type(m).__name__}) is not plain nn.Dropout")
@@ -159,11 +200,11 @@ def _batch_norm(i, m):
 def layer_list_of(module):
     """The format v2 layer list of `module` (dicts as write_layer_list takes),
     or raises ValueError naming the first module that cannot be represented."""
-    mods = _flatten(module)
-    if not mods:
+    named = _named(module)
+    if not named:
         raise ValueError(f"{type(module).__name__} has no child modules to export")
     layers = []
-    for i, m in enumerate(mods):
+    for i, m in named:
         t = type(m)
         if t is nn.Dropout:
             layers.append({"type": "dropout", "p": float(m.p)})
@@ -225,6 +266,7 @@ def export_torch(module, path, *, task, tau=None, input_shape=None, input_mean=N
         if not isinstance(first, nn.Linear):
             raise ValueError("an image model needs input_shape=[C, H, W]")
         input_shape = [first.in_features]
+    check_forward_is_sequence(module, input_shape)
 
     with torch.no_grad():
         write_layer_list(path, layers, input_shape=list(input_shape), task=task, tau=tau,
@@ -238,6 +280,7 @@ def export_torch(module, path, *, task, tau=None, input_shape=None, input_mean=N
 def _export_v1(module, path, *, task, tau, input_mean, input_std, output_mean, output_std, name,
                description, default_samples):
     layers, rates, activation = layers_of(module)
+    check_forward_is_sequence(module, [layers[0].in_features])
 
     with torch.no_grad():
         write_model(path, [(l.weight.detach().cpu().double().tolist(), l.bias.detach().cpu().double().tolist())
