@@ -1,8 +1,9 @@
 // Copyright 2026 The mcdrop Authors.
 //
 // The request fuzzers' models, engine and limits: a small regressor ("r", 4
-// inputs, 2 outputs) and classifier ("c", 4 inputs, 3 classes), one engine
-// thread, and limits small enough that each input runs fast.
+// inputs, 2 outputs), classifier ("c", 4 inputs, 3 classes) and format v2
+// image classifier ("i", [2, 9, 8] inputs, every layer kind, 3 classes), one
+// engine thread, and limits small enough that each input runs fast.
 
 #ifndef MCDROP_FUZZ_FIXTURE_H_
 #define MCDROP_FUZZ_FIXTURE_H_
@@ -11,17 +12,24 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/string_view.h"
 #include "core/engine.h"
 #include "server/model_registry.h"
 #include "server/request.h"
+#include "tests/testing/layer_specs.h"
 #include "tests/testing/models.h"
 
 namespace mcdrop::fuzz {
 
 struct Fixture {
-  server::ServedModel regression, classification;
+  server::ServedModel regression, classification, image;
   std::unique_ptr<Engine> engine;
   server::Limits limits;
+
+  // "c" and "i" by name; anything else is the regressor.
+  const server::ServedModel& Find(absl::string_view name) const {
+    return name == "c" ? classification : name == "i" ? image : regression;
+  }
 };
 
 inline server::ServedModel Served(const char* name, ModelSpec spec) {
@@ -40,6 +48,7 @@ inline const Fixture& GetFixture() {
                     Served("c", testing::RandomSpec({4, 16, 3}, {0.1f, 0.2f},
                                                     Task::kClassification,
                                                     Activation::kTanh, 2)),
+                    Served("i", testing::ConvSpec(Task::kClassification, 3)),
                     nullptr,
                     {}};
     f->engine = std::make_unique<Engine>(EngineOptions{1});

@@ -42,7 +42,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto& req = parser.get();
   const std::string target(req.target());
   const mcdrop::server::ServedModel& served =
-      target.find("/c/") != std::string::npos ? f.classification : f.regression;
+      f.Find(target.find("/c/") != std::string::npos   ? "c"
+             : target.find("/i/") != std::string::npos ? "i"
+                                                       : "r");
   absl::optional<absl::string_view> header_length;
   const auto it = req.find("Inference-Header-Content-Length");
   if (it != req.end()) {

@@ -2,12 +2,16 @@
 """Writes the fuzzers' seed corpora (committed in fuzz/corpus/):
 
   model_file/       small valid model files (regression and classification,
-                    each activation), the bundled concrete model, and broken
-                    variants (truncated, bad length prefix, bad JSON, offsets
-                    out of range)
+                    each activation), the bundled concrete model, format v2
+                    files (a convnet with every layer kind, a table model),
+                    and broken variants (truncated, bad length prefix, bad
+                    JSON, offsets out of range; v2: zero stride, negative
+                    padding, kernel larger than the input, unknown layer
+                    type, absurd input shape)
   predict_request/  serialized mcdrop.v1.PredictRequest messages, valid and
-                    invalid, for the models of predict_request_fuzz.cc
-                    ("r": 4 inputs, 2 outputs; "c": 4 inputs, 3 classes)
+                    invalid, for the models of fuzz/fixture.h ("r": 4
+                    inputs, 2 outputs; "c": 4 inputs, 3 classes; "i":
+                    [2, 9, 8] images, 3 classes)
 
   http_request/     raw HTTP/1.1 requests to the OIP REST API (JSON and
                     binary tensors, valid and invalid) for http_request_fuzz.cc
@@ -30,9 +34,19 @@ from mcdrop.v1 import inference_pb2 as pb  # noqa: E402
 
 models = os.path.join(here, "corpus", "model_file")
 requests = os.path.join(here, "corpus", "predict_request")
+
+
+def fresh(d):
+    """Empties corpus directory d of generated seeds; regress_* files are
+    inputs the fuzzers found (docs/security.md) and are kept."""
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(d):
+        if not f.startswith("regress_"):
+            os.remove(os.path.join(d, f))
+
+
 for d in (models, requests):
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    fresh(d)
 
 torch.manual_seed(0)
 for i, (act, task, outs) in enumerate([(torch.nn.ReLU, "regression", 1),
@@ -45,6 +59,43 @@ for i, (act, task, outs) in enumerate([(torch.nn.ReLU, "regression", 1),
     export_torch(net, os.path.join(models, f"small_{i}.safetensors"), task=task,
                  input_mean=[0.5, 0, -1], input_std=[1, 2, 3], **kw)
 shutil.copy(os.path.join(root, "models", "concrete.safetensors"), models)
+
+# Format v2: a convolutional classifier with every layer kind, and a table
+# model v1 cannot hold (batch norm, mixed activations, a Linear without bias).
+nn = torch.nn
+conv = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.1), nn.Dropout2d(0.3),
+                     nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=2, dilation=1), nn.GELU(), nn.AvgPool2d(2, 1),
+                     nn.Flatten(), nn.Dropout(0.2), nn.Linear(4 * 1 * 1, 6), nn.Tanh(), nn.Dropout(0.1),
+                     nn.Linear(6, 3))
+table = nn.Sequential(nn.Linear(3, 6, bias=False), nn.BatchNorm1d(6), nn.Sigmoid(), nn.Dropout(0.2),
+                      nn.Linear(6, 4), nn.ReLU(), nn.Dropout(0.1), nn.Linear(4, 2))
+for net in (conv, table):
+    for m in net.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+export_torch(conv, os.path.join(models, "v2_conv.safetensors"), task="classification",
+             input_shape=[2, 8, 8], input_mean=[0.5, -0.5], input_std=[2, 1])
+export_torch(table, os.path.join(models, "v2_table.safetensors"), task="regression", tau=2.0,
+             format="v2", output_mean=[1, 2], output_std=[3, 4])
+v2 = open(os.path.join(models, "v2_conv.safetensors"), "rb").read()
+n2 = struct.unpack("<Q", v2[:8])[0]
+h2 = v2[8:8 + n2].decode()
+
+
+def v2_broken(name, old, new):
+    """v2_conv with one header edit, the length prefix fixed up."""
+    assert old in h2, old
+    head = h2.replace(old, new, 1).encode()
+    open(os.path.join(models, f"broken_v2_{name}.safetensors"), "wb").write(
+        struct.pack("<Q", len(head)) + head + v2[8 + n2:])
+
+
+v2_broken("zero_stride", '\\"stride\\": [1, 1]', '\\"stride\\": [0, 1]')
+v2_broken("negative_padding", '\\"padding\\": [1, 1]', '\\"padding\\": [-1, 1]')
+v2_broken("kernel_too_large", "[2, 8, 8]", "[2, 2, 2]")
+v2_broken("unknown_type", '\\"type\\": \\"gelu\\"', '\\"type\\": \\"swish\\"')
+v2_broken("huge_shape", "[2, 8, 8]", "[2, 65536, 65536]")
 
 good = open(os.path.join(models, "small_0.safetensors"), "rb").read()
 n = struct.unpack("<Q", good[:8])[0]
@@ -75,13 +126,18 @@ request("exclude_noise", rows=1, samples=5, exclude_noise=True)
 request("wrong_width", q=3)
 request("negative_samples", samples=-1)
 request("too_many_rows", rows=100)
+request("image", model="i", rows=2, q=2 * 9 * 8, samples=8, seed=5, return_samples=True)
+image = pb.PredictRequest(model="i", shape=[1, 2, 9, 8], inputs=[0.01 * i for i in range(144)], samples=4)
+open(os.path.join(requests, "image_bchw"), "wb").write(image.SerializeToString())
+image = pb.PredictRequest(model="i", shape=[2, 9, 8], inputs=[0.01 * i for i in range(144)],
+                          mode=pb.DETERMINISTIC)
+open(os.path.join(requests, "image_chw"), "wb").write(image.SerializeToString())
 r = pb.PredictRequest(model="r", shape=[1, 4], inputs=[float("nan"), 0, 0, 0])
 open(os.path.join(requests, "nan"), "wb").write(r.SerializeToString())
 open(os.path.join(requests, "empty"), "wb").write(b"")
 
 http_dir = os.path.join(here, "corpus", "http_request")
-shutil.rmtree(http_dir, ignore_errors=True)
-os.makedirs(http_dir)
+fresh(http_dir)
 
 
 def http_request(name, body, path="/v2/models/r/infer", binary=b"", extra=""):
@@ -104,6 +160,9 @@ http_request("binary", {"inputs": [{"name": "input", "shape": [1, 4], "datatype"
              binary=struct.pack("<4e", 1, 2, 3, 4))
 http_request("fp64_nested", {"inputs": [dict(row, datatype="FP64", data=[[[0, 1], [2, 3]]])],
                              "parameters": {"mode": "deterministic", "exclude_noise": True}})
+http_request("image", {"inputs": [{"name": "input", "shape": [1, 2, 9, 8], "datatype": "FP32",
+                                   "data": [0.01 * i for i in range(144)]}],
+                       "parameters": {"samples": 4}}, path="/v2/models/i/infer")
 http_request("bad_json", b'{"inputs": [')
 http_request("bad_binary", {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
                                         "parameters": {"binary_data_size": 99}}]}, binary=b"xx")

@@ -2,8 +2,9 @@
 //
 // libFuzzer target: the Predict request path as the server runs it after
 // gRPC hands over the bytes: parse, validate against the model and limits,
-// run the engine, build the response. Two small models (regression and
-// classification, chosen by the request's model name) and small limits keep
+// run the engine, build the response. Three small models (regression,
+// classification and a convolutional image classifier, chosen by the
+// request's model name: fixture.h) and small limits keep
 // each input fast. Any bytes must end in an error status or a response whose
 // shape matches the request, never in a crash.
 
@@ -24,8 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static google::protobuf::LogSilencer quiet;  // invalid UTF-8 in strings
   mcdrop::v1::PredictRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
-  const mcdrop::server::ServedModel& served =
-      request.model() == "c" ? f.classification : f.regression;
+  const mcdrop::server::ServedModel& served = f.Find(request.model());
   int rows = 0;
   mcdrop::PredictOptions options;
   if (!mcdrop::server::ValidatePredictRequest(request, served.model, f.limits,
