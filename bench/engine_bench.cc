@@ -230,6 +230,34 @@ void BM_LibraryGemm(benchmark::State& state) {
                          benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// One kernel call on one thread, by column count: the fixed cost of a call
+// (primitive lookup, memory descriptors, scratchpad, stream) shows as the
+// time of a tiny call and as the GFLOP/s lost at small column counts.
+// shape 0: network (a)'s 13 -> 50 layer; 1: network (b)'s 1024 -> 1024.
+void BM_KernelCall(benchmark::State& state) {
+  const int shape = state.range(0), cols = state.range(1);
+  const int in = shape == 0 ? 13 : 1024, out = shape == 0 ? 50 : 1024;
+  const Eigen::MatrixXf w = Eigen::MatrixXf::Random(out, in);
+  auto kernel = DenseKernel::Create(w, Precision::kF32);
+  if (!kernel.ok()) {
+    state.SkipWithError(kernel.status().ToString().c_str());
+    return;
+  }
+  std::vector<float> x(static_cast<size_t>(in) * cols, 0.5f);
+  std::vector<float> y(static_cast<size_t>(out) * cols);
+  for (auto _ : state) {
+    (*kernel)->Apply(x.data(), cols, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GFLOPs"] =
+      benchmark::Counter(2.0 * in * out * cols * 1e-9,
+                         benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_KernelCall)
+    ->ArgNames({"shape", "cols"})
+    ->ArgsProduct({{0, 1}, {1, 16, 128, 1024}})
+    ->Unit(benchmark::kMicrosecond);
+
 BENCHMARK(BM_Engine)->Apply(Args);
 BENCHMARK(BM_EngineBf16)->Apply(Args);
 BENCHMARK(BM_PlainGemm)->Apply(Args);
