@@ -26,14 +26,15 @@ ars::Block Key(uint64_t seed) {
 }  // namespace
 
 void AddPredictiveNoise(uint64_t seed, double sigma, int T, int B, int D,
-                        float* samples) {
+                        float* samples, uint32_t first_sample) {
   const auto keys = ars::RoundKeys(Key(seed));
   const int pairs = (D + 1) / 2;
   std::vector<ars::Block> counters(pairs), blocks(pairs);
   for (int t = 0; t < T; ++t) {
     for (int b = 0; b < B; ++b) {
       for (int p = 0; p < pairs; ++p) {
-        counters[p] = {static_cast<uint32_t>(p), static_cast<uint32_t>(t),
+        counters[p] = {static_cast<uint32_t>(p),
+                       first_sample + static_cast<uint32_t>(t),
                        static_cast<uint32_t>(b), kNoiseLayer};
       }
       GenerateArsBlocks(counters.data(), pairs, keys, blocks.data());

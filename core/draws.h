@@ -20,12 +20,12 @@ namespace mcdrop {
 inline constexpr uint32_t kNoiseLayer = 0x7FFFFFFEu;
 
 // Adds N(0, sigma^2) to each of the `samples` values [T x B x D]
-// (row-major). The standard normal of (t, b, d) comes from the ARS block of
-// counter (d / 2, t, b, kNoiseLayer) keyed by `seed`: Box-Muller on its
-// words 0 and 1 for an even d, 2 and 3 for an odd d, with the uniforms
-// (w + 0.5) / 2^32 in (0, 1).
+// (row-major), whose passes are first_sample + t. The standard normal of (t, b,
+// d) comes from the ARS block of counter (d / 2, t, b, kNoiseLayer) keyed by
+// `seed`: Box-Muller on its words 0 and 1 for an even d, 2 and 3 for an odd d,
+// with the uniforms (w + 0.5) / 2^32 in (0, 1).
 void AddPredictiveNoise(uint64_t seed, double sigma, int T, int B, int D,
-                        float* samples);
+                        float* samples, uint32_t first_sample = 0);
 
 // The standard normal AddPredictiveNoise uses for (t, b, d), from the
 // portable generator one at a time (the reference for tests).

@@ -179,6 +179,12 @@ absl::Status Engine::Validate(const Model& model,
         " activation values at once, over the bound of 2^28: send at most ",
         Engine::kMaxPrefixValues / widest, " rows per request"));
   }
+  if (options.mode == PredictMode::kMonteCarlo &&
+      int64_t{options.first_sample} + options.samples > 0xFFFFFFFFll) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("first_sample ", options.first_sample, " + samples ",
+                     options.samples, " exceeds the 2^32 passes a seed has"));
+  }
   if (options.samples_per_tile < 0 || options.rows_per_tile < 0) {
     return absl::InvalidArgumentError("tile sizes must be >= 0");
   }
@@ -536,7 +542,7 @@ std::function<void()> FinishWithResult(Engine::Request& req)
   } else if (req.options.predictive_draws) {
     AddPredictiveNoise(req.options.seed, 1.0 / std::sqrt(req.model->tau()),
                        res.samples, res.rows, res.outputs,
-                       res.sample_values.data());
+                       res.sample_values.data(), req.options.first_sample);
   }
   return [done = std::move(req.done), result = std::move(res)]() mutable {
     done(std::move(result));
@@ -732,8 +738,9 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
   const int cols = (r1 - r0) * ns;
   const int64_t cols_pad = RoundUp(cols, kColumnAlign);
   for (int c = 0; c < cols; ++c) {
-    ws.columns[c] = {static_cast<uint32_t>(r0 + c / ns),
-                     static_cast<uint32_t>(s0 + c % ns)};
+    ws.columns[c] = {
+        static_cast<uint32_t>(r0 + c / ns),
+        req.options.first_sample + static_cast<uint32_t>(s0 + c % ns)};
   }
 
   const int n0 = static_cast<int>(req.prefix.rows());
@@ -791,7 +798,10 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
     for (int c = 0; c < cols; ++c) {
       const MaskColumn& mc = ws.columns[c];
       float* dst =
-          samples + (static_cast<int64_t>(mc.sample) * req.B + mc.row) * D;
+          samples +
+          (static_cast<int64_t>(mc.sample - req.options.first_sample) * req.B +
+           mc.row) *
+              D;
       for (int d = 0; d < D; ++d) {
         dst[d] = classification
                      ? static_cast<float>(

@@ -61,6 +61,11 @@ struct PredictOptions {
   // Keys the dropout masks. The same seed, inputs and options give
   // bit-identical results.
   uint64_t seed = 1;
+  // Pass t of this request uses the masks (and predictive noise) of pass
+  // first_sample + t, so requests with first_sample 0, T1, T1 + T2, ...
+  // compute exactly the passes of one request of T1 + T2 + ... (the
+  // building block of rounds of passes). first_sample + samples < 2^32.
+  uint32_t first_sample = 0;
   // Regression: add the observation noise 1/tau to the variance (the
   // predictive variance); false gives the model (epistemic) part alone.
   bool include_noise = true;

@@ -125,3 +125,43 @@ TEST(DrawsTest, RefusedWhereTheyMeanNothing) {
 
 }  // namespace
 }  // namespace mcdrop
+
+namespace mcdrop {
+namespace {
+
+// Rounds of passes: T = 300 as 100 then 200 (first_sample 100) gives the
+// very passes (and draws) of one request of 300, whatever the threads.
+TEST(RoundsTest, ConsecutiveRoundsArePassesOfOneRequest) {
+  auto model =
+      Model::Load(std::string(MCDROP_MODELS_DIR) + "/concrete.safetensors");
+  ASSERT_TRUE(model.ok()) << model.status();
+  const float x[16] = {540,   0,     0, 162, 2.5, 1040, 676, 28,
+                       332.5, 142.5, 0, 228, 0,   932,  594, 270};
+  auto run = [&](int threads, uint32_t first, int T) {
+    Engine engine({.threads = threads, .inline_small_requests = false});
+    PredictOptions opt;
+    opt.samples = T;
+    opt.first_sample = first;
+    opt.seed = 5;
+    opt.return_samples = true;
+    opt.predictive_draws = true;
+    auto p = engine.Predict(*model, InputMatrix(x, 2, 8), opt);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p->sample_values;
+  };
+  const std::vector<float> whole = run(2, 0, 300);
+  std::vector<float> rounds = run(1, 0, 100);
+  const std::vector<float> second = run(2, 100, 200);
+  rounds.insert(rounds.end(), second.begin(), second.end());
+  EXPECT_EQ(rounds, whole);
+  // Another offset, other passes.
+  EXPECT_NE(run(2, 1, 100),
+            std::vector<float>(whole.begin(), whole.begin() + 200));
+  PredictOptions bad;
+  bad.samples = 2;
+  bad.first_sample = 0xFFFFFFFFu;
+  EXPECT_FALSE(Engine::Validate(*model, InputMatrix(x, 2, 8), bad).ok());
+}
+
+}  // namespace
+}  // namespace mcdrop
