@@ -26,7 +26,8 @@ ars::Block Key(uint64_t seed) {
 }  // namespace
 
 void AddPredictiveNoise(uint64_t seed, double sigma, int T, int B, int D,
-                        float* samples, uint32_t first_sample) {
+                        float* samples, uint32_t first_sample,
+                        const std::vector<uint32_t>& row_ids) {
   const auto keys = ars::RoundKeys(Key(seed));
   const int pairs = (D + 1) / 2;
   std::vector<ars::Block> counters(pairs), blocks(pairs);
@@ -35,7 +36,8 @@ void AddPredictiveNoise(uint64_t seed, double sigma, int T, int B, int D,
       for (int p = 0; p < pairs; ++p) {
         counters[p] = {static_cast<uint32_t>(p),
                        first_sample + static_cast<uint32_t>(t),
-                       static_cast<uint32_t>(b), kNoiseLayer};
+                       row_ids.empty() ? static_cast<uint32_t>(b) : row_ids[b],
+                       kNoiseLayer};
       }
       GenerateArsBlocks(counters.data(), pairs, keys, blocks.data());
       float* y = samples + (static_cast<int64_t>(t) * B + b) * D;

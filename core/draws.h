@@ -12,6 +12,7 @@
 #define MCDROP_CORE_DRAWS_H_
 
 #include <cstdint>
+#include <vector>
 
 namespace mcdrop {
 
@@ -20,12 +21,14 @@ namespace mcdrop {
 inline constexpr uint32_t kNoiseLayer = 0x7FFFFFFEu;
 
 // Adds N(0, sigma^2) to each of the `samples` values [T x B x D]
-// (row-major), whose passes are first_sample + t. The standard normal of (t, b,
-// d) comes from the ARS block of counter (d / 2, t, b, kNoiseLayer) keyed by
+// (row-major), whose passes are first_sample + t and whose rows are
+// row_ids[b] (b when row_ids is empty). The standard normal of (t, b, d)
+// comes from the ARS block of counter (d / 2, t, b, kNoiseLayer) keyed by
 // `seed`: Box-Muller on its words 0 and 1 for an even d, 2 and 3 for an odd d,
 // with the uniforms (w + 0.5) / 2^32 in (0, 1).
 void AddPredictiveNoise(uint64_t seed, double sigma, int T, int B, int D,
-                        float* samples, uint32_t first_sample = 0);
+                        float* samples, uint32_t first_sample = 0,
+                        const std::vector<uint32_t>& row_ids = {});
 
 // The standard normal AddPredictiveNoise uses for (t, b, d), from the
 // portable generator one at a time (the reference for tests).

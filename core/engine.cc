@@ -88,6 +88,7 @@ struct Engine::Request {
 
   // Plan, fixed before any tile runs.
   int B = 0, D = 0, T = 0, L = 0, first = 0, max_channels = 1;
+  int64_t n0 = 0;             // earlier passes the statistics continue (resume)
   bool keep_samples = false;  // for return_samples or intervals
   int rows_per_tile = 1, samples_per_tile = 1, chunks = 1, num_tiles = 0;
   int64_t max_cols = 0;
@@ -119,6 +120,7 @@ struct Engine::Request {
   // Running statistics, touched only by the merging thread (under mu).
   std::vector<double> run_mean, run_m2;  // regression [B x D]
   std::vector<double> sum_p;             // classification [B x D]
+  std::vector<double> sum_p2;            // [B x D], squared probabilities
   std::vector<double> sum_entropy;       // [B]
   std::vector<int> class_counts;         // [B x D]
   Prediction result;
@@ -144,6 +146,44 @@ Engine::Engine(EngineOptions options)
 }
 
 Engine::~Engine() = default;
+
+namespace {
+
+// A request whose passes are all the same network output (no stochastic
+// layer, or deterministic mode), its mean already in req.result: the spread
+// figures (zero spread, every vote for the predicted class) and, with
+// keep_stats in MC mode, the statistics of n0 + T equal passes.
+void ConstantPassFigures(Engine::Request& req, bool mc);
+
+// The statistics a request continues must be of its rows, outputs and task.
+absl::Status ValidateResume(const Model& model, int64_t rows,
+                            const PredictOptions& options) {
+  const RunningStats* r = options.resume.get();
+  if (r == nullptr) return absl::OkStatus();
+  if (options.mode != PredictMode::kMonteCarlo ||
+      !options.interval_levels.empty()) {
+    return absl::InvalidArgumentError(
+        "statistics are resumed in Monte-Carlo mode, without intervals");
+  }
+  const int D = model.output_size();
+  const size_t cells = static_cast<size_t>(rows) * D;
+  const bool classification = model.task() == Task::kClassification;
+  const bool sized =
+      classification ? r->sum_p.size() == cells && r->sum_p2.size() == cells &&
+                           r->votes.size() == cells &&
+                           r->sum_entropy.size() == static_cast<size_t>(rows)
+                     : r->mean.size() == cells && r->m2.size() == cells;
+  if (r->rows != rows || r->outputs != D || !sized || r->passes < 0 ||
+      r->passes + options.samples > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the statistics to resume (", r->rows, " rows x ", r->outputs,
+        " outputs, ", r->passes, " passes) do not fit a request of ", rows,
+        " rows x ", D, " outputs and ", options.samples, " more passes"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status Engine::Validate(const Model& model,
                               const Eigen::Ref<const RowMajorMatrixXf>& inputs,
@@ -185,6 +225,12 @@ absl::Status Engine::Validate(const Model& model,
         absl::StrCat("first_sample ", options.first_sample, " + samples ",
                      options.samples, " exceeds the 2^32 passes a seed has"));
   }
+  if (!options.row_ids.empty() &&
+      options.row_ids.size() != static_cast<size_t>(inputs.rows())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.row_ids.size(), " row ids for ", inputs.rows(),
+                     " rows: give one per row, or none"));
+  }
   if (options.samples_per_tile < 0 || options.rows_per_tile < 0) {
     return absl::InvalidArgumentError("tile sizes must be >= 0");
   }
@@ -206,7 +252,7 @@ absl::Status Engine::Validate(const Model& model,
           absl::StrCat("interval level ", level, " is not in (0, 1)"));
     }
   }
-  return absl::OkStatus();
+  return ValidateResume(model, inputs.rows(), options);
 }
 
 absl::StatusOr<Prediction> Engine::Predict(const Model& model,
@@ -365,6 +411,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
   const bool classification = model.task() == Task::kClassification;
   const bool mc = opt.mode == PredictMode::kMonteCarlo;
   req->T = mc ? opt.samples : 1;
+  req->n0 = opt.resume ? opt.resume->passes : 0;
   req->first = mc ? model.first_stochastic_layer() : req->L;
   req->keep_samples = opt.return_samples || !opt.interval_levels.empty();
 
@@ -372,7 +419,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
   res.task = model.task();
   res.rows = req->B;
   res.outputs = req->D;
-  res.samples = req->T;
+  res.samples = static_cast<int>(req->n0 + req->T);
   res.levels = static_cast<int>(opt.interval_levels.size());
   const int B = req->B, D = req->D, T = req->T;
 
@@ -425,6 +472,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
         }
       }
     }
+    ConstantPassFigures(*req, mc);
     res.tiles = 0;
     PassesFinished(req);
     return;
@@ -476,8 +524,16 @@ void Engine::Start(std::shared_ptr<Request> req) {
     req->max_channels = std::max(req->max_channels, stage.in.c);
   }
 
-  if (classification) {
+  if (const RunningStats* r = opt.resume.get()) {
+    req->sum_p = r->sum_p;
+    req->sum_p2 = r->sum_p2;
+    req->sum_entropy = r->sum_entropy;
+    req->class_counts = r->votes;
+    req->run_mean = r->mean;
+    req->run_m2 = r->m2;
+  } else if (classification) {
     req->sum_p.assign(static_cast<size_t>(B) * D, 0.0);
+    req->sum_p2.assign(static_cast<size_t>(B) * D, 0.0);
     req->sum_entropy.assign(B, 0.0);
     req->class_counts.assign(static_cast<size_t>(B) * D, 0);
   } else {
@@ -541,8 +597,8 @@ std::function<void()> FinishWithResult(Engine::Request& req)
     std::vector<float>().swap(res.sample_values);  // kept for intervals only
   } else if (req.options.predictive_draws) {
     AddPredictiveNoise(req.options.seed, 1.0 / std::sqrt(req.model->tau()),
-                       res.samples, res.rows, res.outputs,
-                       res.sample_values.data(), req.options.first_sample);
+                       req.T, res.rows, res.outputs, res.sample_values.data(),
+                       req.options.first_sample, req.options.row_ids);
   }
   return [done = std::move(req.done), result = std::move(res)]() mutable {
     done(std::move(result));
@@ -737,9 +793,11 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
   const int ns = s1 - s0;
   const int cols = (r1 - r0) * ns;
   const int64_t cols_pad = RoundUp(cols, kColumnAlign);
+  const std::vector<uint32_t>& ids = req.options.row_ids;
   for (int c = 0; c < cols; ++c) {
+    const int r = r0 + c / ns;
     ws.columns[c] = {
-        static_cast<uint32_t>(r0 + c / ns),
+        ids.empty() ? static_cast<uint32_t>(r) : ids[r],
         req.options.first_sample + static_cast<uint32_t>(s0 + c % ns)};
   }
 
@@ -748,7 +806,7 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
   float* out_buf = ws.b.data();
   {
     MatrixMap x(in, n0, cols_pad);
-    for (int c = 0; c < cols; ++c) x.col(c) = req.prefix.col(ws.columns[c].row);
+    for (int c = 0; c < cols; ++c) x.col(c) = req.prefix.col(r0 + c / ns);
     x.rightCols(cols_pad - cols).setZero();
   }
   int64_t mask_ns = 0;
@@ -796,12 +854,8 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
   if (req.keep_samples) {
     float* samples = req.result.sample_values.data();
     for (int c = 0; c < cols; ++c) {
-      const MaskColumn& mc = ws.columns[c];
-      float* dst =
-          samples +
-          (static_cast<int64_t>(mc.sample - req.options.first_sample) * req.B +
-           mc.row) *
-              D;
+      const int64_t t = s0 + c % ns, r = r0 + c / ns;
+      float* dst = samples + (t * req.B + r) * D;
       for (int d = 0; d < D; ++d) {
         dst[d] = classification
                      ? static_cast<float>(
@@ -831,11 +885,15 @@ void MergeTile(Engine::Request& req, int tile, const TileOutput& out) {
     const int64_t c0 = static_cast<int64_t>(r - r0) * ns;
     if (classification) {
       double* sp = &req.sum_p[static_cast<int64_t>(r) * D];
+      double* sp2 = &req.sum_p2[static_cast<int64_t>(r) * D];
       int* counts = &req.class_counts[static_cast<int64_t>(r) * D];
       for (int s = 0; s < ns; ++s) {
         const int64_t c = c0 + s;
         const double* p = &out.probs[c * D];
-        for (int d = 0; d < D; ++d) sp[d] += p[d];
+        for (int d = 0; d < D; ++d) {
+          sp[d] += p[d];
+          sp2[d] += p[d] * p[d];
+        }
         req.sum_entropy[r] += out.entropy[c];
         ++counts[out.argmax[c]];
       }
@@ -843,7 +901,7 @@ void MergeTile(Engine::Request& req, int tile, const TileOutput& out) {
       double* mean = &req.run_mean[static_cast<int64_t>(r) * D];
       double* m2 = &req.run_m2[static_cast<int64_t>(r) * D];
       for (int s = 0; s < ns; ++s) {
-        const double n = s0 + s + 1;
+        const double n = static_cast<double>(req.n0 + s0 + s + 1);
         const float* v = &out.values[(c0 + s) * D];
         for (int d = 0; d < D; ++d) {
           // Welford's update, in sample order.
@@ -858,23 +916,44 @@ void MergeTile(Engine::Request& req, int tile, const TileOutput& out) {
 
 void Finish(Engine::Request& req) {
   Prediction& res = req.result;
-  const int B = req.B, D = req.D, T = req.T;
+  const int B = req.B, D = req.D;
+  const double T = static_cast<double>(req.n0 + req.T);  // every pass
   res.tiles = req.num_tiles;
   res.run_seconds = absl::ToDoubleSeconds(absl::Now() - req.started);
   res.mask_seconds = req.mask_ns.load() * 1e-9;
   res.compute_seconds = req.compute_ns.load() * 1e-9;
+  if (req.options.keep_stats) {
+    auto stats = std::make_shared<RunningStats>();
+    stats->passes = req.n0 + req.T;
+    stats->rows = B;
+    stats->outputs = D;
+    stats->mean = req.run_mean;
+    stats->m2 = req.run_m2;
+    stats->sum_p = req.sum_p;
+    stats->sum_p2 = req.sum_p2;
+    stats->sum_entropy = req.sum_entropy;
+    stats->votes = req.class_counts;
+    res.stats = std::move(stats);
+  }
   if (req.model->task() == Task::kClassification) {
     res.mean.resize(static_cast<size_t>(B) * D);
     res.predicted_class.resize(B);
     res.entropy.resize(B);
     res.mutual_information.resize(B);
     res.variation_ratio.resize(B);
+    res.model_variance.resize(static_cast<size_t>(B) * D);
+    res.expected_entropy.resize(B);
+    res.votes = req.class_counts;
     for (int r = 0; r < B; ++r) {
       double h = 0.0;
       int best = 0, modal = 0;
       for (int d = 0; d < D; ++d) {
         const double p = req.sum_p[r * D + d] / T;
         res.mean[r * D + d] = p;
+        // Probabilities are at most 1, so the cancellation costs at most
+        // ~1e-16 absolute; a rounding residue below 0 is clamped.
+        res.model_variance[r * D + d] =
+            std::max(0.0, req.sum_p2[r * D + d] / T - p * p);
         if (p > 0.0) h -= p * std::log(p);
         if (p > res.mean[r * D + best]) best = d;
         modal = std::max(modal, req.class_counts[r * D + d]);
@@ -882,7 +961,8 @@ void Finish(Engine::Request& req) {
       res.predicted_class[r] = best;
       res.entropy[r] = h;
       // MI >= 0 mathematically (Jensen); clamp the rounding residue.
-      res.mutual_information[r] = std::max(0.0, h - req.sum_entropy[r] / T);
+      res.expected_entropy[r] = req.sum_entropy[r] / T;
+      res.mutual_information[r] = std::max(0.0, h - res.expected_entropy[r]);
       res.variation_ratio[r] = 1.0 - static_cast<double>(modal) / T;
     }
   } else {
@@ -899,4 +979,44 @@ void Finish(Engine::Request& req) {
 }
 
 }  // namespace
+namespace {
+
+void ConstantPassFigures(Engine::Request& req, bool mc) {
+  Prediction& res = req.result;
+  const int B = req.B, D = req.D;
+  const int64_t N = req.n0 + req.T;
+  const bool classification = res.task == Task::kClassification;
+  if (classification) {
+    res.model_variance.assign(static_cast<size_t>(B) * D, 0.0);
+    res.expected_entropy = res.entropy;
+    res.votes.assign(static_cast<size_t>(B) * D, 0);
+    for (int r = 0; r < B; ++r) {
+      res.votes[static_cast<size_t>(r) * D + res.predicted_class[r]] =
+          static_cast<int>(N);
+    }
+  }
+  if (!mc || !req.options.keep_stats) return;
+  auto stats = std::make_shared<RunningStats>();
+  stats->passes = N;
+  stats->rows = B;
+  stats->outputs = D;
+  if (classification) {
+    stats->sum_p.resize(res.mean.size());
+    stats->sum_p2.resize(res.mean.size());
+    for (size_t i = 0; i < res.mean.size(); ++i) {
+      stats->sum_p[i] = res.mean[i] * N;
+      stats->sum_p2[i] = res.mean[i] * res.mean[i] * N;
+    }
+    stats->sum_entropy.resize(B);
+    for (int r = 0; r < B; ++r) stats->sum_entropy[r] = res.entropy[r] * N;
+    stats->votes = res.votes;
+  } else {
+    stats->mean = res.mean;
+    stats->m2.assign(res.mean.size(), 0.0);
+  }
+  res.stats = std::move(stats);
+}
+
+}  // namespace
+
 }  // namespace mcdrop

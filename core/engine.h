@@ -53,6 +53,21 @@ enum class PredictMode {
   kDeterministic,  // one pass with dropout off: the standard network output
 };
 
+// The running statistics of a request's passes, row by row, from which
+// every figure of a Prediction is made: what a later request needs to
+// continue them exactly (PredictOptions::resume), as if its passes had been
+// part of this one. Regression: Welford's mean and sum of squared deviations
+// of the pass outputs, in pass order; classification: sums of the
+// probabilities, their squares and the per-pass entropies, and the votes.
+struct RunningStats {
+  int64_t passes = 0;
+  int rows = 0, outputs = 0;
+  std::vector<double> mean, m2;       // regression [B x D]
+  std::vector<double> sum_p, sum_p2;  // classification [B x D]
+  std::vector<double> sum_entropy;    // [B]
+  std::vector<int> votes;             // [B x D]
+};
+
 struct PredictOptions {
   PredictMode mode = PredictMode::kMonteCarlo;
   // T, the number of stochastic passes (MC mode); must be >= 1. Ignored in
@@ -66,6 +81,21 @@ struct PredictOptions {
   // compute exactly the passes of one request of T1 + T2 + ... (the
   // building block of rounds of passes). first_sample + samples < 2^32.
   uint32_t first_sample = 0;
+  // The generator's row of each input row, for masks and predictive noise:
+  // empty means row b is row b; otherwise one id per row. A request on a
+  // subset of another request's rows, with their ids, computes exactly
+  // those rows' passes of the other (how adaptive rounds continue only the
+  // rows that have not met their target).
+  std::vector<uint32_t> row_ids;
+  // MC mode: continue these statistics (of `resume->passes` earlier passes
+  // of the same rows and model) instead of starting from none: the result
+  // covers resume->passes + samples passes, and equals bit for bit what one
+  // request of them all would give when the earlier passes were those of
+  // first_sample 0 .. resume->passes - 1 (rounds: first_sample =
+  // resume->passes). Its rows and outputs must match the request's.
+  std::shared_ptr<const RunningStats> resume;
+  // MC mode: return the statistics in Prediction::stats (for a later resume).
+  bool keep_stats = false;
   // Regression: add the observation noise 1/tau to the variance (the
   // predictive variance); false gives the model (epistemic) part alone.
   bool include_noise = true;
@@ -103,15 +133,18 @@ struct Prediction {
   Task task = Task::kRegression;
   int rows = 0;     // B
   int outputs = 0;  // D: regression outputs, or classes
-  int samples = 0;  // T actually run (1 in deterministic mode)
+  int samples = 0;  // T: the passes the statistics cover (1 deterministic)
   int levels = 0;   // interval levels per output
 
   // [B x D], row-major. Regression: predictive mean in output units.
   // Classification: mean probabilities pbar.
   std::vector<double> mean;
   // Regression only, [B x D]: the predictive variance (with 1/tau when
-  // include_noise) and the model (epistemic) part alone.
+  // include_noise).
   std::vector<double> variance;
+  // [B x D]: the variance of the pass outputs about their mean (divided by
+  // T): regression, the model (epistemic) part of the variance; classification,
+  // the spread of each class probability over the passes (MC mode).
   std::vector<double> model_variance;
 
   // Classification only, one per row.
@@ -119,9 +152,18 @@ struct Prediction {
   std::vector<double> entropy;             // nats
   std::vector<double> mutual_information;  // nats, >= 0
   std::vector<double> variation_ratio;
+  // The mean over passes of each pass's entropy (nats): entropy minus it is
+  // the mutual information before clamping at 0.
+  std::vector<double> expected_entropy;
+  // [B x D]: the passes whose most probable class was d.
+  std::vector<int> votes;
 
-  // [T x B x D] when return_samples.
+  // [T x B x D] when return_samples: this request's own passes (with resume,
+  // `samples` counts the earlier ones too).
   std::vector<float> sample_values;
+
+  // With keep_stats (MC mode): the running statistics of all its passes.
+  std::shared_ptr<RunningStats> stats;
 
   // [B x D x levels] when interval_levels were asked for.
   std::vector<IntervalBounds> intervals;
