@@ -209,6 +209,24 @@ void StartRound(std::shared_ptr<Rounds> r, int n) {
 
 }  // namespace
 
+AdaptivePrediction FixedAnswer(Prediction prediction) {
+  AdaptivePrediction a;
+  const int B = prediction.rows, D = prediction.outputs, T = prediction.samples;
+  a.samples_per_row.assign(B, T);
+  a.target_met.assign(B, false);
+  a.standard_error.assign(static_cast<size_t>(B) * D, 0.0);
+  if (T >= 2 && prediction.model_variance.size() == a.standard_error.size()) {
+    for (size_t i = 0; i < a.standard_error.size(); ++i) {
+      a.standard_error[i] = std::sqrt(prediction.model_variance[i] / (T - 1));
+    }
+  }
+  a.rounds = 1;
+  a.row_passes = static_cast<int64_t>(B) * T;
+  a.finished = true;
+  a.prediction = std::move(prediction);
+  return a;
+}
+
 absl::Status ValidateAdaptive(const Model& model, const PredictOptions& options,
                               const AdaptiveOptions& a) {
   if (options.mode != PredictMode::kMonteCarlo) {

@@ -57,6 +57,11 @@ struct AdaptivePrediction {
   bool finished = false;   // false in the running estimates of on_round
 };
 
+// The answer of a fixed-T request in the same form: every row used
+// prediction.samples passes, the standard errors are those of its passes
+// (0 for fewer than two), no target was set (target_met all false).
+AdaptivePrediction FixedAnswer(Prediction prediction);
+
 // InvalidArgument for deterministic mode, intervals, targets that are
 // negative or NaN, min_samples < 2 or > max_samples, max_samples beyond
 // 2^31 - 1; else as Engine::Predict.

@@ -279,6 +279,14 @@ absl::StatusOr<Model> Model::Finish(ModelSpec spec, std::vector<Stage> stages) {
     return absl::InvalidArgumentError(
         "metadata \"default_samples\" must be >= 0");
   }
+  if (!(spec.target_standard_error >= 0) ||
+      !(spec.target_relative_error >= 0) ||
+      !std::isfinite(spec.target_standard_error) ||
+      !std::isfinite(spec.target_relative_error)) {
+    return absl::InvalidArgumentError(
+        "metadata \"target_standard_error\" and \"target_relative_error\" "
+        "must be finite and >= 0");
+  }
   Model model(std::move(spec));
   model.input_shape_ = input;
   model.first_stochastic_layer_ = static_cast<int>(stages.size());
@@ -578,6 +586,18 @@ absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
                            absl::StrCat("\"", *t, "\" is not an integer >= 0"));
     }
   }
+  for (auto [key, field] :
+       {std::pair<const char*, double*>{"target_standard_error",
+                                        &spec.target_standard_error},
+        {"target_relative_error", &spec.target_relative_error}}) {
+    if (const std::string* t = get(key)) {
+      if (!absl::SimpleAtod(*t, field) || !std::isfinite(*field) ||
+          *field < 0) {
+        return MetadataError(
+            key, absl::StrCat("\"", *t, "\" is not a finite number >= 0"));
+      }
+    }
+  }
   if (const std::string* p = get("precision")) {
     auto precision = ParsePrecision(*p);
     if (!precision.ok()) {
@@ -588,10 +608,19 @@ absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
   }
   if (const std::string* n = get("name")) spec.name = *n;
   if (const std::string* d = get("description")) spec.description = *d;
-  static const std::set<std::string> kKnown = {
-      "format",          "task", "activation",  "dropout",   "tau",
-      "default_samples", "name", "description", "precision", "input_shape",
-      "layers"};
+  static const std::set<std::string> kKnown = {"format",
+                                               "task",
+                                               "activation",
+                                               "dropout",
+                                               "tau",
+                                               "default_samples",
+                                               "name",
+                                               "description",
+                                               "precision",
+                                               "input_shape",
+                                               "layers",
+                                               "target_standard_error",
+                                               "target_relative_error"};
   for (const auto& [k, v] : meta) {
     if (!kKnown.count(k)) spec.extra_metadata[k] = v;
   }
@@ -681,6 +710,10 @@ absl::StatusOr<std::string> Model::ToBytes() const {
     meta["tau"] = Shortest(spec_.tau);
   if (spec_.default_samples > 0)
     meta["default_samples"] = absl::StrCat(spec_.default_samples);
+  if (spec_.target_standard_error > 0)
+    meta["target_standard_error"] = Shortest(spec_.target_standard_error);
+  if (spec_.target_relative_error > 0)
+    meta["target_relative_error"] = Shortest(spec_.target_relative_error);
   if (spec_.precision != Precision::kF32)
     meta["precision"] = std::string(PrecisionName(spec_.precision));
   if (!spec_.name.empty()) meta["name"] = spec_.name;

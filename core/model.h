@@ -71,6 +71,11 @@ struct ModelSpec {
   std::string name;
   std::string description;
   int default_samples = 0;  // 0: let the caller choose
+  // A default standard-error target (metadata "target_standard_error",
+  // "target_relative_error"; 0: none): requests that give neither T nor a
+  // target run adaptive T with it (core/adaptive.h).
+  double target_standard_error = 0.0;
+  double target_relative_error = 0.0;
   // The arithmetic of the products (metadata "precision", absent = f32).
   Precision precision = Precision::kF32;
   // Any other __metadata__ keys, kept and written back unchanged.

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/synchronization/notification.h"
 #include "core/engine.h"
 #include "fuzz/fixture.h"
 #include "server/oip.h"
@@ -60,22 +61,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto call =
       mcdrop::server::TranslateInferRequest(parsed->request, served.model);
   if (!call.ok()) return 0;
-  int rows = 0;
-  mcdrop::PredictOptions options;
+  mcdrop::server::PredictPlan plan;
   if (!mcdrop::server::ValidatePredictRequest(call->predict, served.model,
-                                              f.limits, &rows, &options)
+                                              f.limits, &plan)
            .ok()) {
     return 0;
   }
-  if (rows < 1 || rows > f.limits.max_batch_rows) std::abort();
-  auto prediction =
-      f.engine->Predict(served.model,
-                        mcdrop::InputMatrix(call->predict.inputs().data(), rows,
-                                            served.model.input_size()),
-                        options);
+  if (plan.rows < 1 || plan.rows > f.limits.max_batch_rows) std::abort();
+  absl::Notification finished;
+  absl::StatusOr<mcdrop::AdaptivePrediction> prediction;
+  mcdrop::server::RunPlan(
+      *f.engine,
+      std::shared_ptr<const mcdrop::Model>(&served.model,
+                                           [](const mcdrop::Model*) {}),
+      mcdrop::InputMatrix(call->predict.inputs().data(), plan.rows,
+                          served.model.input_size()),
+      plan, /*rounds=*/false,
+      [&](absl::StatusOr<mcdrop::AdaptivePrediction> a) {
+        prediction = std::move(a);
+        finished.Notify();
+      });
+  finished.WaitForNotification();
   if (!prediction.ok()) return 0;
   inference::ModelInferResponse response;
-  mcdrop::server::FillInferResponse(parsed->request, *call, served, options,
+  mcdrop::server::FillInferResponse(parsed->request, *call, served, plan,
                                     *prediction, &response);
   if (response.outputs_size() != static_cast<int>(call->outputs.size())) {
     std::abort();

@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <memory>
 
+#include "absl/synchronization/notification.h"
+#include "core/adaptive.h"
 #include "core/engine.h"
 #include "fuzz/fixture.h"
 #include "mcdrop/v1/inference.pb.h"
@@ -26,27 +28,50 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   mcdrop::v1::PredictRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
   const mcdrop::server::ServedModel& served = f.Find(request.model());
-  int rows = 0;
-  mcdrop::PredictOptions options;
+  mcdrop::server::PredictPlan plan;
   if (!mcdrop::server::ValidatePredictRequest(request, served.model, f.limits,
-                                              &rows, &options)
+                                              &plan)
            .ok()) {
     return 0;
   }
+  const int rows = plan.rows;
   if (rows < 1 || rows > f.limits.max_batch_rows ||
-      options.samples > f.limits.max_samples) {
+      plan.options.samples > f.limits.max_samples ||
+      (plan.adaptive && (plan.adaptive->max_samples > f.limits.max_samples ||
+                         plan.adaptive->min_samples < 2))) {
     std::abort();  // validation let through what it must refuse
   }
-  auto prediction =
-      f.engine->Predict(served.model,
-                        mcdrop::InputMatrix(request.inputs().data(), rows,
-                                            served.model.input_size()),
-                        options);
-  if (!prediction.ok()) return 0;  // e.g. NaN inputs
+  // Half the inputs run as PredictStream does (in rounds, with running
+  // estimates), half as Predict.
+  const bool rounds = request.seed() % 2 == 1;
+  absl::Notification finished;
+  absl::StatusOr<mcdrop::AdaptivePrediction> answer;
+  mcdrop::server::RunPlan(
+      *f.engine,
+      std::shared_ptr<const mcdrop::Model>(&served.model,
+                                           [](const mcdrop::Model*) {}),
+      mcdrop::InputMatrix(request.inputs().data(), rows,
+                          served.model.input_size()),
+      plan, rounds,
+      [&](absl::StatusOr<mcdrop::AdaptivePrediction> a) {
+        answer = std::move(a);
+        finished.Notify();
+      },
+      [&](const mcdrop::AdaptivePrediction& so_far) {
+        mcdrop::v1::PredictResponse running;
+        mcdrop::server::FillPredictResponse(request, served, plan, so_far,
+                                            &running);
+        if (running.rows_size() != rows || running.final()) std::abort();
+        return true;
+      });
+  finished.WaitForNotification();
+  if (!answer.ok()) return 0;  // e.g. NaN inputs
   mcdrop::v1::PredictResponse response;
-  mcdrop::server::FillPredictResponse(request, served, options, *prediction,
+  mcdrop::server::FillPredictResponse(request, served, plan, *answer,
                                       &response);
-  if (response.rows_size() != rows) std::abort();
-  if (prediction->levels != request.interval_levels_size()) std::abort();
+  if (response.rows_size() != rows || !response.final()) std::abort();
+  if (answer->prediction.levels != request.interval_levels_size()) {
+    std::abort();
+  }
   return 0;
 }

@@ -45,6 +45,14 @@ ABSL_FLAG(int, max_inflight, 256,
 ABSL_FLAG(int, default_samples, 100,
           "T for requests that ask for 0 when the model sets none");
 ABSL_FLAG(int, max_samples, 100000, "Largest T a request may ask for");
+ABSL_FLAG(double, default_standard_error, 0,
+          "Make precision the default: requests that give neither samples nor "
+          "a target, to a model whose metadata sets no target, run passes "
+          "until each mean's Monte-Carlo standard error is at most this (in "
+          "output units, or probability); 0: off");
+ABSL_FLAG(double, default_relative_error, 0,
+          "As --default_standard_error, relative to the predictive std (0.01: "
+          "1% of it); with both, both must hold; 0: off");
 ABSL_FLAG(int, max_batch_rows, 1024, "Most input rows per request");
 ABSL_FLAG(bool, inline_small_requests, true,
           "Compute a request of at most one small tile (262,144 multiply-adds, "
@@ -177,6 +185,10 @@ int main(int argc, char** argv) {
   options.limits.max_inflight = absl::GetFlag(FLAGS_max_inflight);
   options.limits.default_samples = absl::GetFlag(FLAGS_default_samples);
   options.limits.max_samples = absl::GetFlag(FLAGS_max_samples);
+  options.limits.default_standard_error =
+      absl::GetFlag(FLAGS_default_standard_error);
+  options.limits.default_relative_error =
+      absl::GetFlag(FLAGS_default_relative_error);
   options.limits.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
   options.limits.max_interval_work = absl::GetFlag(FLAGS_max_interval_work);
   options.limits.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);

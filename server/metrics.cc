@@ -33,7 +33,10 @@ const grpc::StatusCode kCodes[] = {
 
 // The "protocol" and "api" label values of each Endpoint.
 const std::pair<const char*, const char*> kEndpointLabels[kEndpoints] = {
-    {"grpc", "mcdrop.v1"}, {"grpc", "oip"}, {"http", "oip"}};
+    {"grpc", "mcdrop.v1"},
+    {"grpc", "oip"},
+    {"http", "oip"},
+    {"grpc", "mcdrop.v1.stream"}};
 
 const Histogram::BucketBoundaries kSecondsBuckets = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -85,11 +88,16 @@ void ModelMetrics::CountRequest(Endpoint endpoint,
   (it == requests[e].end() ? unknown_code[e] : it->second)->Increment();
 }
 
-void ModelMetrics::Observe(const Prediction& p) const {
+void ModelMetrics::Observe(const AdaptivePrediction& answer,
+                           bool adaptive) const {
+  const Prediction& p = answer.prediction;
   queue->Observe(p.queue_seconds);
   compute->Observe(p.run_seconds);
   batch_rows->Observe(p.rows);
-  passes->Increment(static_cast<double>(p.rows) * p.samples);
+  passes->Increment(static_cast<double>(answer.row_passes));
+  if (adaptive) {
+    for (int t : answer.samples_per_row) adaptive_samples->Observe(t);
+  }
   if (p.task == Task::kRegression) {
     for (int r = 0; r < p.rows; ++r) {
       for (int d = 0;
@@ -141,6 +149,20 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
                       .Name("mcdrop_stochastic_passes_total")
                       .Help("Forward passes computed (rows x T).")
                       .Register(r);
+    m->stream_messages_ =
+        &prometheus::BuildCounter()
+             .Name("mcdrop_stream_messages_total")
+             .Help(
+                 "Running-estimate messages sent by PredictStream (each call's "
+                 "final answer is counted in mcdrop_requests_total).")
+             .Register(r);
+    m->adaptive_samples_ =
+        &prometheus::BuildHistogram()
+             .Name("mcdrop_adaptive_samples")
+             .Help(
+                 "Passes (T) each row used, for requests with a "
+                 "standard-error target.")
+             .Register(r);
     m->std_ = &prometheus::BuildHistogram()
                    .Name("mcdrop_predictive_std")
                    .Help(
@@ -215,6 +237,10 @@ ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
   mm->compute = &compute_->Add(labels, kSecondsBuckets);
   mm->batch_rows = &batch_rows_->Add(labels, kRowsBuckets);
   mm->passes = &passes_->Add(labels);
+  mm->stream_messages = &stream_messages_->Add(labels);
+  mm->adaptive_samples = &adaptive_samples_->Add(
+      labels, prometheus::Histogram::BucketBoundaries{
+                  2, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000});
   const Model* model = served != nullptr ? &served->model : nullptr;
   const prometheus::Labels version_labels = {
       {"model", model_label},

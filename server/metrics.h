@@ -25,6 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "core/adaptive.h"
 #include "core/engine.h"
 #include "server/model_registry.h"
 
@@ -33,8 +34,14 @@ namespace mcdrop::server {
 // Where a request came in: its transport and API, the labels "protocol"
 // (grpc, http) and "api" (mcdrop.v1, oip) of the request counters and
 // latency histograms.
-enum class Endpoint { kGrpcV1 = 0, kGrpcOip = 1, kHttpOip = 2 };
-inline constexpr int kEndpoints = 3;
+// PredictStream calls are api "mcdrop.v1.stream".
+enum class Endpoint {
+  kGrpcV1 = 0,
+  kGrpcOip = 1,
+  kHttpOip = 2,
+  kGrpcV1Stream = 3
+};
+inline constexpr int kEndpoints = 4;
 
 // The children of one model version's labels.
 struct ModelMetrics {
@@ -47,6 +54,11 @@ struct ModelMetrics {
   prometheus::Histogram* compute = nullptr;
   prometheus::Histogram* batch_rows = nullptr;
   prometheus::Counter* passes = nullptr;
+  // Running-estimate messages sent by PredictStream (the final answers are
+  // counted in requests).
+  prometheus::Counter* stream_messages = nullptr;
+  // The T each row of a request with a standard-error target used.
+  prometheus::Histogram* adaptive_samples = nullptr;
   std::vector<prometheus::Histogram*> predictive_std;   // regression, by output
   prometheus::Histogram* entropy = nullptr;             // classification
   prometheus::Histogram* mutual_information = nullptr;  // classification
@@ -55,8 +67,9 @@ struct ModelMetrics {
   void ObserveDuration(Endpoint endpoint, double seconds) const {
     duration[static_cast<int>(endpoint)]->Observe(seconds);
   }
-  // Records a finished prediction's work and uncertainty.
-  void Observe(const Prediction& p) const;
+  // Records a finished answer's work and uncertainty (with `adaptive`, the
+  // T of each row too).
+  void Observe(const AdaptivePrediction& answer, bool adaptive) const;
 };
 
 class Metrics {
@@ -99,6 +112,8 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* compute_ = nullptr;
   prometheus::Family<prometheus::Histogram>* batch_rows_ = nullptr;
   prometheus::Family<prometheus::Counter>* passes_ = nullptr;
+  prometheus::Family<prometheus::Counter>* stream_messages_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* adaptive_samples_ = nullptr;
   prometheus::Family<prometheus::Histogram>* std_ = nullptr;
   prometheus::Family<prometheus::Histogram>* entropy_ = nullptr;
   prometheus::Family<prometheus::Histogram>* mi_ = nullptr;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -218,6 +219,36 @@ absl::Status ReadParameter(const std::string& name, const InferParameter& p,
           absl::StrCat("parameter \"mode\" is \"", Q(p.string_param()),
                        "\" (expected monte_carlo or deterministic)"));
     }
+  } else if (name == "target_standard_error" ||
+             name == "target_relative_error") {
+    double v;
+    if (p.parameter_choice_case() == InferParameter::kDoubleParam) {
+      v = p.double_param();
+    } else if (p.parameter_choice_case() == InferParameter::kInt64Param) {
+      v = static_cast<double>(p.int64_param());
+    } else {
+      return Invalid(
+          absl::StrCat("parameter \"", name, "\" must be a double_param"));
+    }
+    auto* target = predict->mutable_target();
+    if (name == "target_standard_error") {
+      target->set_standard_error(v);
+    } else {
+      target->set_relative_error(v);
+    }
+  } else if (name == "min_samples" || name == "max_samples") {
+    auto v = IntegerParameter(name, p);
+    if (!v.ok()) return v.status();
+    if (*v < 0 || *v > INT32_MAX) {
+      return Invalid(absl::StrCat("parameter \"", name, "\" must be in [0, ",
+                                  INT32_MAX, "], got ", *v));
+    }
+    auto* target = predict->mutable_target();
+    if (name == "min_samples") {
+      target->set_min_samples(static_cast<int32_t>(*v));
+    } else {
+      target->set_max_samples(static_cast<int32_t>(*v));
+    }
   } else if (name == "predictive_draws") {
     if (p.parameter_choice_case() != InferParameter::kBoolParam) {
       return Invalid("parameter \"predictive_draws\" must be a bool_param");
@@ -253,7 +284,9 @@ absl::Status ReadParameter(const std::string& name, const InferParameter& p,
     return Invalid(absl::StrCat("unknown parameter \"", Q(name),
                                 "\" (mcdrop takes samples, seed, mode, "
                                 "exclude_noise, interval_levels, timeout, "
-                                "predictive_draws)"));
+                                "predictive_draws, target_standard_error, "
+                                "target_relative_error, min_samples, "
+                                "max_samples)"));
   }
   return absl::OkStatus();
 }
@@ -278,15 +311,36 @@ void AddOutput(const std::string& name, const char* datatype,
       reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T)));
 }
 
+// The samples as one [T, B, D] tensor: with a target, rows that stopped
+// before the largest T are padded with NaN.
+std::vector<float> SamplesTensor(const AdaptivePrediction& answer) {
+  const Prediction& p = answer.prediction;
+  if (answer.row_samples.empty()) return p.sample_values;
+  const int64_t B = p.rows, D = p.outputs;
+  std::vector<float> out(static_cast<size_t>(p.samples) * B * D,
+                         std::numeric_limits<float>::quiet_NaN());
+  for (int64_t r = 0; r < B; ++r) {
+    const std::vector<float>& v = answer.row_samples[r];
+    for (size_t i = 0; i < v.size(); ++i) {
+      const int64_t t = static_cast<int64_t>(i) / D,
+                    d = static_cast<int64_t>(i) % D;
+      out[(t * B + r) * D + d] = v[i];
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<std::string> OipOutputNames(const Model& model) {
   if (model.task() == Task::kClassification) {
     return {"probabilities",      "predicted_class", "entropy",
-            "mutual_information", "variation_ratio", "samples"};
+            "mutual_information", "variation_ratio", "samples",
+            "standard_error",     "samples_per_row"};
   }
-  return {"mean",           "variance",       "std",    "model_variance",
-          "interval_lower", "interval_upper", "samples"};
+  return {"mean",           "variance",       "std",
+          "model_variance", "interval_lower", "interval_upper",
+          "samples",        "standard_error", "samples_per_row"};
 }
 
 absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
@@ -321,10 +375,14 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
     call.outputs.push_back(o.name());
   }
   const bool intervals = call.predict.interval_levels_size() > 0;
+  const bool target = call.predict.has_target();
   if (call.outputs.empty()) {
     for (const std::string& name : known) {
       if (name == "samples") continue;
       if (!intervals && absl::StartsWith(name, "interval_")) continue;
+      if (!target && (name == "standard_error" || name == "samples_per_row")) {
+        continue;
+      }
       call.outputs.push_back(name);
     }
   }
@@ -340,13 +398,15 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
 }
 
 void FillInferResponse(const ModelInferRequest& request, const OipCall& call,
-                       const ServedModel& served, const PredictOptions& options,
-                       const Prediction& p, ModelInferResponse* response) {
+                       const ServedModel& served, const PredictPlan& plan,
+                       const AdaptivePrediction& answer,
+                       ModelInferResponse* response) {
+  const Prediction& p = answer.prediction;
   response->set_model_name(served.name);
   response->set_model_version(absl::StrCat(served.version));
   response->set_id(request.id());
   (*response->mutable_parameters())["samples"].set_int64_param(p.samples);
-  (*response->mutable_parameters())["seed"].set_uint64_param(options.seed);
+  (*response->mutable_parameters())["seed"].set_uint64_param(plan.options.seed);
   const int64_t B = p.rows, D = p.outputs, L = p.levels;
   for (const std::string& name : call.outputs) {
     if (name == "mean" || name == "probabilities") {
@@ -359,6 +419,12 @@ void FillInferResponse(const ModelInferRequest& request, const OipCall& call,
       std::vector<double> std(p.variance.size());
       for (size_t i = 0; i < std.size(); ++i) std[i] = std::sqrt(p.variance[i]);
       AddOutput(name, "FP64", {B, D}, std, response);
+    } else if (name == "standard_error") {
+      AddOutput(name, "FP64", {B, D}, answer.standard_error, response);
+    } else if (name == "samples_per_row") {
+      std::vector<int64_t> t(answer.samples_per_row.begin(),
+                             answer.samples_per_row.end());
+      AddOutput(name, "INT64", {B}, t, response);
     } else if (name == "interval_lower" || name == "interval_upper") {
       std::vector<double> v;
       for (int64_t r = 0; r < B; ++r)
@@ -379,7 +445,8 @@ void FillInferResponse(const ModelInferRequest& request, const OipCall& call,
     } else if (name == "variation_ratio") {
       AddOutput(name, "FP64", {B}, p.variation_ratio, response);
     } else if (name == "samples") {
-      AddOutput(name, "FP32", {p.samples, B, D}, p.sample_values, response);
+      AddOutput(name, "FP32", {p.samples, B, D}, SamplesTensor(answer),
+                response);
     }
   }
 }
@@ -405,14 +472,15 @@ void DescribeOipModel(const ServedModel& served,
   for (const std::string& name : OipOutputNames(m)) {
     auto* out = response->add_outputs();
     out->set_name(name);
-    out->set_datatype(name == "predicted_class" ? "INT64"
-                      : name == "samples"       ? "FP32"
-                                                : "FP64");
+    out->set_datatype(name == "predicted_class" || name == "samples_per_row"
+                          ? "INT64"
+                      : name == "samples" ? "FP32"
+                                          : "FP64");
     if (name == "samples") out->add_shape(-1);
     out->add_shape(-1);
     const bool per_row = name == "predicted_class" || name == "entropy" ||
                          name == "mutual_information" ||
-                         name == "variation_ratio";
+                         name == "variation_ratio" || name == "samples_per_row";
     if (!per_row) out->add_shape(D);
     if (absl::StartsWith(name, "interval_")) out->add_shape(-1);
   }

@@ -18,6 +18,7 @@
 #include "inference/open_inference_grpc.pb.h"
 #include "mcdrop/v1/inference.pb.h"
 #include "server/model_registry.h"
+#include "server/request.h"
 
 namespace mcdrop::server {
 
@@ -42,7 +43,12 @@ struct OipCall {
 // "deterministic"), "exclude_noise" (bool), "interval_levels" (a double, or
 // a string of comma-separated levels), "timeout" (a positive integer of
 // microseconds), "predictive_draws" (bool: the "samples" output holds draws
-// y = f + N(0, 1/tau)); requested outputs must be names the
+// y = f + N(0, 1/tau)), "target_standard_error" and "target_relative_error"
+// (doubles) with "min_samples" and "max_samples" (integers): a
+// standard-error target (mcdrop.v1's PredictRequest.target; its outputs
+// "standard_error" and "samples_per_row" are then returned by default, and
+// "samples" is [largest T, B, D] padded with NaN); requested outputs must
+// be names the
 // model has. InvalidArgument saying what is wrong; the shape and values are
 // then checked as mcdrop.v1 checks them (ValidatePredictRequest).
 absl::StatusOr<OipCall> TranslateInferRequest(
@@ -56,8 +62,8 @@ std::vector<std::string> OipOutputNames(const Model& model);
 // "seed" with the T and seed used).
 void FillInferResponse(const inference::ModelInferRequest& request,
                        const OipCall& call, const ServedModel& served,
-                       const PredictOptions& options,
-                       const Prediction& prediction,
+                       const PredictPlan& plan,
+                       const AdaptivePrediction& answer,
                        inference::ModelInferResponse* response);
 
 // ModelMetadata: the input tensor, every output with its datatype and shape.

@@ -41,7 +41,7 @@ struct InferState {
   std::unique_ptr<Admission> admission;  // released with the state
   OipCall call;
   std::shared_ptr<const ServedModel> model;
-  PredictOptions options;
+  PredictPlan plan;
   const ModelMetrics* metrics = nullptr;
   absl::Time arrived;
 };
@@ -130,10 +130,9 @@ void OipBackend::Infer(Endpoint endpoint,
     if (!translated.ok()) return refuse(translated.status());
     state->call = *std::move(translated);
   }
-  int rows = 0;
-  PredictOptions& opt = state->options;
+  PredictOptions& opt = state->plan.options;
   if (absl::Status s = ValidatePredictRequest(
-          state->call.predict, state->model->model, limits_, &rows, &opt);
+          state->call.predict, state->model->model, limits_, &state->plan);
       !s.ok()) {
     return refuse(s);
   }
@@ -147,35 +146,34 @@ void OipBackend::Infer(Endpoint endpoint,
   opt.should_stop = std::move(should_stop);
   std::shared_ptr<const Model> pinned(state->model, &state->model->model);
   const int q = state->model->model.input_size();
-  engine_->PredictAsync(
-      std::move(pinned),
-      InputMatrix(state->call.predict.inputs().data(), rows, q), opt,
-      [state, request, response, endpoint,
-       done = std::move(done)](absl::StatusOr<Prediction> p) mutable {
-        absl::Status status = p.status();
-        if (p.ok()) {
-          // On an engine thread: nothing may escape (an allocation that
-          // fails here answers INTERNAL instead of ending the server).
-          try {
-            FillInferResponse(*request, state->call, *state->model,
-                              state->options, *p, response);
-            state->metrics->Observe(*p);
-          } catch (const std::exception& e) {
-            status = absl::InternalError(
-                absl::StrCat("the answer could not be built: ", e.what()));
-          }
-        } else if (absl::IsCancelled(status) &&
-                   absl::Now() >= state->options.deadline) {
-          status = absl::DeadlineExceededError(
-              "the deadline passed during the computation");
-        }
-        state->metrics->CountRequest(endpoint,
-                                     ToGrpcStatus(status).error_code());
-        state->metrics->ObserveDuration(
-            endpoint, absl::ToDoubleSeconds(absl::Now() - state->arrived));
-        state->admission.reset();
-        done(status);
-      });
+  RunPlan(*engine_, std::move(pinned),
+          InputMatrix(state->call.predict.inputs().data(), state->plan.rows, q),
+          state->plan, /*rounds=*/false,
+          [state, request, response, endpoint, done = std::move(done)](
+              absl::StatusOr<AdaptivePrediction> p) mutable {
+            absl::Status status = p.status();
+            if (p.ok()) {
+              // On an engine thread: nothing may escape (an allocation that
+              // fails here answers INTERNAL instead of ending the server).
+              try {
+                FillInferResponse(*request, state->call, *state->model,
+                                  state->plan, *p, response);
+                state->metrics->Observe(*p, state->plan.adaptive.has_value());
+              } catch (const std::exception& e) {
+                status = absl::InternalError(
+                    absl::StrCat("the answer could not be built: ", e.what()));
+              }
+            } else {
+              status = DeadlineIfPassed(std::move(status),
+                                        state->plan.options.deadline);
+            }
+            state->metrics->CountRequest(endpoint,
+                                         ToGrpcStatus(status).error_code());
+            state->metrics->ObserveDuration(
+                endpoint, absl::ToDoubleSeconds(absl::Now() - state->arrived));
+            state->admission.reset();
+            done(status);
+          });
 }
 
 grpc::ServerUnaryReactor* OipService::ServerLive(

@@ -24,11 +24,79 @@ uint64_t FreshSeed() {
   return s;
 }
 
+// The request's target, or the model's or server's default when it gives
+// neither T nor a target (MC mode, no intervals); nullopt: a fixed T.
+absl::StatusOr<absl::optional<AdaptiveOptions>> ResolveTarget(
+    const PredictRequest& req, const Model& model, const Limits& limits) {
+  const mcdrop::v1::SampleTarget& tg = req.target();
+  const bool asked = req.has_target();
+  const bool mc = req.mode() == mcdrop::v1::MONTE_CARLO;
+  AdaptiveOptions a;
+  if (asked) {
+    a.target_abs = tg.standard_error();
+    a.target_rel = tg.relative_error();
+    if (!(a.target_abs >= 0) || !(a.target_rel >= 0) ||
+        !std::isfinite(a.target_abs) || !std::isfinite(a.target_rel) ||
+        (a.target_abs == 0 && a.target_rel == 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "target: standard_error and relative_error must be finite and >= 0, "
+          "and one of them > 0; got ",
+          a.target_abs, " and ", a.target_rel));
+    }
+    if (!mc) {
+      return absl::InvalidArgumentError(
+          "a target needs MONTE_CARLO mode (DETERMINISTIC is one pass)");
+    }
+    if (req.interval_levels_size() > 0) {
+      return absl::InvalidArgumentError(
+          "intervals are not computed with a target: give samples instead");
+    }
+  } else if (mc && req.samples() == 0 && req.interval_levels_size() == 0) {
+    const ModelSpec& spec = model.spec();
+    if (spec.target_standard_error > 0 || spec.target_relative_error > 0) {
+      a.target_abs = spec.target_standard_error;
+      a.target_rel = spec.target_relative_error;
+    } else if (limits.default_standard_error > 0 ||
+               limits.default_relative_error > 0) {
+      a.target_abs = limits.default_standard_error;
+      a.target_rel = limits.default_relative_error;
+    } else {
+      return absl::optional<AdaptiveOptions>();
+    }
+  } else {
+    return absl::optional<AdaptiveOptions>();
+  }
+  if (tg.min_samples() < 0 || tg.max_samples() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "target: min_samples and max_samples must be >= 0 (0: the default), "
+        "got ",
+        tg.min_samples(), " and ", tg.max_samples()));
+  }
+  a.max_samples = tg.max_samples() > 0 ? tg.max_samples()
+                  : req.samples() > 0  ? req.samples()
+                                       : std::min(10000, limits.max_samples);
+  if (a.max_samples > limits.max_samples) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target: max_samples ", a.max_samples,
+                     " exceeds the server's limit of ", limits.max_samples));
+  }
+  a.min_samples =
+      tg.min_samples() > 0 ? tg.min_samples() : std::min(100, a.max_samples);
+  if (a.min_samples < 2 || a.min_samples > a.max_samples) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target: need 2 <= min_samples <= max_samples, got ",
+                     a.min_samples, " and ", a.max_samples));
+  }
+  return absl::optional<AdaptiveOptions>(a);
+}
+
 }  // namespace
 
 absl::Status ValidatePredictRequest(const PredictRequest& req,
                                     const Model& model, const Limits& limits,
-                                    int* rows, PredictOptions* opt) {
+                                    PredictPlan* plan) {
+  int* rows = &plan->rows;
+  PredictOptions* opt = &plan->options;
   const int q = model.input_size();
   const Shape image = model.input_shape();
   // The shape of one example as the request states it, after the rows.
@@ -132,6 +200,9 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
           " for one request; send fewer rows, levels or a smaller T"));
     }
   }
+  auto adaptive = ResolveTarget(req, model, limits);
+  if (!adaptive.ok()) return adaptive.status();
+  if (adaptive->has_value()) t = (*adaptive)->max_samples;
   const int64_t keep = mc ? t : 1;
   if ((req.return_samples() || req.interval_levels_size() > 0) &&
       keep * b * model.output_size() * 4 > limits.max_message_bytes) {
@@ -156,12 +227,40 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
   }
   opt->interval_levels.assign(req.interval_levels().begin(),
                               req.interval_levels().end());
+  plan->adaptive = *std::move(adaptive);
   return absl::OkStatus();
 }
 
+void RunPlan(Engine& engine, std::shared_ptr<const Model> model,
+             InputMatrix inputs, const PredictPlan& plan, bool rounds,
+             std::function<void(absl::StatusOr<AdaptivePrediction>)> done,
+             std::function<bool(const AdaptivePrediction&)> on_round) {
+  const PredictOptions& opt = plan.options;
+  absl::optional<AdaptiveOptions> adaptive = plan.adaptive;
+  if (!adaptive && rounds && opt.mode == PredictMode::kMonteCarlo &&
+      opt.samples >= 2 && opt.interval_levels.empty()) {
+    adaptive.emplace();  // no target: the T passes in rounds
+    adaptive->max_samples = opt.samples;
+    adaptive->min_samples = std::max(2, std::min(100, opt.samples / 64));
+  }
+  if (adaptive) {
+    PredictAdaptiveAsync(engine, std::move(model), inputs, opt, *adaptive,
+                         std::move(done), std::move(on_round));
+    return;
+  }
+  engine.PredictAsync(std::move(model), inputs, opt,
+                      [done = std::move(done)](absl::StatusOr<Prediction> p) {
+                        if (!p.ok()) return done(p.status());
+                        done(FixedAnswer(*std::move(p)));
+                      });
+}
+
 void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
-                         const PredictOptions& opt, const Prediction& p,
+                         const PredictPlan& plan,
+                         const AdaptivePrediction& answer,
                          PredictResponse* resp) {
+  const PredictOptions& opt = plan.options;
+  const Prediction& p = answer.prediction;
   resp->set_model(served.name);
   resp->set_version(served.version);
   const bool regression = p.task == Task::kRegression;
@@ -171,15 +270,22 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
   resp->set_seed(opt.seed);
   resp->set_queue_seconds(p.queue_seconds);
   resp->set_compute_seconds(p.run_seconds);
+  resp->set_final(answer.finished);
+  resp->set_row_passes(answer.row_passes);
+  const int D = p.outputs;
   for (int r = 0; r < p.rows; ++r) {
     auto* row = resp->add_rows();
+    row->set_samples(answer.samples_per_row[r]);
+    if (plan.adaptive) row->set_target_met(answer.target_met[r]);
+    const double* se = &answer.standard_error[static_cast<size_t>(r) * D];
     if (regression) {
-      for (int d = 0; d < p.outputs; ++d) {
+      for (int d = 0; d < D; ++d) {
         auto* o = row->add_outputs();
         o->set_mean(p.Mean(r, d));
         o->set_variance(p.Variance(r, d));
         o->set_std(std::sqrt(p.Variance(r, d)));
-        o->set_model_variance(p.model_variance[r * p.outputs + d]);
+        o->set_model_variance(p.model_variance[r * D + d]);
+        o->set_standard_error(se[d]);
         for (int i = 0; i < p.levels; ++i) {
           auto* iv = o->add_intervals();
           iv->set_level(opt.interval_levels[i]);
@@ -189,19 +295,40 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
       }
     } else {
       auto* c = row->mutable_classification();
-      for (int d = 0; d < p.outputs; ++d) c->add_probabilities(p.Mean(r, d));
+      for (int d = 0; d < D; ++d) c->add_probabilities(p.Mean(r, d));
       c->set_predicted_class(p.predicted_class[r]);
       c->set_entropy(p.entropy[r]);
       c->set_mutual_information(p.mutual_information[r]);
       c->set_variation_ratio(p.variation_ratio[r]);
+      if (opt.mode == PredictMode::kMonteCarlo) {
+        c->mutable_standard_errors()->Add(se, se + D);
+      }
+    }
+    // Rows of an adaptive answer carry their own samples (final only).
+    if (plan.adaptive && req.return_samples() && answer.finished &&
+        r < static_cast<int>(answer.row_samples.size())) {
+      const std::vector<float>& v = answer.row_samples[r];
+      row->mutable_sample_values()->Add(v.begin(), v.end());
     }
   }
-  if (req.return_samples()) {
-    resp->add_sample_shape(p.samples);
-    resp->add_sample_shape(p.rows);
-    resp->add_sample_shape(p.outputs);
-    resp->mutable_sample_values()->Add(p.sample_values.begin(),
-                                       p.sample_values.end());
+  if (!req.return_samples() || !answer.finished || plan.adaptive) return;
+  resp->add_sample_shape(p.samples);
+  resp->add_sample_shape(p.rows);
+  resp->add_sample_shape(D);
+  auto* values = resp->mutable_sample_values();
+  if (answer.row_samples.empty()) {
+    values->Add(p.sample_values.begin(), p.sample_values.end());
+    return;
+  }
+  // A fixed T run in rounds (streamed): every row has T passes.
+  values->Reserve(
+      static_cast<int>(static_cast<int64_t>(p.samples) * p.rows * D));
+  for (int t = 0; t < p.samples; ++t) {
+    for (int r = 0; r < p.rows; ++r) {
+      const float* v =
+          answer.row_samples[r].data() + static_cast<size_t>(t) * D;
+      values->Add(v, v + D);
+    }
   }
 }
 

@@ -8,7 +8,12 @@
 #ifndef MCDROP_SERVER_REQUEST_H_
 #define MCDROP_SERVER_REQUEST_H_
 
+#include <functional>
+#include <memory>
+
 #include "absl/status/status.h"
+#include "absl/types/optional.h"
+#include "core/adaptive.h"
 #include "core/engine.h"
 #include "core/model.h"
 #include "mcdrop/v1/inference.pb.h"
@@ -25,26 +30,53 @@ struct Limits {
   // rows x outputs x T x interval levels: bounds the interval step's work
   // (one sort of T samples per output, then a search per level).
   int64_t max_interval_work = int64_t{1} << 27;
+  // The standard-error target of requests that give neither T nor a target
+  // when their model's metadata has none (0: none, T is the default).
+  double default_standard_error = 0.0;
+  double default_relative_error = 0.0;
+};
+
+// A checked request: what the engine runs.
+struct PredictPlan {
+  int rows = 0;
+  PredictOptions options;
+  // With a standard-error target (the request's, else the model's or the
+  // server's default when the request gives no T): adaptive T, capped at
+  // adaptive->max_samples; options.samples is then unused.
+  absl::optional<AdaptiveOptions> adaptive;
 };
 
 // Checks `request` against `model` and `limits`: shape [B, Q] or [Q] with
-// Q the model's inputs and 1 <= B <= max_batch_rows, as many values as the
-// shape says, a known mode, 0 <= T <= max_samples (0: the model's default,
-// else limits.default_samples), interval levels in (0, 1) for regression
-// only (at most 16, with rows x outputs x T x levels within
-// max_interval_work), and the samples kept for intervals or return_samples
-// within max_message_bytes. On success sets `*rows` and the engine options (a
-// fresh non-zero seed when the request's is 0). Input values are checked for
-// NaN/Inf by the engine. Never crashes on any request.
+// Q the model's inputs (image models also [B, C, H, W] and [C, H, W]) and
+// 1 <= B <= max_batch_rows, as many values as the shape says, a known mode,
+// 0 <= T <= max_samples (0: the model's default, else
+// limits.default_samples), interval levels in (0, 1) for regression only (at
+// most 16, with rows x outputs x T x levels within max_interval_work), a
+// target (finite errors >= 0, 2 <= min_samples <= max_samples <=
+// limits.max_samples; not with intervals or DETERMINISTIC), and the samples
+// kept for intervals or return_samples within max_message_bytes. On success
+// fills `plan` (a fresh non-zero seed when the request's is 0). Input
+// values are checked for NaN/Inf by the engine. Never crashes on any
+// request.
 absl::Status ValidatePredictRequest(const mcdrop::v1::PredictRequest& request,
                                     const Model& model, const Limits& limits,
-                                    int* rows, PredictOptions* options);
+                                    PredictPlan* plan);
 
-// Fills `response` from a prediction made with `options` for `request`.
+// Runs a checked plan on `engine`: one request of T passes, or adaptive T;
+// with `rounds` (streaming) a fixed T also runs in rounds so that `on_round`
+// sees running estimates (a first round of T / 64, at least 2 and at most
+// 100 passes, then doubling). `done` gets the answer once (a fixed T in the
+// form of FixedAnswer); `on_round` as for PredictAdaptiveAsync. The memory
+// behind `inputs` must stay valid until `done`.
+void RunPlan(Engine& engine, std::shared_ptr<const Model> model,
+             InputMatrix inputs, const PredictPlan& plan, bool rounds,
+             std::function<void(absl::StatusOr<AdaptivePrediction>)> done,
+             std::function<bool(const AdaptivePrediction&)> on_round = nullptr);
+
+// Fills `response` from an answer (final or running) to `request`.
 void FillPredictResponse(const mcdrop::v1::PredictRequest& request,
-                         const ServedModel& served,
-                         const PredictOptions& options,
-                         const Prediction& prediction,
+                         const ServedModel& served, const PredictPlan& plan,
+                         const AdaptivePrediction& answer,
                          mcdrop::v1::PredictResponse* response);
 
 }  // namespace mcdrop::server

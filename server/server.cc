@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cmath>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -73,6 +74,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   if (options.models.empty() && options.model_repository.empty()) {
     return absl::InvalidArgumentError(
         "no model given: pass --model NAME=PATH or --model_repository DIR");
+  }
+  for (double e : {options.limits.default_standard_error,
+                   options.limits.default_relative_error}) {
+    if (!(e >= 0) || !std::isfinite(e)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--default_standard_error and --default_relative_error must be "
+          "finite and >= 0, got ",
+          e));
+    }
   }
   if (!options.precision.empty()) {
     auto precision = ParsePrecision(options.precision);
@@ -205,10 +215,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   }
   spdlog::info(
       "engine threads {}, max in flight {}, max T {}, max rows {}, default T "
-      "{}",
+      "{}, default standard-error target {} absolute / {} relative (0: none)",
       s->engine_->threads(), options.limits.max_inflight,
       options.limits.max_samples, options.limits.max_batch_rows,
-      options.limits.default_samples);
+      options.limits.default_samples, options.limits.default_standard_error,
+      options.limits.default_relative_error);
   return s;
 }
 

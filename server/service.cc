@@ -5,12 +5,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <deque>
 #include <memory>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/request.h"
 #include "server/status_util.h"
@@ -65,6 +67,19 @@ class SimpleReactor final : public grpc::ServerUnaryReactor {
  public:
   void OnDone() override { delete this; }
 };
+
+// The call's deadline (when it has one) and its cancellation, as the engine
+// checks them.
+void StopOnCancelOrDeadline(std::chrono::system_clock::time_point deadline,
+                            std::shared_ptr<std::atomic<bool>> cancelled,
+                            PredictOptions* opt) {
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    opt->deadline = absl::FromChrono(deadline);
+  }
+  opt->should_stop = [cancelled = std::move(cancelled)] {
+    return cancelled->load(std::memory_order_relaxed);
+  };
+}
 
 }  // namespace
 
@@ -194,6 +209,150 @@ absl::Status InferenceService::CheckAuthorization(
   return absl::OkStatus();
 }
 
+// A PredictRequest that passed every check before the engine.
+struct InferenceService::Admitted {
+  std::shared_ptr<const ServedModel> model;
+  PredictPlan plan;
+};
+
+absl::Status InferenceService::Admit(const grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* raw_request,
+                                     PredictRequest* request,
+                                     const ModelMetrics** mm,
+                                     Admitted* admitted) {
+  *mm = metrics_->Unknown();
+  if (absl::Status auth = Authenticate(context); !auth.ok()) return auth;
+  if (absl::Status parsed = ParseMessage(raw_request, request); !parsed.ok()) {
+    return parsed;
+  }
+  if (draining_.load()) {
+    return absl::UnavailableError("the server is shutting down");
+  }
+  auto served = models_->Get(request->model(), request->version());
+  if (!served.ok()) return served.status();
+  *mm = metrics_->ForModel(**served);
+  if (!TryAdmit()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server is at its limit of ", limits_.max_inflight,
+                     " requests in flight; retry later"));
+  }
+  absl::Status checked = ValidatePredictRequest(*request, (*served)->model,
+                                                limits_, &admitted->plan);
+  if (!checked.ok()) {
+    Release();
+    return checked;
+  }
+  admitted->model = *std::move(served);
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Counts (and, unless a client can cause it at will, logs) a refusal.
+grpc::Status CountRefusal(const char* rpc, Endpoint endpoint,
+                          const ModelMetrics* mm, const absl::Status& status) {
+  const grpc::Status g = ToGrpcStatus(status);
+  mm->CountRequest(endpoint, g.error_code());
+  if (g.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED &&
+      g.error_code() != grpc::StatusCode::UNAVAILABLE &&
+      g.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+    spdlog::warn("{} {}: {}", rpc, CodeName(g.error_code()),
+                 std::string(status.message()));
+  }
+  return g;
+}
+
+// Counts a finished call and logs what is neither a cancellation nor a
+// deadline.
+grpc::Status CountAnswer(const char* rpc, Endpoint endpoint,
+                         const ModelMetrics* mm, const absl::Status& status,
+                         absl::Time arrived) {
+  const grpc::Status g = ToGrpcStatus(status);
+  mm->CountRequest(endpoint, g.error_code());
+  mm->ObserveDuration(endpoint, absl::ToDoubleSeconds(absl::Now() - arrived));
+  if (!status.ok() && !absl::IsCancelled(status) &&
+      !absl::IsDeadlineExceeded(status)) {
+    spdlog::warn("{} {}: {}", rpc, CodeName(g.error_code()),
+                 std::string(status.message()));
+  }
+  return g;
+}
+
+// One PredictStream call. Messages are written one at a time, in order:
+// the engine's rounds queue them (Send) and OnWriteDone starts the next;
+// End finishes the call once what is queued is written (at once, dropping
+// the queue, on an error). The engine's last callback calls End, so the
+// reactor outlives every callback that uses it.
+class StreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  explicit StreamReactor(std::shared_ptr<std::atomic<bool>> cancelled)
+      : cancelled_(std::move(cancelled)) {}
+
+  void Send(grpc::ByteBuffer message) {
+    grpc::ByteBuffer* start = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (ended_) return;
+      queue_.push_back(std::move(message));  // references stay valid
+      if (!writing_) {
+        writing_ = true;
+        start = &queue_.front();
+      }
+    }
+    if (start != nullptr) StartWrite(start);
+  }
+
+  void End(grpc::Status status) {
+    bool finish_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (ended_) return;
+      ended_ = true;
+      end_status_ = std::move(status);
+      if (!end_status_.ok()) {
+        // Keep only the message being written.
+        while (queue_.size() > (writing_ ? 1u : 0u)) queue_.pop_back();
+      }
+      finish_now = !writing_;
+    }
+    if (finish_now) Finish(end_status_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    grpc::ByteBuffer* next = nullptr;
+    bool finish_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      if (!ok) {  // the client is gone: stop the passes, drop the rest
+        cancelled_->store(true);
+        queue_.clear();
+      }
+      if (!queue_.empty()) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+        finish_now = ended_;
+      }
+    }
+    if (next != nullptr) StartWrite(next);
+    if (finish_now) Finish(end_status_);
+  }
+
+  void OnCancel() override { cancelled_->store(true); }
+  void OnDone() override { delete this; }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+  absl::Mutex mu_;
+  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status end_status_;  // set once, under mu_, before Finish
+};
+
+}  // namespace
+
 grpc::ServerUnaryReactor* InferenceService::Predict(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
     grpc::ByteBuffer* raw_response) {
@@ -202,89 +361,86 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
   auto* reactor = new PredictReactor(cancelled);
   // The request and response live until the engine's completion has run.
   auto call = std::make_shared<PredictCall>();
-  const PredictRequest* request = &call->request;
-
-  // Refusals that never reach the engine.
-  auto refuse = [&](const ModelMetrics* mm, const absl::Status& status) {
-    const grpc::Status g = ToGrpcStatus(status);
-    mm->CountRequest(Endpoint::kGrpcV1, g.error_code());
-    // Refusals an abusive client can cause at will are counted, not logged.
-    if (g.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED &&
-        g.error_code() != grpc::StatusCode::UNAVAILABLE &&
-        g.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
-      spdlog::warn("Predict {}: {}", CodeName(g.error_code()),
-                   std::string(status.message()));
-    }
-    reactor->Finish(g);
+  const ModelMetrics* mm = nullptr;
+  Admitted a;
+  if (absl::Status s = Admit(context, raw_request, &call->request, &mm, &a);
+      !s.ok()) {
+    reactor->Finish(CountRefusal("Predict", Endpoint::kGrpcV1, mm, s));
     return reactor;
-  };
-  if (absl::Status auth = Authenticate(context); !auth.ok()) {
-    return refuse(metrics_->Unknown(), auth);
   }
-  if (absl::Status parsed = ParseMessage(raw_request, &call->request);
-      !parsed.ok()) {
-    return refuse(metrics_->Unknown(), parsed);
-  }
-  if (draining_.load()) {
-    return refuse(metrics_->Unknown(),
-                  absl::UnavailableError("the server is shutting down"));
-  }
-  auto served = models_->Get(request->model(), request->version());
-  if (!served.ok()) return refuse(metrics_->Unknown(), served.status());
-  const ModelMetrics* mm = metrics_->ForModel(**served);
-  if (!TryAdmit()) {
-    return refuse(mm,
-                  absl::ResourceExhaustedError(absl::StrCat(
-                      "the server is at its limit of ", limits_.max_inflight,
-                      " requests in flight; retry later")));
-  }
-  auto release = [this] { Release(); };
-
-  int rows = 0;
-  PredictOptions opt;
-  absl::Status checked =
-      ValidatePredictRequest(*request, (*served)->model, limits_, &rows, &opt);
-  if (!checked.ok()) {
-    release();
-    return refuse(mm, checked);
-  }
-  const auto deadline = context->deadline();
-  if (deadline != std::chrono::system_clock::time_point::max()) {
-    opt.deadline = absl::FromChrono(deadline);
-  }
-  opt.should_stop = [cancelled] {
-    return cancelled->load(std::memory_order_relaxed);
-  };
-
-  std::shared_ptr<const ServedModel> model = *served;
-  const int q = model->model.input_size();
+  StopOnCancelOrDeadline(context->deadline(), cancelled, &a.plan.options);
+  const int q = a.model->model.input_size();
   // The engine's handle on the model keeps the whole version alive.
-  std::shared_ptr<const Model> pinned(model, &model->model);
-  engine_->PredictAsync(
-      std::move(pinned), InputMatrix(request->inputs().data(), rows, q), opt,
-      [reactor, call, raw_response, model, opt, mm, arrived, release,
-       deadline](absl::StatusOr<Prediction> p) {
+  std::shared_ptr<const Model> pinned(a.model, &a.model->model);
+  const InputMatrix inputs(call->request.inputs().data(), a.plan.rows, q);
+  RunPlan(
+      *engine_, std::move(pinned), inputs, a.plan, /*rounds=*/false,
+      [this, reactor, call, raw_response, model = a.model, plan = a.plan, mm,
+       arrived](absl::StatusOr<AdaptivePrediction> p) {
         absl::Status status = p.status();
         if (status.ok()) {
-          FillPredictResponse(call->request, *model, opt, *p, &call->response);
-          mm->Observe(*p);
+          FillPredictResponse(call->request, *model, plan, *p, &call->response);
+          mm->Observe(*p, plan.adaptive.has_value());
           SerializeMessage(call->response, raw_response);
-        } else if (absl::IsCancelled(status) &&
-                   std::chrono::system_clock::now() >= deadline) {
-          status = absl::DeadlineExceededError(
-              "the deadline passed during the computation");
+        } else {
+          status = DeadlineIfPassed(std::move(status), plan.options.deadline);
         }
-        const grpc::Status g = ToGrpcStatus(status);
-        mm->CountRequest(Endpoint::kGrpcV1, g.error_code());
-        mm->ObserveDuration(Endpoint::kGrpcV1,
-                            absl::ToDoubleSeconds(absl::Now() - arrived));
-        if (!status.ok() && !absl::IsCancelled(status) &&
-            !absl::IsDeadlineExceeded(status)) {
-          spdlog::warn("Predict {}: {}", CodeName(g.error_code()),
-                       std::string(status.message()));
-        }
-        release();
+        const grpc::Status g =
+            CountAnswer("Predict", Endpoint::kGrpcV1, mm, status, arrived);
+        Release();
         reactor->Finish(g);
+      });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::PredictStream(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request) {
+  const absl::Time arrived = absl::Now();
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  auto* reactor = new StreamReactor(cancelled);
+  auto request = std::make_shared<PredictRequest>();
+  const ModelMetrics* mm = nullptr;
+  Admitted a;
+  if (absl::Status s = Admit(context, raw_request, request.get(), &mm, &a);
+      !s.ok()) {
+    reactor->End(CountRefusal("PredictStream", Endpoint::kGrpcV1Stream, mm, s));
+    return reactor;
+  }
+  StopOnCancelOrDeadline(context->deadline(), cancelled, &a.plan.options);
+  const int q = a.model->model.input_size();
+  std::shared_ptr<const Model> pinned(a.model, &a.model->model);
+  const InputMatrix inputs(request->inputs().data(), a.plan.rows, q);
+  auto message = [request, model = a.model,
+                  plan = a.plan](const AdaptivePrediction& answer) {
+    PredictResponse response;
+    FillPredictResponse(*request, *model, plan, answer, &response);
+    grpc::ByteBuffer bytes;
+    SerializeMessage(response, &bytes);
+    return bytes;
+  };
+  RunPlan(
+      *engine_, std::move(pinned), inputs, a.plan, /*rounds=*/true,
+      [this, reactor, message, mm, arrived,
+       has_target = a.plan.adaptive.has_value(),
+       deadline =
+           a.plan.options.deadline](absl::StatusOr<AdaptivePrediction> p) {
+        absl::Status status = p.status();
+        if (status.ok()) {
+          mm->Observe(*p, has_target);
+          reactor->Send(message(*p));
+        } else {
+          status = DeadlineIfPassed(std::move(status), deadline);
+        }
+        const grpc::Status g = CountAnswer(
+            "PredictStream", Endpoint::kGrpcV1Stream, mm, status, arrived);
+        Release();
+        reactor->End(g);
+      },
+      [reactor, message, mm, cancelled](const AdaptivePrediction& so_far) {
+        if (cancelled->load()) return false;
+        reactor->Send(message(so_far));
+        mm->stream_messages->Increment();
+        return true;
       });
   return reactor;
 }

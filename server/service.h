@@ -27,9 +27,10 @@ namespace mcdrop::server {
 // The Inference methods as raw callback methods (see Predict below).
 using RawInferenceService =
     mcdrop::v1::Inference::WithRawCallbackMethod_Predict<
-        mcdrop::v1::Inference::WithRawCallbackMethod_GetModelMetadata<
-            mcdrop::v1::Inference::WithRawCallbackMethod_ListModels<
-                mcdrop::v1::Inference::Service>>>;
+        mcdrop::v1::Inference::WithRawCallbackMethod_PredictStream<
+            mcdrop::v1::Inference::WithRawCallbackMethod_GetModelMetadata<
+                mcdrop::v1::Inference::WithRawCallbackMethod_ListModels<
+                    mcdrop::v1::Inference::Service>>>>;
 
 class InferenceService final : public RawInferenceService {
  public:
@@ -39,10 +40,16 @@ class InferenceService final : public RawInferenceService {
                    Metrics* metrics, Limits limits,
                    std::vector<std::string> tokens = {});
 
-  // The three methods take and give bytes; each parses its request itself.
+  // The methods take and give bytes; each parses its request itself.
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
                                     const grpc::ByteBuffer* request,
                                     grpc::ByteBuffer* response) override;
+  // Predict with running estimates: the passes run in rounds (RunPlan) and
+  // each round but the last sends the figures so far; the last message is
+  // Predict's answer. A cancelled call stops the engine's rounds at once.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* PredictStream(
+      grpc::CallbackServerContext* context,
+      const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* GetModelMetadata(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
       grpc::ByteBuffer* response) override;
@@ -68,6 +75,15 @@ class InferenceService final : public RawInferenceService {
       absl::optional<absl::string_view> value) const;
 
  private:
+  struct Admitted;
+  // Predict's and PredictStream's checks before the engine: token, message,
+  // draining, model, admission (Release when the call ends), the plan. On
+  // error *mm is the model's metrics (or Unknown's) to count it under.
+  absl::Status Admit(const grpc::CallbackServerContext* context,
+                     const grpc::ByteBuffer* raw_request,
+                     mcdrop::v1::PredictRequest* request,
+                     const ModelMetrics** mm, Admitted* admitted);
+
   const ModelRegistry* models_;
   Engine* engine_;
   Metrics* metrics_;

@@ -5,6 +5,8 @@
 #include <array>
 #include <string>
 
+#include "absl/time/clock.h"
+
 namespace mcdrop::server {
 namespace {
 
@@ -31,6 +33,14 @@ const char* CodeName(grpc::StatusCode code) {
   }();
   const int c = static_cast<int>(code);
   return c >= 0 && c < kNumCodes ? (*kNames)[c].c_str() : "UNKNOWN";
+}
+
+absl::Status DeadlineIfPassed(absl::Status status, absl::Time deadline) {
+  if (absl::IsCancelled(status) && absl::Now() >= deadline) {
+    return absl::DeadlineExceededError(
+        "the deadline passed during the computation");
+  }
+  return status;
 }
 
 }  // namespace mcdrop::server

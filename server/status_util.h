@@ -9,6 +9,7 @@
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 
 namespace mcdrop::server {
 
@@ -16,6 +17,11 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // The canonical name of a code, as used in the `code` metric label.
 const char* CodeName(grpc::StatusCode code);
+
+// gRPC cancels a call whose deadline passed, so a request the engine
+// stopped as CANCELLED once `deadline` has passed is DEADLINE_EXCEEDED;
+// any other status is returned as it is.
+absl::Status DeadlineIfPassed(absl::Status status, absl::Time deadline);
 
 }  // namespace mcdrop::server
 

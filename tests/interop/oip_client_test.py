@@ -160,7 +160,8 @@ def test_endpoints(port, hport):
     mm = stub.ModelMetadata(pb.ModelMetadataRequest(name="digits", version="1"))
     names = [o.name for o in mm.outputs]
     check(names == ["probabilities", "predicted_class", "entropy", "mutual_information",
-                    "variation_ratio", "samples"], f"digits outputs {names}")
+                    "variation_ratio", "samples", "standard_error", "samples_per_row"],
+          f"digits outputs {names}")
     check(list(mm.inputs[0].shape) == [-1, 64] and mm.inputs[0].datatype == "FP32",
           "digits input metadata")
 
@@ -180,7 +181,8 @@ def test_endpoints(port, hport):
           f"model metadata {meta}")
     http_names = [o["name"] for o in meta["outputs"]]
     check(http_names == ["mean", "variance", "std", "model_variance", "interval_lower",
-                         "interval_upper", "samples"], f"concrete outputs {http_names}")
+                         "interval_upper", "samples", "standard_error", "samples_per_row"],
+          f"concrete outputs {http_names}")
     gm = stub.ModelMetadata(pb.ModelMetadataRequest(name="concrete"))
     check([o.name for o in gm.outputs] == http_names, "the same names over gRPC and HTTP")
     check([list(o.shape) for o in gm.outputs] == [o["shape"] for o in meta["outputs"]],
@@ -268,6 +270,36 @@ def test_same_numbers(port, hport):
     check(not np.array_equal(d1, ref_samples), "draws are not the passes")
     check(d1.var(axis=0).mean() > ref_samples.var(axis=0).mean(),
           "draws spread more than the passes")
+
+    # A standard-error target: the same rows, T per row, standard errors and
+    # (NaN-padded) samples through mcdrop.v1 and OIP HTTP.
+    target_v1 = v1_grpc.InferenceStub(channel).Predict(v1.PredictRequest(
+        model="concrete", inputs=flat, shape=[2, 8], seed=11, return_samples=True,
+        target=v1.SampleTarget(relative_error=0.02, min_samples=50)), timeout=30)
+    status, doc, tail = http_infer(hport, "concrete", {
+        "parameters": {"seed": 11, "target_relative_error": 0.02, "min_samples": 50},
+        "inputs": [{"name": "input", "shape": [2, 8], "datatype": "FP32", "data": rows}],
+        "outputs": [{"name": n} for n in ["mean", "standard_error", "samples_per_row",
+                                          "samples"]]})
+    check(status == 200, f"HTTP target: {status} {doc.get('error')}")
+    t = decode_http(doc, tail)
+    t_rows = [r.samples for r in target_v1.rows]
+    check(list(t["samples_per_row"]) == t_rows and min(t_rows) >= 50,
+          f"T per row {list(t['samples_per_row'])} equals mcdrop.v1's {t_rows}")
+    check(np.array_equal(t["mean"][:, 0], [r.outputs[0].mean for r in target_v1.rows]),
+          "target: means equal mcdrop.v1's")
+    se = np.array([r.outputs[0].standard_error for r in target_v1.rows])
+    check(np.array_equal(t["standard_error"][:, 0], se), "target: standard errors equal")
+    check(np.all(se <= 0.02 * np.array([r.outputs[0].std for r in target_v1.rows])),
+          f"target met: {se}")
+    for b in range(2):
+        mine = np.array(target_v1.rows[b].sample_values, dtype=np.float32)
+        check(mine.size == t_rows[b], f"row {b} returns its {t_rows[b]} samples")
+        padded = t["samples"][:, b, 0]
+        check(np.array_equal(padded[:t_rows[b]], mine) and np.all(np.isnan(padded[t_rows[b]:])),
+              f"row {b}: OIP samples are mcdrop.v1's, NaN after its T")
+        check(abs(mine.std(ddof=1) / np.sqrt(mine.size) - se[b]) <= 1e-5 * se[b],
+              f"row {b}: the standard error is that of its samples")
 
     # Half-precision inputs (raw only over gRPC; binary or JSON numbers over HTTP):
     # the values are exactly representable, so the answer is the FP32 one.

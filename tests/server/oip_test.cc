@@ -122,17 +122,16 @@ TEST(OipTest, ParametersAndOutputs) {
   EXPECT_THAT(t->outputs, ElementsAre("interval_upper", "samples"));
 
   // Through validation and the engine to the response.
-  int rows = 0;
-  PredictOptions opt;
+  PredictPlan plan;
   ASSERT_TRUE(
-      ValidatePredictRequest(t->predict, served.model, Limits{}, &rows, &opt)
-          .ok());
+      ValidatePredictRequest(t->predict, served.model, Limits{}, &plan).ok());
   Engine engine({.threads = 2});
-  auto p = engine.Predict(
-      served.model, InputMatrix(t->predict.inputs().data(), rows, 4), opt);
+  auto p = engine.Predict(served.model,
+                          InputMatrix(t->predict.inputs().data(), plan.rows, 4),
+                          plan.options);
   ASSERT_TRUE(p.ok()) << p.status();
   ModelInferResponse resp;
-  FillInferResponse(r, *t, served, opt, *p, &resp);
+  FillInferResponse(r, *t, served, plan, FixedAnswer(*p), &resp);
   EXPECT_EQ(resp.id(), "call-7");
   EXPECT_EQ(resp.model_version(), "3");
   EXPECT_EQ(resp.parameters().at("samples").int64_param(), 500);

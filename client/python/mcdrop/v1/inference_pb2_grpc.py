@@ -19,6 +19,11 @@ class InferenceStub(object):
                 request_serializer=mcdrop_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
                 response_deserializer=mcdrop_dot_v1_dot_inference__pb2.PredictResponse.FromString,
                 )
+        self.PredictStream = channel.unary_stream(
+                '/mcdrop.v1.Inference/PredictStream',
+                request_serializer=mcdrop_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
+                response_deserializer=mcdrop_dot_v1_dot_inference__pb2.PredictResponse.FromString,
+                )
         self.GetModelMetadata = channel.unary_unary(
                 '/mcdrop.v1.Inference/GetModelMetadata',
                 request_serializer=mcdrop_dot_v1_dot_inference__pb2.GetModelMetadataRequest.SerializeToString,
@@ -37,6 +42,18 @@ class InferenceServicer(object):
     def Predict(self, request, context):
         """Runs T stochastic forward passes (or one deterministic pass) for each
         input row and returns the predictive statistics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictStream(self, request, context):
+        """The same prediction, with running estimates on the way: the passes run
+        in rounds (as for a `target`: the first round, then rounds that double
+        T), and after each round but the last a response with `final` false
+        holds every row's figures so far; the last message (`final` true) is
+        the answer Predict gives for the same request and seed. Cancelling the
+        call stops the passes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +78,11 @@ def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
+                    request_deserializer=mcdrop_dot_v1_dot_inference__pb2.PredictRequest.FromString,
+                    response_serializer=mcdrop_dot_v1_dot_inference__pb2.PredictResponse.SerializeToString,
+            ),
+            'PredictStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.PredictStream,
                     request_deserializer=mcdrop_dot_v1_dot_inference__pb2.PredictRequest.FromString,
                     response_serializer=mcdrop_dot_v1_dot_inference__pb2.PredictResponse.SerializeToString,
             ),
@@ -96,6 +118,23 @@ class Inference(object):
             timeout=None,
             metadata=None):
         return grpc.experimental.unary_unary(request, target, '/mcdrop.v1.Inference/Predict',
+            mcdrop_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
+            mcdrop_dot_v1_dot_inference__pb2.PredictResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PredictStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/mcdrop.v1.Inference/PredictStream',
             mcdrop_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
             mcdrop_dot_v1_dot_inference__pb2.PredictResponse.FromString,
             options, channel_credentials,
