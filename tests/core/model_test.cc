@@ -96,6 +96,8 @@ TEST(ModelTest, SaveAndLoadRoundTrip) {
     spec.tau = 0.1234567890123;
     spec.description = "round trip";
     spec.default_samples = 250;
+    spec.target_relative_error = 0.015;
+    spec.target_standard_error = 0.25;
     spec.extra_metadata["trained_by"] = "test";
     // The classifier is stored as bf16 (metadata "precision").
     if (task == Task::kClassification) spec.precision = Precision::kBf16;
@@ -114,6 +116,8 @@ TEST(ModelTest, SaveAndLoadRoundTrip) {
     EXPECT_EQ(b.name, "rt");
     EXPECT_EQ(b.description, "round trip");
     EXPECT_EQ(b.default_samples, 250);
+    EXPECT_EQ(b.target_relative_error, 0.015);
+    EXPECT_EQ(b.target_standard_error, 0.25);
     EXPECT_EQ(b.precision, a.precision);
     EXPECT_EQ(b.extra_metadata.at("trained_by"), "test");
     EXPECT_EQ(b.extra_metadata.count("precision"), 0u);
@@ -170,6 +174,15 @@ TEST(ModelTest, RejectsEachClassOfMalformedModel) {
       {"tau infinite", [](Parts& p) { p.meta["tau"] = "inf"; }, "tau > 0"},
       {"default_samples negative",
        [](Parts& p) { p.meta["default_samples"] = "-3"; }, "default_samples"},
+      {"target_relative_error negative",
+       [](Parts& p) { p.meta["target_relative_error"] = "-0.1"; },
+       "\"target_relative_error\": \"-0.1\" is not a finite number >= 0"},
+      {"target_standard_error not a number",
+       [](Parts& p) { p.meta["target_standard_error"] = "tight"; },
+       "\"target_standard_error\": \"tight\""},
+      {"target_standard_error infinite",
+       [](Parts& p) { p.meta["target_standard_error"] = "inf"; },
+       "target_standard_error"},
       {"missing bias", [](Parts& p) { p.Erase("layers.1.bias"); },
        "missing tensor \"layers.1.bias\""},
       {"missing weight", [](Parts& p) { p.Erase("layers.0.weight"); },

@@ -593,5 +593,220 @@ TEST_F(ServerTest, ScrapedMetricsMatchTheRequestsSent) {
   EXPECT_THAT(text, HasSubstr("mcdrop_threadpool_threads 2"));
 }
 
+// The standard error a row's returned samples show: their sample std over
+// sqrt(T).
+double SamplesStandardError(const v1::RowPrediction& row) {
+  const int T = row.sample_values_size();
+  double mean = 0, ss = 0;
+  for (float v : row.sample_values()) mean += v;
+  mean /= T;
+  for (float v : row.sample_values()) ss += (v - mean) * (v - mean);
+  return std::sqrt(ss / (T - 1) / T);
+}
+
+TEST_F(ServerTest, StandardErrorTargetRowByRow) {
+  const RowMajorMatrixXf x = ConcreteRows();
+  PredictRequest req = Request("concrete", x, 0, 5);
+  req.mutable_target()->set_relative_error(0.02);
+  req.mutable_target()->set_min_samples(50);
+  req.set_return_samples(true);
+  PredictResponse resp;
+  ASSERT_TRUE(Call(req, &resp).ok());
+  EXPECT_TRUE(resp.final());
+  int largest = 0;
+  int64_t passes = 0;
+  for (int r = 0; r < 3; ++r) {
+    SCOPED_TRACE(r);
+    const v1::RowPrediction& row = resp.rows(r);
+    EXPECT_TRUE(row.target_met());
+    EXPECT_GE(row.samples(), 50);
+    ASSERT_EQ(row.sample_values_size(), row.samples());
+    const v1::OutputPrediction& o = row.outputs(0);
+    EXPECT_LE(o.standard_error(), 0.02 * o.std());
+    EXPECT_NEAR(o.standard_error(), SamplesStandardError(row),
+                1e-5 * o.standard_error());
+    // The row's figures are those of a fixed T of the same seed.
+    PredictResponse fixed;
+    ASSERT_TRUE(Call(Request("concrete", x, row.samples(), 5), &fixed).ok());
+    EXPECT_EQ(o.mean(), fixed.rows(r).outputs(0).mean());
+    EXPECT_EQ(o.variance(), fixed.rows(r).outputs(0).variance());
+    EXPECT_EQ(o.standard_error(), fixed.rows(r).outputs(0).standard_error());
+    largest = std::max(largest, row.samples());
+    passes += row.samples();
+  }
+  EXPECT_EQ(resp.samples(), largest);
+  EXPECT_EQ(resp.row_passes(), passes);
+  EXPECT_EQ(resp.sample_values_size(), 0);  // per row instead
+  const std::string text = Scrape(server_->metrics_ports().at(0));
+  EXPECT_EQ(Metric(text, "mcdrop_adaptive_samples_count", "model=\"concrete\""),
+            3);
+  EXPECT_EQ(Metric(text, "mcdrop_adaptive_samples_sum", "model=\"concrete\""),
+            passes);
+
+  // Classification: a target on the probabilities.
+  PredictRequest c = Request("digits", testing::RandomInputs(4, 16, 3), 0, 9);
+  c.mutable_target()->set_standard_error(0.01);
+  ASSERT_TRUE(Call(c, &resp).ok());
+  for (const v1::RowPrediction& row : resp.rows()) {
+    ASSERT_EQ(row.classification().standard_errors_size(), 5);
+    for (double se : row.classification().standard_errors()) {
+      EXPECT_LE(se, row.target_met() ? 0.01 : 1.0);
+    }
+  }
+}
+
+TEST_F(ServerTest, StandardErrorTargetRefusals) {
+  const RowMajorMatrixXf x = ConcreteRows();
+  auto refused = [&](PredictRequest req, const char* says) {
+    PredictResponse resp;
+    grpc::Status s = Call(req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << says;
+    EXPECT_THAT(s.error_message(), HasSubstr(says));
+  };
+  PredictRequest req = Request("concrete", x, 0, 5);
+  req.mutable_target()->set_relative_error(-0.1);
+  refused(req, "finite and >= 0");
+  req.mutable_target()->set_relative_error(NAN);
+  refused(req, "finite and >= 0");
+  req.mutable_target()->set_relative_error(0);
+  refused(req, "one of them > 0");
+  req.mutable_target()->set_relative_error(0.1);
+  req.mutable_target()->set_min_samples(500);
+  req.mutable_target()->set_max_samples(100);
+  refused(req, "min_samples <= max_samples");
+  req.mutable_target()->set_min_samples(0);
+  req.mutable_target()->set_max_samples(1 << 30);
+  refused(req, "exceeds the server's limit");
+  req.mutable_target()->set_max_samples(0);
+  req.add_interval_levels(0.9);
+  refused(req, "intervals");
+  req.clear_interval_levels();
+  req.set_mode(v1::DETERMINISTIC);
+  refused(req, "MONTE_CARLO");
+}
+
+TEST_F(ServerTest, DefaultTargetAppliesWhenNoTIsGiven) {
+  Limits limits;
+  limits.default_relative_error = 0.05;
+  StartServer(limits);
+  const RowMajorMatrixXf x = ConcreteRows();
+  PredictResponse resp;
+  ASSERT_TRUE(Call(Request("concrete", x, 0, 3), &resp).ok());
+  for (const v1::RowPrediction& row : resp.rows()) {
+    EXPECT_TRUE(row.target_met());
+    EXPECT_LE(row.outputs(0).standard_error(), 0.05 * row.outputs(0).std());
+  }
+  // A request that names T gets that T.
+  ASSERT_TRUE(Call(Request("concrete", x, 300, 3), &resp).ok());
+  for (const v1::RowPrediction& row : resp.rows()) {
+    EXPECT_FALSE(row.target_met());
+    EXPECT_EQ(row.samples(), 300);
+  }
+  // A model's own default (metadata) comes before the server's.
+  ModelSpec spec = testing::RandomSpec({4, 8, 1}, {0.1f, 0.2f},
+                                       Task::kRegression, Activation::kRelu, 1);
+  spec.tau = 2;
+  spec.target_standard_error = 0.5;
+  const Model model = testing::MustCreate(spec);
+  PredictRequest req = Request("m", testing::RandomInputs(2, 4, 1), 0, 1);
+  PredictPlan plan;
+  ASSERT_TRUE(ValidatePredictRequest(req, model, limits, &plan).ok());
+  ASSERT_TRUE(plan.adaptive.has_value());
+  EXPECT_EQ(plan.adaptive->target_abs, 0.5);
+  EXPECT_EQ(plan.adaptive->target_rel, 0);
+  // Not with intervals: those need a fixed T, the default one.
+  req.add_interval_levels(0.9);
+  ASSERT_TRUE(ValidatePredictRequest(req, model, limits, &plan).ok());
+  EXPECT_FALSE(plan.adaptive.has_value());
+  EXPECT_EQ(plan.options.samples, limits.default_samples);
+}
+
+// Reads every message of a PredictStream call.
+std::vector<PredictResponse> ReadStream(v1::Inference::Stub* stub,
+                                        const PredictRequest& req,
+                                        grpc::Status* status) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto reader = stub->PredictStream(&ctx, req);
+  std::vector<PredictResponse> out;
+  PredictResponse m;
+  while (reader->Read(&m)) out.push_back(m);
+  *status = reader->Finish();
+  return out;
+}
+
+// A response without its timings, for comparing answers.
+std::string Untimed(PredictResponse r) {
+  r.clear_queue_seconds();
+  r.clear_compute_seconds();
+  return r.SerializeAsString();
+}
+
+TEST_F(ServerTest, StreamSendsRunningEstimatesThenThePredictAnswer) {
+  const RowMajorMatrixXf x = ConcreteRows();
+  for (bool target : {false, true}) {
+    SCOPED_TRACE(target ? "target" : "fixed T");
+    PredictRequest req = Request("concrete", x, target ? 0 : 1000, 21);
+    req.set_return_samples(true);
+    if (target) req.mutable_target()->set_relative_error(0.01);
+    grpc::Status status;
+    const std::vector<PredictResponse> msgs =
+        ReadStream(stub_.get(), req, &status);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_GE(msgs.size(), 3u);
+    for (size_t i = 0; i + 1 < msgs.size(); ++i) {
+      EXPECT_FALSE(msgs[i].final());
+      EXPECT_EQ(msgs[i].sample_values_size(), 0);           // samples come last
+      EXPECT_LT(msgs[i].samples(), msgs[i + 1].samples());  // in order
+      EXPECT_GT(msgs[i].rows(0).outputs(0).standard_error(), 0);
+    }
+    ASSERT_TRUE(msgs.back().final());
+    PredictResponse unary;
+    ASSERT_TRUE(Call(req, &unary).ok());
+    EXPECT_EQ(Untimed(msgs.back()), Untimed(unary));
+  }
+  const std::string text = Scrape(server_->metrics_ports().at(0));
+  EXPECT_EQ(Metric(text, "mcdrop_requests_total",
+                   "api=\"mcdrop.v1.stream\",code=\"OK\",model=\"concrete\""),
+            2);
+  EXPECT_GT(Metric(text, "mcdrop_stream_messages_total", "model=\"concrete\""),
+            3);
+}
+
+TEST_F(ServerTest, CancellingAStreamFreesTheEngine) {
+  // 512 rows x T = 100000 in rounds: several seconds of passes.
+  RowMajorMatrixXf x(512, 8);
+  for (int r = 0; r < 512; ++r) x.row(r) = ConcreteRows().row(r % 3);
+  grpc::ClientContext ctx;
+  auto reader = stub_->PredictStream(&ctx, Request("concrete", x, 100000, 1));
+  PredictResponse first;
+  ASSERT_TRUE(reader->Read(&first));
+  EXPECT_FALSE(first.final());
+  const absl::Time cancelled = absl::Now();
+  ctx.TryCancel();
+  PredictResponse more;
+  while (reader->Read(&more)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  bool idle = false;
+  double counted = 0;
+  for (int i = 0; i < 200 && !(idle && counted == 1); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+    idle = server_->engine().busy_threads() == 0 &&
+           server_->engine().queued_tasks() == 0;
+    counted =
+        Metric(Scrape(server_->metrics_ports().at(0)), "mcdrop_requests_total",
+               "api=\"mcdrop.v1.stream\",code=\"CANCELLED\"");
+  }
+  EXPECT_TRUE(idle);
+  EXPECT_LT(absl::Now() - cancelled, absl::Seconds(1));
+  EXPECT_EQ(counted, 1);
+  // And the server answers at once.
+  PredictResponse resp;
+  EXPECT_TRUE(
+      Call(Request("concrete", ConcreteRows(), 100, 1), &resp, absl::Seconds(1))
+          .ok());
+}
+
 }  // namespace
 }  // namespace mcdrop::server
