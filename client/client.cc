@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/optional.h"
 #include "client/validation.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
@@ -91,6 +92,31 @@ absl::StatusOr<v1::PredictResponse> Client::Predict(
   MCDROP_RETURN_IF_ERROR(
       ValidatePredictResponse(response, ExpectationOf(request)));
   return response;
+}
+
+absl::StatusOr<v1::PredictResponse> Client::PredictStream(
+    const v1::PredictRequest& request,
+    const std::function<bool(const v1::PredictResponse&)>& on_estimate) const {
+  grpc::ClientContext ctx;
+  PrepareContext(&ctx, options_.timeout);
+  auto reader = stub_->PredictStream(&ctx, request);
+  v1::PredictResponse message;
+  absl::optional<v1::PredictResponse> answer;
+  while (reader->Read(&message)) {
+    if (message.final()) {
+      answer = message;
+    } else if (!on_estimate(message)) {
+      ctx.TryCancel();  // the caller has seen enough
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return FromGrpcStatus(s);
+  if (!answer) {
+    return absl::InternalError("the stream ended without a final answer");
+  }
+  MCDROP_RETURN_IF_ERROR(
+      ValidatePredictResponse(*answer, ExpectationOf(request)));
+  return *std::move(answer);
 }
 
 absl::StatusOr<v1::ListModelsResponse> Client::ListModels() const {

@@ -17,6 +17,7 @@
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -60,6 +61,13 @@ class Client {
   // predicted classes, intervals or samples do not fit what was asked.
   absl::StatusOr<v1::PredictResponse> Predict(
       const v1::PredictRequest& request) const;
+  // PredictStream: `on_estimate` sees each running estimate (final false) as
+  // it arrives and may return false to cancel the call (which then ends
+  // CANCELLED); the final answer is returned, checked as by Predict.
+  absl::StatusOr<v1::PredictResponse> PredictStream(
+      const v1::PredictRequest& request,
+      const std::function<bool(const v1::PredictResponse&)>& on_estimate)
+      const;
   absl::StatusOr<v1::ListModelsResponse> ListModels() const;
   absl::StatusOr<v1::ModelMetadata> GetModelMetadata(const std::string& model,
                                                      int64_t version = 0) const;

@@ -77,6 +77,20 @@ ABSL_FLAG(bool, return_samples, false, "ask for every pass's output");
 ABSL_FLAG(bool, predictive_draws, false,
           "with --return_samples (regression): the samples are draws y = f + "
           "N(0, 1/tau) from the predictive distribution");
+ABSL_FLAG(double, target_standard_error, 0,
+          "predict: run passes until each mean's Monte-Carlo standard error "
+          "is at most this (output units, or probability), row by row; 0: off");
+ABSL_FLAG(double, target_relative_error, 0,
+          "predict: as --target_standard_error, relative to the predictive "
+          "std (0.01: 1% of it); 0: off");
+ABSL_FLAG(int, min_samples, 0,
+          "predict with a target: passes of the first round (0: 100)");
+ABSL_FLAG(int, max_samples, 0,
+          "predict with a target: the cap on T (0: --samples, else 10000)");
+ABSL_FLAG(bool, stream, false,
+          "predict through PredictStream: show the running estimates (on "
+          "stderr) as the rounds of passes finish, then the answer (without "
+          "--intervals)");
 ABSL_FLAG(bool, json, false, "print the response as JSON");
 ABSL_FLAG(bool, csv, false,
           "predict: print CSV (and the samples as a second CSV block)");
@@ -182,6 +196,37 @@ absl::StatusOr<Eigen::MatrixXd> ReadRows() {
                             "--input");
 }
 
+// " (T 431, target met)" for a row of a request with a target.
+std::string RowT(const mcdrop::v1::RowPrediction& row, bool target) {
+  if (!target) return "";
+  return absl::StrFormat("  (T %d, target %s)", row.samples(),
+                         row.target_met() ? "met" : "not met: at the cap");
+}
+
+// One line per running estimate of PredictStream, on stderr: T so far and
+// the first rows' means with their standard errors.
+bool PrintEstimate(const mcdrop::v1::PredictResponse& m) {
+  std::string line = absl::StrFormat("[T %6d]", m.samples());
+  for (int r = 0; r < m.rows_size() && r < 4; ++r) {
+    const auto& row = m.rows(r);
+    if (row.outputs_size() > 0) {
+      absl::StrAppendFormat(&line, "  row %d: %.4f (se %.4f)", r,
+                            row.outputs(0).mean(),
+                            row.outputs(0).standard_error());
+    } else {
+      const auto& c = row.classification();
+      const int k = c.predicted_class();
+      absl::StrAppendFormat(
+          &line, "  row %d: class %d p %.3f (se %.4f)", r, k,
+          c.probabilities(k),
+          k < c.standard_errors_size() ? c.standard_errors(k) : 0.0);
+    }
+  }
+  if (m.rows_size() > 4) absl::StrAppend(&line, "  ...");
+  std::fprintf(stderr, "%s\n", line.c_str());
+  return true;
+}
+
 int Predict() {
   auto rows = ReadRows();
   if (!rows.ok()) return Fail(rows.status());
@@ -203,6 +248,15 @@ int Predict() {
   req.set_exclude_noise(absl::GetFlag(FLAGS_exclude_noise));
   if (absl::GetFlag(FLAGS_deterministic))
     req.set_mode(mcdrop::v1::DETERMINISTIC);
+  const double se_abs = absl::GetFlag(FLAGS_target_standard_error),
+               se_rel = absl::GetFlag(FLAGS_target_relative_error);
+  const bool target = se_abs != 0 || se_rel != 0;
+  if (target) {
+    req.mutable_target()->set_standard_error(se_abs);
+    req.mutable_target()->set_relative_error(se_rel);
+    req.mutable_target()->set_min_samples(absl::GetFlag(FLAGS_min_samples));
+    req.mutable_target()->set_max_samples(absl::GetFlag(FLAGS_max_samples));
+  }
   auto meta = (*client)->GetModelMetadata(req.model(), req.version());
   if (!meta.ok()) return Fail(meta.status());
   // Predict with the very version described, whatever the repository loads
@@ -210,7 +264,9 @@ int Predict() {
   req.set_model(meta->name());
   req.set_version(meta->version());
   const bool regression = meta->task() == mcdrop::v1::REGRESSION;
-  if (regression) {
+  // Intervals need a fixed T in one round: not with a target, and a stream
+  // would have no running estimates with them.
+  if (regression && !target && !absl::GetFlag(FLAGS_stream)) {
     for (const std::string& l : absl::GetFlag(FLAGS_intervals)) {
       double level;
       if (!absl::SimpleAtod(l, &level)) {
@@ -220,7 +276,9 @@ int Predict() {
       req.add_interval_levels(level);
     }
   }
-  auto resp = (*client)->Predict(req);
+  auto resp = absl::GetFlag(FLAGS_stream)
+                  ? (*client)->PredictStream(req, PrintEstimate)
+                  : (*client)->Predict(req);
   if (!resp.ok()) return Fail(resp.status());
   if (auto s = CheckResponse(*resp, req, *meta); !s.ok()) return Fail(s);
   if (absl::GetFlag(FLAGS_json)) {
@@ -287,21 +345,26 @@ int Predict() {
                                 iv.lower(), iv.upper());
         }
         absl::PrintF(
-            "row %d%s  mean %.4f +- %.4f  (model std %.4f)%s\n", r,
-            row.outputs_size() > 1 ? absl::StrFormat(" output %d", d) : "",
-            o.mean(), o.std(), std::sqrt(o.model_variance()), ivs);
+            "row %d%s  mean %.4f +- %.4f  (model std %.4f)  mean's standard "
+            "error %.4f%s%s\n",
+            r, row.outputs_size() > 1 ? absl::StrFormat(" output %d", d) : "",
+            o.mean(), o.std(), std::sqrt(o.model_variance()),
+            o.standard_error(), RowT(row, target), ivs);
       }
     } else {
       const auto& c = row.classification();
       std::vector<std::string> p;
       for (double v : c.probabilities())
         p.push_back(absl::StrFormat("%.3f", v));
+      const int k = c.predicted_class();
       absl::PrintF(
-          "row %d  class %d (p %.3f)  entropy %.4f  mutual information %.4f  "
-          "variation ratio %.3f\n       probabilities [%s]\n",
-          r, c.predicted_class(), c.probabilities(c.predicted_class()),
+          "row %d  class %d (p %.3f, standard error %.4f)  entropy %.4f  "
+          "mutual information %.4f  variation ratio %.3f%s\n"
+          "       probabilities [%s]\n",
+          r, k, c.probabilities(k),
+          k < c.standard_errors_size() ? c.standard_errors(k) : 0.0,
           c.entropy(), c.mutual_information(), c.variation_ratio(),
-          absl::StrJoin(p, ", "));
+          RowT(row, target), absl::StrJoin(p, ", "));
     }
   }
   return 0;

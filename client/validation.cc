@@ -110,8 +110,36 @@ int64_t CheckedProduct(int64_t a, int64_t b, int64_t c) {
   return abc;
 }
 
+// With a standard-error target, rows stop at different T and carry their
+// own samples, [samples, D] each.
+absl::Status CheckRowSamples(const v1::PredictResponse& response,
+                             int outputs) {
+  if (response.sample_shape_size() != 0) {
+    return Inconsistent("samples both per row and in sample_shape");
+  }
+  for (int r = 0; r < response.rows_size(); ++r) {
+    const v1::RowPrediction& row = response.rows(r);
+    if (row.samples() < 1 || row.samples() > response.samples()) {
+      return Inconsistent("row ", r, ": samples ", row.samples(),
+                          " is not in [1, ", response.samples(), "]");
+    }
+    if (CheckedProduct(row.samples(), outputs, 1) !=
+        row.sample_values_size()) {
+      return Inconsistent("row ", r, ": ", row.sample_values_size(),
+                          " sample_values for ", row.samples(), " samples of ",
+                          outputs, " outputs");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckSamples(const v1::PredictResponse& response,
                           const PredictExpectation& expected, int outputs) {
+  for (const v1::RowPrediction& row : response.rows()) {
+    if (row.sample_values_size() > 0) {
+      return CheckRowSamples(response, outputs);
+    }
+  }
   if (response.sample_shape_size() == 0) {
     if (expected.return_samples) {
       return Inconsistent("no sample_shape although return_samples was asked");

@@ -49,7 +49,10 @@ PredictExpectation ExpectationOf(const v1::PredictRequest& request);
 //     per row and predicted_class in [0, outputs);
 //   - sample_shape is present when return_samples was asked; when present
 //     it is [T, B, D] with T = samples >= 1, B = rows and D = outputs, and
-//     sample_values holds exactly T * B * D values (none without a shape).
+//     sample_values holds exactly T * B * D values (none without a shape);
+//     or, when rows carry their own samples (a standard-error target), no
+//     sample_shape and each row has 1 <= rows(r).samples <= samples and
+//     rows(r).samples * D sample_values.
 // After an OK, a caller may index rows(r) for r < rows, outputs(d) or
 // probabilities(d) for d < outputs, intervals(l) for every level asked,
 // probabilities(predicted_class), and sample_values((t * B + r) * D + d).

@@ -49,12 +49,25 @@ fi
 grep -q "row 1  class 0" "$tmp/digits.txt"
 echo "ok: the bundled digits model reads a 0"
 
+# A standard-error target, streamed: running estimates on stderr, in order,
+# then the answer with each row's T.
+"$client" predict --target "$target" --model digits --stream --seed 5 \
+  --target_standard_error 0.01 --input "$(python3 -c 'print(",".join(["4"]*64))')" \
+  > "$tmp/stream.txt" 2> "$tmp/estimates.txt"
+cat "$tmp/estimates.txt" "$tmp/stream.txt"
+[ "$(grep -c '^\[T ' "$tmp/estimates.txt")" -ge 1 ]
+grep -o '^\[T *[0-9]*' "$tmp/estimates.txt" | tr -dc '0-9\n' | sort -n -c
+grep -q "target met" "$tmp/stream.txt"
+echo "ok: predict --stream with a target"
+
 curl -sf "http://127.0.0.1:$mport/metrics" > "$tmp/metrics.txt"
 promtool check metrics < "$tmp/metrics.txt"
 grep -q 'mcdrop_requests_total{api="mcdrop.v1",code="OK",model="concrete",protocol="grpc"} 1' "$tmp/metrics.txt"
 grep -q 'mcdrop_requests_total{api="mcdrop.v1",code="INVALID_ARGUMENT",model="concrete",protocol="grpc"} 1' "$tmp/metrics.txt"
-grep -q 'mcdrop_predictive_entropy_nats_count{model="digits",version="1"} 2' "$tmp/metrics.txt"
-grep -q 'mcdrop_mutual_information_nats_count{model="digits",version="1"} 2' "$tmp/metrics.txt"
+grep -q 'mcdrop_predictive_entropy_nats_count{model="digits",version="1"} 3' "$tmp/metrics.txt"
+grep -q 'mcdrop_mutual_information_nats_count{model="digits",version="1"} 3' "$tmp/metrics.txt"
+grep -q 'mcdrop_requests_total{api="mcdrop.v1.stream",code="OK",model="digits",protocol="grpc"} 1' "$tmp/metrics.txt"
+grep -q 'mcdrop_adaptive_samples_count{model="digits"} 1' "$tmp/metrics.txt"
 echo "ok: promtool check metrics, counts"
 
 # Three long requests in flight (0.3 s each on 2 idle cores, several seconds
