@@ -4,11 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <limits>
+#include <mutex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 
 namespace mcdrop {
 namespace {
@@ -287,14 +288,20 @@ absl::StatusOr<AdaptivePrediction> PredictAdaptive(
     PredictOptions options, const AdaptiveOptions& adaptive) {
   // The caller owns the model; it outlives this call, which waits.
   std::shared_ptr<const Model> unowned(&model, [](const Model*) {});
-  absl::Notification finished;
+  // std primitives, as Engine::Predict, so that ThreadSanitizer sees them.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false;
   absl::StatusOr<AdaptivePrediction> result;
   PredictAdaptiveAsync(engine, std::move(unowned), inputs, std::move(options),
                        adaptive, [&](absl::StatusOr<AdaptivePrediction> p) {
+                         std::lock_guard<std::mutex> lock(mu);
                          result = std::move(p);
-                         finished.Notify();
+                         finished = true;
+                         cv.notify_all();
                        });
-  finished.WaitForNotification();
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return finished; });
   return result;
 }
 

@@ -15,8 +15,8 @@
 #include <set>
 #include <string>
 
-#include "absl/synchronization/notification.h"
 #include "tests/testing/models.h"
+#include "tests/testing/sync.h"
 
 namespace mcdrop {
 namespace {
@@ -266,7 +266,7 @@ TEST(AdaptiveTest, RunningEstimatesAndStoppingThroughThem) {
   a.max_samples = 1000;
   Engine engine({.threads = 2});
   std::vector<int> seen;
-  absl::Notification finished;
+  testing::Notification finished;
   absl::StatusOr<AdaptivePrediction> final_answer;
   PredictAdaptiveAsync(
       engine, std::shared_ptr<const Model>(&model, [](const Model*) {}),
@@ -293,7 +293,7 @@ TEST(AdaptiveTest, RunningEstimatesAndStoppingThroughThem) {
   EXPECT_EQ(final_answer->prediction.variance, one->variance);
 
   // Returning false stops it: CANCELLED, after two rounds.
-  absl::Notification stopped;
+  testing::Notification stopped;
   absl::Status status;
   int rounds = 0;
   PredictAdaptiveAsync(
@@ -320,7 +320,7 @@ TEST(AdaptiveTest, CancellationAndDeadlineStopTheRounds) {
   std::atomic<bool> stop{false};
   opt.should_stop = [&stop] { return stop.load(); };
   std::atomic<int> rounds{0};
-  absl::Notification finished;
+  testing::Notification finished;
   absl::Status status;
   PredictAdaptiveAsync(
       engine, std::shared_ptr<const Model>(&model, [](const Model*) {}),
