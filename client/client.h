@@ -66,8 +66,7 @@ class Client {
   // CANCELLED); the final answer is returned, checked as by Predict.
   absl::StatusOr<v1::PredictResponse> PredictStream(
       const v1::PredictRequest& request,
-      const std::function<bool(const v1::PredictResponse&)>& on_estimate)
-      const;
+      const std::function<bool(const v1::PredictResponse&)>& on_estimate) const;
   absl::StatusOr<v1::ListModelsResponse> ListModels() const;
   absl::StatusOr<v1::ModelMetadata> GetModelMetadata(const std::string& model,
                                                      int64_t version = 0) const;

@@ -112,8 +112,7 @@ int64_t CheckedProduct(int64_t a, int64_t b, int64_t c) {
 
 // With a standard-error target, rows stop at different T and carry their
 // own samples, [samples, D] each.
-absl::Status CheckRowSamples(const v1::PredictResponse& response,
-                             int outputs) {
+absl::Status CheckRowSamples(const v1::PredictResponse& response, int outputs) {
   if (response.sample_shape_size() != 0) {
     return Inconsistent("samples both per row and in sample_shape");
   }
@@ -123,8 +122,7 @@ absl::Status CheckRowSamples(const v1::PredictResponse& response,
       return Inconsistent("row ", r, ": samples ", row.samples(),
                           " is not in [1, ", response.samples(), "]");
     }
-    if (CheckedProduct(row.samples(), outputs, 1) !=
-        row.sample_values_size()) {
+    if (CheckedProduct(row.samples(), outputs, 1) != row.sample_values_size()) {
       return Inconsistent("row ", r, ": ", row.sample_values_size(),
                           " sample_values for ", row.samples(), " samples of ",
                           outputs, " outputs");
