@@ -14,46 +14,46 @@
 namespace mcdrop {
 namespace {
 
+// Copies row `from` of a [rows x D] field to row `to` of another (nothing
+// when the field is unused, i.e. empty).
+template <typename Field>
+void CopyCells(const Field& src, int from, int D, Field* dst, int to) {
+  if (src.empty()) return;
+  std::copy_n(src.begin() + static_cast<size_t>(from) * D, D,
+              dst->begin() + static_cast<size_t>(to) * D);
+}
+
+// Copies one of a per-row field's values (nothing when it is unused).
+template <typename Field>
+void CopyOne(const Field& src, int from, Field* dst, int to) {
+  if (!src.empty()) (*dst)[to] = src[from];
+}
+
 // Copies row `from_row` of every per-row field of `from` (a round on a
 // subset of rows) to row `to_row` of `to` (the whole request).
 void CopyRow(const Prediction& from, int from_row, Prediction* to, int to_row) {
   const int D = from.outputs;
-  auto cells = [D](const auto& src, int r, auto& dst, int s) {
-    if (src.empty()) return;
-    std::copy_n(src.begin() + static_cast<size_t>(r) * D, D,
-                dst.begin() + static_cast<size_t>(s) * D);
-  };
-  cells(from.mean, from_row, to->mean, to_row);
-  cells(from.variance, from_row, to->variance, to_row);
-  cells(from.model_variance, from_row, to->model_variance, to_row);
-  cells(from.votes, from_row, to->votes, to_row);
-  auto one = [](const auto& src, int r, auto& dst, int s) {
-    if (!src.empty()) dst[s] = src[r];
-  };
-  one(from.predicted_class, from_row, to->predicted_class, to_row);
-  one(from.entropy, from_row, to->entropy, to_row);
-  one(from.mutual_information, from_row, to->mutual_information, to_row);
-  one(from.variation_ratio, from_row, to->variation_ratio, to_row);
-  one(from.expected_entropy, from_row, to->expected_entropy, to_row);
+  CopyCells(from.mean, from_row, D, &to->mean, to_row);
+  CopyCells(from.variance, from_row, D, &to->variance, to_row);
+  CopyCells(from.model_variance, from_row, D, &to->model_variance, to_row);
+  CopyCells(from.votes, from_row, D, &to->votes, to_row);
+  CopyOne(from.predicted_class, from_row, &to->predicted_class, to_row);
+  CopyOne(from.entropy, from_row, &to->entropy, to_row);
+  CopyOne(from.mutual_information, from_row, &to->mutual_information, to_row);
+  CopyOne(from.variation_ratio, from_row, &to->variation_ratio, to_row);
+  CopyOne(from.expected_entropy, from_row, &to->expected_entropy, to_row);
 }
 
-// Moves row `from_row` of `from`'s statistics to row `to_row` of `to`.
+// Copies row `from_row` of `from`'s statistics to row `to_row` of `to`.
 void CopyStatsRow(const RunningStats& from, int from_row, RunningStats* to,
                   int to_row) {
   const int D = from.outputs;
-  auto cells = [D](const auto& src, int r, auto& dst, int s) {
-    if (src.empty()) return;
-    std::copy_n(src.begin() + static_cast<size_t>(r) * D, D,
-                dst.begin() + static_cast<size_t>(s) * D);
-  };
-  cells(from.mean, from_row, to->mean, to_row);
-  cells(from.m2, from_row, to->m2, to_row);
-  cells(from.sum_p, from_row, to->sum_p, to_row);
-  cells(from.sum_p2, from_row, to->sum_p2, to_row);
-  cells(from.votes, from_row, to->votes, to_row);
-  if (!from.sum_entropy.empty()) {
-    to->sum_entropy[to_row] = from.sum_entropy[from_row];
-  }
+  CopyCells(from.mean, from_row, D, &to->mean, to_row);
+  CopyCells(from.m2, from_row, D, &to->m2, to_row);
+  CopyCells(from.sum_p, from_row, D, &to->sum_p, to_row);
+  CopyCells(from.sum_p2, from_row, D, &to->sum_p2, to_row);
+  CopyCells(from.votes, from_row, D, &to->votes, to_row);
+  CopyOne(from.sum_entropy, from_row, &to->sum_entropy, to_row);
 }
 
 // Statistics shaped like `like` for `rows` rows (contents to be copied in).
