@@ -5,8 +5,11 @@
 # what it was after the warm-up. RSS is sampled every second; "after warm-up"
 # and "end" are the medians of the first and the last fifth of the samples
 # (at most 30 s each), since single readings swing by several per cent with
-# the allocator's per-thread caches. Writes a JSON summary to build/soak.json
-# and the samples to build/soak-rss.txt.
+# the allocator's per-thread caches. The server's live heap
+# (mcdrop_heap_in_use_bytes) is sampled with it and reported, so a rise in RSS
+# can be told apart: a leak grows the live heap, fragmentation does not.
+# Writes a JSON summary to build/soak.json and the samples (time, RSS kB,
+# live heap kB) to build/soak-rss.txt.
 #   scripts/soak.sh [--duration 600] [--warmup 60] [--concurrency 64]
 #                   [--samples 100] [--batch_rows 4] [--model models/concrete.safetensors]
 # Needs a built tree (build/); scripts/test.sh runs it with --duration 60.
@@ -34,18 +37,22 @@ cleanup() {
 }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-"$server" --model "$model" --host 127.0.0.1 --port "$port" --metrics_port 0 --http_port 0 2> "$tmp/server.log" &
+mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+"$server" --model "$model" --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" \
+  --http_port 0 2> "$tmp/server.log" &
 spid=$!
 target="127.0.0.1:$port"
 for _ in $(seq 1 100); do "$client" health --target "$target" --timeout 1s >/dev/null 2>&1 && break; sleep 0.1; done
 rss() { awk '/^VmRSS/{print $2}' "/proc/$spid/status"; }
+# The live heap (kB) from the server's own gauge: what a leak would grow.
+heap() { curl -s --max-time 1 "http://127.0.0.1:$mport/metrics" | awk '/^mcdrop_heap_in_use_bytes /{printf "%d", $2/1024}'; }
 bench=("$client" bench --target "$target" --concurrency "$concurrency" --samples "$samples"
        --batch_rows "$batch_rows" --warmup 0s --timeout 30s --json)
 
 echo "soak: warm-up ${warmup}s at concurrency $concurrency, T=$samples, $batch_rows rows per call"
 "${bench[@]}" --duration "${warmup}s" > "$tmp/warmup.json"
 echo "soak: RSS after warm-up $(rss) kB; load for ${duration}s"
-( while kill -0 "$spid" 2>/dev/null; do echo "$(date +%s) $(rss)"; sleep 1; done ) > "$tmp/rss.txt" 2>/dev/null &
+( while kill -0 "$spid" 2>/dev/null; do echo "$(date +%s) $(rss) $(heap)"; sleep 1; done ) > "$tmp/rss.txt" 2>/dev/null &
 sampler=$!
 set +e
 "${bench[@]}" --duration "${duration}s" > "$tmp/soak.json"
@@ -65,7 +72,9 @@ cp "$tmp/rss.txt" build/soak-rss.txt
 python3 - "$tmp/soak.json" build/soak-rss.txt "$bench_rc" "$health" "$duration" "$stop_rc" <<'PY'
 import json, statistics, sys
 r = json.load(open(sys.argv[1]))
-rss = [int(line.split()[1]) for line in open(sys.argv[2]) if len(line.split()) == 2]
+rows = [line.split() for line in open(sys.argv[2])]
+rss = [int(r[1]) for r in rows if len(r) >= 2]
+heap = [int(r[2]) for r in rows if len(r) == 3]
 rc, health, duration, stop_rc = int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 if len(rss) < 6:
     print(f"FAIL: only {len(rss)} RSS samples"); sys.exit(1)
@@ -78,6 +87,8 @@ summary = {"duration_s": duration, "concurrency": r["concurrency"], "calls": r["
            "passes_per_second": r["passes_per_second"], "p50_s": r["latency_seconds"]["p50"],
            "p99_s": r["latency_seconds"]["p99"], "rss_after_warmup_kb": start, "rss_end_kb": end,
            "rss_peak_kb": peak, "rss_window_samples": w, "rss_growth": round(growth, 4),
+           "heap_in_use_first_kb": int(statistics.median(heap[:w])) if heap else None,
+           "heap_in_use_last_kb": int(statistics.median(heap[-w:])) if heap else None,
            "health_after": health}
 json.dump(summary, open("build/soak.json", "w"), indent=1)
 print(json.dumps(summary))

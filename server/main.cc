@@ -2,11 +2,14 @@
 //
 // mcdrop-server: serves Monte-Carlo-dropout models over gRPC.
 
+#include <malloc.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <csignal>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -16,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/dense_kernel.h"
+#include "server/memory.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::vector<std::string>, model, {},
@@ -102,6 +106,9 @@ ABSL_FLAG(absl::Duration, http_read_timeout, absl::Seconds(30),
           "(and to take the answer)");
 ABSL_FLAG(int, http_max_connections, 1024,
           "Open HTTP connections at most; more are closed at once");
+ABSL_FLAG(absl::Duration, memory_return_period, absl::Seconds(5),
+          "How often free heap pages go back to the system (malloc_trim), so "
+          "resident memory follows the live heap; 0: never");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(10),
           "On SIGTERM/SIGINT: time in-flight calls get to finish");
 
@@ -150,6 +157,7 @@ int main(int argc, char** argv) {
   // heap itself flat) and each lock paid for the graph. A serving binary
   // runs without it; the tests keep it, where it catches lock-order bugs.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  mcdrop::server::PinAllocatorPolicy();
 
   // Signals are taken synchronously by this thread: block them before any
   // other thread starts, so every thread inherits the mask.
@@ -198,6 +206,7 @@ int main(int argc, char** argv) {
   options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
   options.memory_quota_bytes = absl::GetFlag(FLAGS_memory_quota_bytes);
+  options.memory_return_period = absl::GetFlag(FLAGS_memory_return_period);
   options.http_port = absl::GetFlag(FLAGS_http_port);
   options.http_host = absl::GetFlag(FLAGS_http_host);
   options.http_threads = absl::GetFlag(FLAGS_http_threads);

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/memory.h"
 #include "server/status_util.h"
 
 namespace mcdrop::server {
@@ -51,7 +52,7 @@ Histogram::BucketBoundaries Scaled(double scale,
   return b;
 }
 
-// Thread-pool gauges read at scrape time.
+// Thread-pool and memory gauges read at scrape time.
 class PoolCollector : public prometheus::Collectable {
  public:
   explicit PoolCollector(const Engine* engine) : engine_(engine) {}
@@ -66,13 +67,23 @@ class PoolCollector : public prometheus::Collectable {
       f.metric.push_back(m);
       return f;
     };
+    const MemoryUsage memory = ReadMemoryUsage();
     return {
         gauge("mcdrop_threadpool_threads", "Threads in the engine's pool.",
               engine_->threads()),
         gauge("mcdrop_threadpool_busy_threads", "Pool threads computing now.",
               engine_->busy_threads()),
         gauge("mcdrop_threadpool_queued_tasks",
-              "Engine tasks waiting for a thread.", engine_->queued_tasks())};
+              "Engine tasks waiting for a thread.", engine_->queued_tasks()),
+        gauge("process_resident_memory_bytes", "Resident memory size.",
+              memory.resident_bytes),
+        gauge("mcdrop_heap_in_use_bytes",
+              "Bytes the allocator has handed out and not had back: grows "
+              "only with what the server keeps (a leak shows here).",
+              memory.heap_in_use),
+        gauge("mcdrop_heap_held_bytes",
+              "Bytes the allocator holds from the system, in use or free.",
+              memory.heap_held)};
   }
 
  private:

@@ -213,6 +213,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       options.repository_poll > absl::ZeroDuration()) {
     s->poller_ = std::thread([server = s.get()] { server->PollRepository(); });
   }
+  s->memory_returner_ =
+      std::make_unique<MemoryReturner>(options.memory_return_period);
   spdlog::info(
       "engine threads {}, max in flight {}, max T {}, max rows {}, default T "
       "{}, default standard-error target {} absolute / {} relative (0: none)",

@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "core/engine.h"
 #include "server/http_server.h"
+#include "server/memory.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/oip_http.h"
@@ -64,6 +65,9 @@ struct ServerOptions {
   absl::Duration keepalive_timeout = absl::Seconds(20);
   // Memory gRPC may use for all connections' buffers together (0: no cap).
   int64_t memory_quota_bytes = int64_t{2} << 30;
+  // Free heap pages go back to the system this often (MemoryReturner);
+  // zero: never.
+  absl::Duration memory_return_period = absl::Seconds(5);
   // The Open Inference Protocol's HTTP/REST API on `http_host`:`http_port`
   // (empty host: `host`; port 0 picks a free one, -1: no HTTP listener).
   // TLS, tokens and limits are the gRPC side's; body size is bounded by
@@ -118,6 +122,7 @@ class Server {
 
   ServerOptions options_;
   std::thread poller_;
+  std::unique_ptr<MemoryReturner> memory_returner_;
   absl::Notification stop_polling_;
   int port_ = 0;
   bool shut_down_ = false;
