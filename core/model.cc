@@ -237,6 +237,29 @@ absl::StatusOr<Model> Model::CreateFromLayerList(ModelSpec spec) {
   return Finish(std::move(spec), std::move(stages));
 }
 
+namespace {
+
+absl::Status CheckCalibration(const ModelSpec& spec, int outputs) {
+  if (!spec.calibration) return absl::OkStatus();
+  const Calibration& c = *spec.calibration;
+  const bool regression = spec.task == Task::kRegression;
+  if (regression == IsClassificationScore(c.score)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metadata \"calibration\": score ", ConformalScoreName(c.score),
+        " is not for ", TaskName(spec.task),
+        regression ? " (normalized_residual is)" : " (lac or aps are)"));
+  }
+  const size_t lists = regression ? static_cast<size_t>(outputs) : 1;
+  if (c.scores.size() != lists) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metadata \"calibration\": ", c.scores.size(),
+                     " score lists, the model needs ", lists));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Model> Model::Finish(ModelSpec spec, std::vector<Stage> stages) {
   const Shape input = *InputShape(spec.input_shape);
   const int in = static_cast<int>(input.size());
@@ -287,6 +310,7 @@ absl::StatusOr<Model> Model::Finish(ModelSpec spec, std::vector<Stage> stages) {
         "metadata \"target_standard_error\" and \"target_relative_error\" "
         "must be finite and >= 0");
   }
+  MCDROP_RETURN_IF_ERROR(CheckCalibration(spec, out));
   Model model(std::move(spec));
   model.input_shape_ = input;
   model.first_stochastic_layer_ = static_cast<int>(stages.size());
@@ -606,6 +630,11 @@ absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
     }
     spec.precision = *precision;
   }
+  if (const std::string* c = get("calibration")) {
+    auto calibration = ParseCalibration(*c);
+    if (!calibration.ok()) return calibration.status();
+    spec.calibration = *std::move(calibration);
+  }
   if (const std::string* n = get("name")) spec.name = *n;
   if (const std::string* d = get("description")) spec.description = *d;
   static const std::set<std::string> kKnown = {"format",
@@ -620,7 +649,8 @@ absl::StatusOr<Model> FromSafetensors(const Safetensors& st) {
                                                "input_shape",
                                                "layers",
                                                "target_standard_error",
-                                               "target_relative_error"};
+                                               "target_relative_error",
+                                               "calibration"};
   for (const auto& [k, v] : meta) {
     if (!kKnown.count(k)) spec.extra_metadata[k] = v;
   }
@@ -716,6 +746,8 @@ absl::StatusOr<std::string> Model::ToBytes() const {
     meta["target_relative_error"] = Shortest(spec_.target_relative_error);
   if (spec_.precision != Precision::kF32)
     meta["precision"] = std::string(PrecisionName(spec_.precision));
+  if (spec_.calibration)
+    meta["calibration"] = CalibrationToJson(*spec_.calibration);
   if (!spec_.name.empty()) meta["name"] = spec_.name;
   if (!spec_.description.empty()) meta["description"] = spec_.description;
   return SerializeSafetensors(tensors, meta);

@@ -23,11 +23,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/conformal.h"
 #include "core/dense_kernel.h"
 #include "core/layers.h"
 
@@ -78,6 +80,10 @@ struct ModelSpec {
   double target_relative_error = 0.0;
   // The arithmetic of the products (metadata "precision", absent = f32).
   Precision precision = Precision::kF32;
+  // Split-conformal calibration (metadata "calibration", core/conformal.h):
+  // regression, score normalized_residual with one score list per output;
+  // classification, lac or aps with one list.
+  std::optional<Calibration> calibration;
   // Any other __metadata__ keys, kept and written back unchanged.
   std::map<std::string, std::string> extra_metadata;
 };
