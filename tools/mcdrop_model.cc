@@ -6,6 +6,13 @@
 //   mcdrop-model info MODEL
 //   mcdrop-model predict MODEL --input "x1,x2,...;x1,x2,..." [--samples T]
 //                [--seed S] [--deterministic] [--threads N]
+//   mcdrop-model calibrate MODEL --data FILE --out OUT [--target_column -1]
+//                [--features 0,1] [--samples 10000] [--seed 1] [--score lac]
+//                [--source TEXT] [--threads N]
+//
+// calibrate scores the model on labelled rows it did not train on and writes
+// the model with its split-conformal calibration (core/conformal.h,
+// docs/calibration.md) to OUT.
 
 #include <cmath>
 #include <cstdio>
@@ -20,8 +27,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/calibrate.h"
 #include "core/engine.h"
 #include "core/model.h"
+#include "train/dataset.h"
 
 ABSL_FLAG(std::string, input, "",
           "Rows to predict: comma-separated values, rows separated by ';'");
@@ -30,8 +41,27 @@ ABSL_FLAG(int, samples, 0,
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the dropout masks");
 ABSL_FLAG(bool, deterministic, false, "One pass with dropout off");
 ABSL_FLAG(int, threads, 0, "Engine threads (0: all cores)");
+ABSL_FLAG(std::string, data, "",
+          "calibrate: labelled rows (CSV or white space, optionally .gz)");
+ABSL_FLAG(std::string, out, "", "calibrate: the calibrated model file");
+ABSL_FLAG(int, target_column, -1,
+          "calibrate: target column of --data (negative counts from the end)");
+ABSL_FLAG(std::string, features, "",
+          "calibrate: feature columns, comma-separated (default: all but the "
+          "target)");
+ABSL_FLAG(std::string, score, "lac",
+          "calibrate: a classifier's score, lac or aps (regression always "
+          "uses normalized_residual)");
+ABSL_FLAG(std::string, source, "",
+          "calibrate: what the rows are, stored with the calibration "
+          "(default: the --data path)");
 
 namespace {
+
+int Fail(const absl::Status& status) {
+  absl::FPrintF(stderr, "error: %s\n", status.ToString());
+  return 1;
+}
 
 int Info(const mcdrop::Model& model) {
   const mcdrop::ModelSpec& s = model.spec();
@@ -57,6 +87,15 @@ int Info(const mcdrop::Model& model) {
   absl::PrintF("standardised inputs: %s, outputs: %s\n",
                s.input_mean.size() ? "yes" : "no",
                s.output_mean.size() ? "yes" : "no");
+  if (s.calibration) {
+    absl::PrintF(
+        "calibration: split conformal, score %s, %d rows, T = %d, made %s "
+        "from %s\n",
+        mcdrop::ConformalScoreName(s.calibration->score), s.calibration->rows(),
+        s.calibration->samples, s.calibration->created, s.calibration->source);
+  } else {
+    absl::PrintF("calibration: none\n");
+  }
   return 0;
 }
 
@@ -130,15 +169,66 @@ int Predict(const mcdrop::Model& model) {
   return 0;
 }
 
+int Calibrate(const mcdrop::Model& model) {
+  const std::string data_path = absl::GetFlag(FLAGS_data);
+  if (data_path.empty() || absl::GetFlag(FLAGS_out).empty()) {
+    absl::FPrintF(stderr, "error: calibrate needs --data and --out\n");
+    return 2;
+  }
+  auto table = mcdrop::ReadTable(data_path);
+  if (!table.ok()) return Fail(table.status());
+  std::vector<int> features;
+  if (!absl::GetFlag(FLAGS_features).empty()) {
+    auto f = mcdrop::ParseIntList(absl::GetFlag(FLAGS_features));
+    if (!f.ok()) return Fail(f.status());
+    features = *f;
+  }
+  auto data = mcdrop::MakeDataset(*table, model.task(),
+                                  absl::GetFlag(FLAGS_target_column), features);
+  if (!data.ok()) return Fail(data.status());
+  auto score = mcdrop::ParseConformalScore(absl::GetFlag(FLAGS_score));
+  if (!score.ok()) return Fail(score.status());
+  mcdrop::CalibrateOptions options;
+  options.samples =
+      absl::GetFlag(FLAGS_samples) > 0 ? absl::GetFlag(FLAGS_samples) : 10000;
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.class_score = *score;
+  options.source = absl::GetFlag(FLAGS_source).empty()
+                       ? data_path
+                       : absl::GetFlag(FLAGS_source);
+  options.created =
+      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
+  mcdrop::Engine engine({.threads = absl::GetFlag(FLAGS_threads)});
+  auto calibration =
+      mcdrop::Calibrate(engine, model, data->x, data->y, data->labels, options);
+  if (!calibration.ok()) return Fail(calibration.status());
+  mcdrop::ModelSpec spec = model.spec();
+  spec.calibration = *calibration;
+  auto calibrated = mcdrop::Model::Create(std::move(spec));
+  if (!calibrated.ok()) return Fail(calibrated.status());
+  if (absl::Status s = calibrated->Save(absl::GetFlag(FLAGS_out)); !s.ok())
+    return Fail(s);
+  const auto& first = calibration->scores[0];
+  absl::PrintF("calibrated %s on %d rows of %s (T = %d, score %s)\n",
+               absl::GetFlag(FLAGS_out), calibration->rows(), data_path,
+               options.samples, mcdrop::ConformalScoreName(calibration->score));
+  for (double level : {0.5, 0.8, 0.9, 0.95}) {
+    absl::PrintF("  level %.2f: quantile %.4f%s\n", level,
+                 mcdrop::ConformalQuantile(first, level),
+                 calibration->scores.size() > 1 ? " (output 0)" : "");
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "mcdrop-model info MODEL | mcdrop-model predict MODEL --input "
-      "\"1,2,3;4,5,6\"");
+      "\"1,2,3;4,5,6\" | mcdrop-model calibrate MODEL --data FILE --out OUT");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  if (args.size() != 3 ||
-      (std::string(args[1]) != "info" && std::string(args[1]) != "predict")) {
+  const std::string cmd = args.size() == 3 ? args[1] : "";
+  if (cmd != "info" && cmd != "predict" && cmd != "calibrate") {
     absl::FPrintF(stderr, "usage: %s\n", absl::ProgramUsageMessage());
     return 2;
   }
@@ -147,5 +237,6 @@ int main(int argc, char** argv) {
     absl::FPrintF(stderr, "error: %s\n", model.status().ToString());
     return 1;
   }
-  return std::string(args[1]) == "info" ? Info(*model) : Predict(*model);
+  if (cmd == "calibrate") return Calibrate(*model);
+  return cmd == "info" ? Info(*model) : Predict(*model);
 }
