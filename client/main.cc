@@ -266,14 +266,22 @@ int Predict() {
   const bool regression = meta->task() == mcdrop::v1::REGRESSION;
   // Intervals need a fixed T in one round: not with a target, and a stream
   // would have no running estimates with them.
-  if (regression && !target && !absl::GetFlag(FLAGS_stream)) {
+  // A calibrated classifier answers with conformal prediction sets at the
+  // --intervals levels.
+  const bool sets = !regression && meta->has_calibration() &&
+                    !absl::GetFlag(FLAGS_deterministic);
+  if ((regression && !target && !absl::GetFlag(FLAGS_stream)) || sets) {
     for (const std::string& l : absl::GetFlag(FLAGS_intervals)) {
       double level;
       if (!absl::SimpleAtod(l, &level)) {
         return Fail(
             absl::InvalidArgumentError("bad --intervals value \"" + l + "\""));
       }
-      req.add_interval_levels(level);
+      if (regression) {
+        req.add_interval_levels(level);
+      } else {
+        req.add_set_levels(level);
+      }
     }
   }
   auto resp = absl::GetFlag(FLAGS_stream)
@@ -290,6 +298,12 @@ int Predict() {
       std::string header = "row,output,mean,std,model_std";
       for (double l : req.interval_levels())
         absl::StrAppendFormat(&header, ",lower_%g,upper_%g", l, l);
+      if (meta->has_calibration() && !req.exclude_noise()) {
+        for (double l : req.interval_levels()) {
+          absl::StrAppendFormat(&header,
+                                ",conformal_lower_%g,conformal_upper_%g", l, l);
+        }
+      }
       absl::PrintF("%s\n", header);
       for (int r = 0; r < resp->rows_size(); ++r) {
         for (int d = 0; d < resp->rows(r).outputs_size(); ++d) {
@@ -298,6 +312,8 @@ int Predict() {
               absl::StrFormat("%d,%d,%.9g,%.9g,%.9g", r, d, o.mean(), o.std(),
                               std::sqrt(o.model_variance()));
           for (const auto& iv : o.intervals())
+            absl::StrAppendFormat(&line, ",%.9g,%.9g", iv.lower(), iv.upper());
+          for (const auto& iv : o.conformal_intervals())
             absl::StrAppendFormat(&line, ",%.9g,%.9g", iv.lower(), iv.upper());
           absl::PrintF("%s\n", line);
         }
@@ -344,6 +360,10 @@ int Predict() {
           absl::StrAppendFormat(&ivs, "  %g%%: [%.4f, %.4f]", iv.level() * 100,
                                 iv.lower(), iv.upper());
         }
+        for (const auto& iv : o.conformal_intervals()) {
+          absl::StrAppendFormat(&ivs, "  conformal %g%%: [%.4f, %.4f]",
+                                iv.level() * 100, iv.lower(), iv.upper());
+        }
         absl::PrintF(
             "row %d%s  mean %.4f +- %.4f  (model std %.4f)  mean's standard "
             "error %.4f%s%s\n",
@@ -365,6 +385,10 @@ int Predict() {
           k < c.standard_errors_size() ? c.standard_errors(k) : 0.0,
           c.entropy(), c.mutual_information(), c.variation_ratio(),
           RowT(row, target), absl::StrJoin(p, ", "));
+      for (const auto& set : c.prediction_sets()) {
+        absl::PrintF("       conformal %g%% set {%s}\n", set.level() * 100,
+                     absl::StrJoin(set.classes(), ", "));
+      }
     }
   }
   return 0;

@@ -179,6 +179,35 @@ absl::StatusOr<int64_t> IntegerParameter(const std::string& name,
                               "\" must be an int64_param or uint64_param"));
 }
 
+// A list of levels: one double_param, or a string_param "0.5, 0.9" (at most
+// 16; the range is checked with the request).
+absl::Status ReadLevels(const std::string& name, const InferParameter& p,
+                        google::protobuf::RepeatedField<double>* levels) {
+  if (p.parameter_choice_case() == InferParameter::kDoubleParam) {
+    levels->Add(p.double_param());
+    return absl::OkStatus();
+  }
+  if (p.parameter_choice_case() != InferParameter::kStringParam) {
+    return Invalid(absl::StrCat("parameter \"", name,
+                                "\" must be a double_param or a "
+                                "string_param of comma-separated levels"));
+  }
+  int count = 0;
+  for (absl::string_view part : absl::StrSplit(p.string_param(), ',')) {
+    if (++count > 16) {
+      return Invalid(
+          absl::StrCat("parameter \"", name, "\": at most 16 levels"));
+    }
+    double level;
+    if (!absl::SimpleAtod(absl::StripAsciiWhitespace(part), &level)) {
+      return Invalid(absl::StrCat("parameter \"", name, "\": \"", Q(part),
+                                  "\" is not a number"));
+    }
+    levels->Add(level);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadParameter(const std::string& name, const InferParameter& p,
                            OipCall* call) {
   mcdrop::v1::PredictRequest* predict = &call->predict;
@@ -260,30 +289,14 @@ absl::Status ReadParameter(const std::string& name, const InferParameter& p,
     }
     predict->set_exclude_noise(p.bool_param());
   } else if (name == "interval_levels") {
-    if (p.parameter_choice_case() == InferParameter::kDoubleParam) {
-      predict->add_interval_levels(p.double_param());
-    } else if (p.parameter_choice_case() == InferParameter::kStringParam) {
-      int count = 0;
-      for (absl::string_view part : absl::StrSplit(p.string_param(), ',')) {
-        if (++count > 16) {
-          return Invalid("parameter \"interval_levels\": at most 16 levels");
-        }
-        double level;
-        if (!absl::SimpleAtod(absl::StripAsciiWhitespace(part), &level)) {
-          return Invalid(absl::StrCat("parameter \"interval_levels\": \"",
-                                      Q(part), "\" is not a number"));
-        }
-        predict->add_interval_levels(level);
-      }
-    } else {
-      return Invalid(
-          "parameter \"interval_levels\" must be a double_param or a "
-          "string_param of comma-separated levels");
-    }
+    return ReadLevels(name, p, predict->mutable_interval_levels());
+  } else if (name == "set_levels") {
+    return ReadLevels(name, p, predict->mutable_set_levels());
   } else {
     return Invalid(absl::StrCat("unknown parameter \"", Q(name),
                                 "\" (mcdrop takes samples, seed, mode, "
-                                "exclude_noise, interval_levels, timeout, "
+                                "exclude_noise, interval_levels, set_levels, "
+                                "timeout, "
                                 "predictive_draws, target_standard_error, "
                                 "target_relative_error, min_samples, "
                                 "max_samples)"));
@@ -311,6 +324,41 @@ void AddOutput(const std::string& name, const char* datatype,
       reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T)));
 }
 
+// [B, D, L]: the conformal interval bounds (ConformalQuantiles).
+std::vector<double> ConformalBounds(const Model& model,
+                                    const PredictOptions& opt,
+                                    const Prediction& p, bool lower) {
+  const std::vector<std::vector<double>> q = ConformalQuantiles(model, opt);
+  std::vector<double> v;
+  for (int r = 0; r < p.rows; ++r) {
+    for (int d = 0; d < p.outputs; ++d) {
+      const double std = std::sqrt(p.Variance(r, d));
+      for (double qd : q[d])
+        v.push_back(p.Mean(r, d) + (lower ? -qd : qd) * std);
+    }
+  }
+  return v;
+}
+
+// [B, levels, classes]: 1 where the class is in the row's prediction set.
+std::vector<uint8_t> SetMasks(const Model& model,
+                              const mcdrop::v1::PredictRequest& request,
+                              const Prediction& p) {
+  const Calibration& c = *model.spec().calibration;
+  const int L = request.set_levels_size(), D = p.outputs;
+  std::vector<uint8_t> mask(static_cast<size_t>(p.rows) * L * D, 0);
+  for (int r = 0; r < p.rows; ++r) {
+    const auto probs =
+        absl::MakeConstSpan(p.mean.data() + static_cast<size_t>(r) * D, D);
+    for (int l = 0; l < L; ++l) {
+      const double q = ConformalQuantile(c.scores[0], request.set_levels(l));
+      for (int k : PredictionSet(c.score, probs, q))
+        mask[(static_cast<size_t>(r) * L + l) * D + k] = 1;
+    }
+  }
+  return mask;
+}
+
 // The samples as one [T, B, D] tensor: with a target, rows that stopped
 // before the largest T are padded with NaN.
 std::vector<float> SamplesTensor(const AdaptivePrediction& answer) {
@@ -333,14 +381,24 @@ std::vector<float> SamplesTensor(const AdaptivePrediction& answer) {
 }  // namespace
 
 std::vector<std::string> OipOutputNames(const Model& model) {
+  const bool calibrated = model.spec().calibration.has_value();
   if (model.task() == Task::kClassification) {
-    return {"probabilities",      "predicted_class", "entropy",
-            "mutual_information", "variation_ratio", "samples",
-            "standard_error",     "samples_per_row"};
+    std::vector<std::string> names = {"probabilities",   "predicted_class",
+                                      "entropy",         "mutual_information",
+                                      "variation_ratio", "samples",
+                                      "standard_error",  "samples_per_row"};
+    if (calibrated) names.push_back("prediction_set");
+    return names;
   }
-  return {"mean",           "variance",       "std",
-          "model_variance", "interval_lower", "interval_upper",
-          "samples",        "standard_error", "samples_per_row"};
+  std::vector<std::string> names = {
+      "mean",           "variance",       "std",
+      "model_variance", "interval_lower", "interval_upper",
+      "samples",        "standard_error", "samples_per_row"};
+  if (calibrated) {
+    names.push_back("conformal_lower");
+    names.push_back("conformal_upper");
+  }
+  return names;
 }
 
 absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
@@ -375,11 +433,17 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
     call.outputs.push_back(o.name());
   }
   const bool intervals = call.predict.interval_levels_size() > 0;
+  const bool conformal = intervals &&
+                         call.predict.mode() == mcdrop::v1::MONTE_CARLO &&
+                         !call.predict.exclude_noise();
   const bool target = call.predict.has_target();
   if (call.outputs.empty()) {
     for (const std::string& name : known) {
       if (name == "samples") continue;
       if (!intervals && absl::StartsWith(name, "interval_")) continue;
+      if (!conformal && absl::StartsWith(name, "conformal_")) continue;
+      if (name == "prediction_set" && call.predict.set_levels_size() == 0)
+        continue;
       if (!target && (name == "standard_error" || name == "samples_per_row")) {
         continue;
       }
@@ -392,6 +456,17 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
     return Invalid(
         "interval_lower / interval_upper need the parameter "
         "\"interval_levels\"");
+  }
+  if ((Contains(call.outputs, "conformal_lower") ||
+       Contains(call.outputs, "conformal_upper")) &&
+      !conformal) {
+    return Invalid(
+        "conformal_lower / conformal_upper need the parameter "
+        "\"interval_levels\", MONTE_CARLO mode and the noise included");
+  }
+  if (Contains(call.outputs, "prediction_set") &&
+      call.predict.set_levels_size() == 0) {
+    return Invalid("prediction_set needs the parameter \"set_levels\"");
   }
   call.predict.set_return_samples(Contains(call.outputs, "samples"));
   return call;
@@ -434,6 +509,15 @@ void FillInferResponse(const ModelInferRequest& request, const OipCall& call,
             v.push_back(name == "interval_lower" ? b.lower : b.upper);
           }
       AddOutput(name, "FP64", {B, D, L}, v, response);
+    } else if (name == "conformal_lower" || name == "conformal_upper") {
+      AddOutput(name, "FP64", {B, D, L},
+                ConformalBounds(served.model, plan.options, p,
+                                name == "conformal_lower"),
+                response);
+    } else if (name == "prediction_set") {
+      AddOutput(name, "BOOL",
+                {B, static_cast<int64_t>(call.predict.set_levels_size()), D},
+                SetMasks(served.model, call.predict, p), response);
     } else if (name == "predicted_class") {
       std::vector<int64_t> c(p.predicted_class.begin(),
                              p.predicted_class.end());
@@ -474,15 +558,20 @@ void DescribeOipModel(const ServedModel& served,
     out->set_name(name);
     out->set_datatype(name == "predicted_class" || name == "samples_per_row"
                           ? "INT64"
-                      : name == "samples" ? "FP32"
-                                          : "FP64");
+                      : name == "samples"        ? "FP32"
+                      : name == "prediction_set" ? "BOOL"
+                                                 : "FP64");
     if (name == "samples") out->add_shape(-1);
     out->add_shape(-1);
+    if (name == "prediction_set") out->add_shape(-1);  // levels
     const bool per_row = name == "predicted_class" || name == "entropy" ||
                          name == "mutual_information" ||
                          name == "variation_ratio" || name == "samples_per_row";
     if (!per_row) out->add_shape(D);
-    if (absl::StartsWith(name, "interval_")) out->add_shape(-1);
+    if (absl::StartsWith(name, "interval_") ||
+        absl::StartsWith(name, "conformal_")) {
+      out->add_shape(-1);
+    }
   }
 }
 

@@ -268,6 +268,8 @@ json OutputData(const std::string& datatype, const std::string& raw) {
     read(float{});
   } else if (datatype == "INT64") {
     read(int64_t{});
+  } else if (datatype == "BOOL") {
+    read(bool{});
   }
   return data;
 }
@@ -431,7 +433,9 @@ HttpResponse HttpInferResponse(const HttpInferRequest& request,
     const std::string& type = response.outputs(i).datatype();
     json_numbers +=
         static_cast<int64_t>(response.raw_output_contents(i).size()) /
-        (type == "FP32" ? 4 : 8);
+        (type == "FP32"   ? 4
+         : type == "BOOL" ? 1
+                          : 8);
   }
   constexpr int64_t kBytesPerNumber = 25;  // "-1.2345678901234567e-123,"
   if (json_numbers * kBytesPerNumber > max_bytes) {

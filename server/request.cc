@@ -90,6 +90,36 @@ absl::StatusOr<absl::optional<AdaptiveOptions>> ResolveTarget(
   return absl::optional<AdaptiveOptions>(a);
 }
 
+// set_levels: a calibrated classifier, MC mode, at most 16 levels in (0, 1).
+absl::Status CheckSetLevels(const PredictRequest& req, const Model& model,
+                            bool mc) {
+  if (req.set_levels_size() == 0) return absl::OkStatus();
+  if (model.task() != Task::kClassification) {
+    return absl::InvalidArgumentError(
+        "set_levels apply to classification models only (regression: "
+        "interval_levels)");
+  }
+  if (!model.spec().calibration) {
+    return absl::InvalidArgumentError(
+        "set_levels need a calibrated model, and this one carries no "
+        "calibration (mcdrop-model calibrate makes one)");
+  }
+  if (!mc) {
+    return absl::InvalidArgumentError(
+        "set_levels need MONTE_CARLO mode: the calibration was made with "
+        "dropout on");
+  }
+  if (req.set_levels_size() > 16)
+    return absl::InvalidArgumentError("at most 16 set levels per request");
+  for (double level : req.set_levels()) {
+    if (!(level > 0 && level < 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("set level ", level, " is not in (0, 1)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidatePredictRequest(const PredictRequest& req,
@@ -200,6 +230,8 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
           " for one request; send fewer rows, levels or a smaller T"));
     }
   }
+  if (absl::Status sets = CheckSetLevels(req, model, mc); !sets.ok())
+    return sets;
   auto adaptive = ResolveTarget(req, model, limits);
   if (!adaptive.ok()) return adaptive.status();
   if (adaptive->has_value()) t = (*adaptive)->max_samples;
@@ -255,6 +287,55 @@ void RunPlan(Engine& engine, std::shared_ptr<const Model> model,
                       });
 }
 
+std::vector<std::vector<double>> ConformalQuantiles(const Model& model,
+                                                    const PredictOptions& opt) {
+  const auto& c = model.spec().calibration;
+  if (!c || model.task() != Task::kRegression || opt.interval_levels.empty() ||
+      opt.mode != PredictMode::kMonteCarlo || !opt.include_noise) {
+    return {};
+  }
+  std::vector<std::vector<double>> q(c->scores.size());
+  for (size_t d = 0; d < q.size(); ++d) {
+    for (double level : opt.interval_levels)
+      q[d].push_back(ConformalQuantile(c->scores[d], level));
+  }
+  return q;
+}
+
+namespace {
+
+void AddConformalIntervals(const mcdrop::v1::OutputPrediction& stats,
+                           const std::vector<double>& quantiles,
+                           const PredictOptions& opt,
+                           mcdrop::v1::OutputPrediction* out) {
+  for (size_t i = 0; i < quantiles.size(); ++i) {
+    auto* iv = out->add_conformal_intervals();
+    iv->set_level(opt.interval_levels[i]);
+    // q = inf gives -inf/+inf (the std is > 0 with the noise included).
+    iv->set_lower(stats.mean() - quantiles[i] * stats.std());
+    iv->set_upper(stats.mean() + quantiles[i] * stats.std());
+  }
+}
+
+void AddPredictionSets(const PredictRequest& req, const Model& model,
+                       const Prediction& p, int row,
+                       mcdrop::v1::ClassPrediction* out) {
+  if (req.set_levels_size() == 0 || !model.spec().calibration) return;
+  const Calibration& c = *model.spec().calibration;
+  const auto probs = absl::MakeConstSpan(
+      p.mean.data() + static_cast<size_t>(row) * p.outputs, p.outputs);
+  for (double level : req.set_levels()) {
+    auto* set = out->add_prediction_sets();
+    set->set_level(level);
+    for (int k :
+         PredictionSet(c.score, probs, ConformalQuantile(c.scores[0], level))) {
+      set->add_classes(k);
+    }
+  }
+}
+
+}  // namespace
+
 void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
                          const PredictPlan& plan,
                          const AdaptivePrediction& answer,
@@ -273,6 +354,8 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
   resp->set_final(answer.finished);
   resp->set_row_passes(answer.row_passes);
   const int D = p.outputs;
+  const std::vector<std::vector<double>> conformal =
+      ConformalQuantiles(served.model, opt);
   for (int r = 0; r < p.rows; ++r) {
     auto* row = resp->add_rows();
     row->set_samples(answer.samples_per_row[r]);
@@ -292,6 +375,7 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
           iv->set_lower(p.Interval(r, d, i).lower);
           iv->set_upper(p.Interval(r, d, i).upper);
         }
+        if (!conformal.empty()) AddConformalIntervals(*o, conformal[d], opt, o);
       }
     } else {
       auto* c = row->mutable_classification();
@@ -303,6 +387,7 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
       if (opt.mode == PredictMode::kMonteCarlo) {
         c->mutable_standard_errors()->Add(se, se + D);
       }
+      AddPredictionSets(req, served.model, p, r, c);
     }
     // Rows of an adaptive answer carry their own samples (final only).
     if (plan.adaptive && req.return_samples() && answer.finished &&

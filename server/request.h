@@ -73,6 +73,13 @@ void RunPlan(Engine& engine, std::shared_ptr<const Model> model,
              std::function<void(absl::StatusOr<AdaptivePrediction>)> done,
              std::function<bool(const AdaptivePrediction&)> on_round = nullptr);
 
+// [output][level]: the model's split-conformal quantiles at the plan's
+// interval levels, when conformal intervals apply (a calibrated regression
+// model, MONTE_CARLO mode, noise included); empty otherwise. An interval is
+// mean +- q * std (q may be +infinity: too few calibration rows).
+std::vector<std::vector<double>> ConformalQuantiles(const Model& model,
+                                                    const PredictOptions& opt);
+
 // Fills `response` from an answer (final or running) to `request`.
 void FillPredictResponse(const mcdrop::v1::PredictRequest& request,
                          const ServedModel& served, const PredictPlan& plan,

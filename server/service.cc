@@ -117,6 +117,15 @@ void DescribeModel(const ServedModel& served, bool is_default,
   out->set_source(served.source);
   for (float v : m.spec().input_mean) out->add_input_mean(v);
   for (float v : m.spec().input_std) out->add_input_std(v);
+  if (const auto& c = m.spec().calibration) {
+    auto* info = out->mutable_calibration();
+    info->set_score(std::string(ConformalScoreName(c->score)));
+    info->set_rows(c->rows());
+    info->set_samples(c->samples);
+    info->set_source(c->source);
+    info->set_created(c->created);
+    info->set_max_level(MaxFiniteLevel(c->rows()));
+  }
 }
 
 void DescribeVersions(const ModelRegistry& registry, const std::string& name,
