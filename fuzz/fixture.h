@@ -38,16 +38,32 @@ inline server::ServedModel Served(const char* name, ModelSpec spec) {
   return server::ServedModel{name, 1, "fuzz", absl::Now(), *std::move(model)};
 }
 
+// `spec` with a small calibration (score lists of 9 rows), so that the
+// conformal intervals and prediction sets are on the fuzzed paths.
+inline ModelSpec Calibrated(ModelSpec spec, ConformalScore score, int lists) {
+  Calibration c;
+  c.score = score;
+  c.samples = 16;
+  c.scores.assign(lists, {0.05, 0.1, 0.2, 0.4, 0.5, 0.7, 0.8, 0.9, 2.5});
+  spec.calibration = c;
+  return spec;
+}
+
 // Made once, never destroyed (the fuzzer exits without tearing down).
 inline const Fixture& GetFixture() {
   static const Fixture* f = [] {
     auto* f =
-        new Fixture{Served("r", testing::RandomSpec({4, 16, 2}, {0.1f, 0.2f},
-                                                    Task::kRegression,
-                                                    Activation::kRelu, 1)),
-                    Served("c", testing::RandomSpec({4, 16, 3}, {0.1f, 0.2f},
-                                                    Task::kClassification,
-                                                    Activation::kTanh, 2)),
+        new Fixture{Served("r", Calibrated(testing::RandomSpec(
+                                                {4, 16, 2}, {0.1f, 0.2f},
+                                                Task::kRegression,
+                                                Activation::kRelu, 1),
+                                            ConformalScore::kNormalizedResidual,
+                                            2)),
+                    Served("c", Calibrated(testing::RandomSpec(
+                                                {4, 16, 3}, {0.1f, 0.2f},
+                                                Task::kClassification,
+                                                Activation::kTanh, 2),
+                                            ConformalScore::kLac, 1)),
                     Served("i", testing::ConvSpec(Task::kClassification, 3)),
                     nullptr,
                     {}};

@@ -7,7 +7,8 @@
                     and broken variants (truncated, bad length prefix, bad
                     JSON, offsets out of range; v2: zero stride, negative
                     padding, kernel larger than the input, unknown layer
-                    type, absurd input shape)
+                    type, absurd input shape); calibrated files (a
+                    regressor, an aps classifier) and broken calibrations
   predict_request/  serialized mcdrop.v1.PredictRequest messages, valid and
                     invalid, for the models of fuzz/fixture.h ("r": 4
                     inputs, 2 outputs; "c": 4 inputs, 3 classes; "i":
@@ -92,6 +93,27 @@ def v2_broken(name, old, new):
 
 
 v2_broken("zero_stride", '\\"stride\\": [1, 1]', '\\"stride\\": [0, 1]')
+def with_metadata(src, name, key, value):
+    """Copy of model file src with metadata key set to value (a string)."""
+    data = open(os.path.join(models, src), "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"][key] = value
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    open(os.path.join(models, name), "wb").write(struct.pack("<Q", len(head)) + head + data[8 + n:])
+
+
+calibration = {"method": "split_conformal", "score": "normalized_residual", "samples": 100, "seed": 1,
+               "rows": 4, "source": "seed", "created": "2026-12-02T00:00:00Z",
+               "scores": [[0.1, 0.5, 1.25, 3.0]]}
+with_metadata("small_0.safetensors", "calibrated.safetensors", "calibration", json.dumps(calibration))
+with_metadata("small_1.safetensors", "calibrated_classifier.safetensors", "calibration",
+              json.dumps(dict(calibration, score="aps", scores=[[0.5, 0.9, 0.99, 1.0]])))
+with_metadata("small_0.safetensors", "broken_calibration_unsorted.safetensors", "calibration",
+              json.dumps(dict(calibration, scores=[[3.0, 0.1, 0.5, 1.25]])))
+with_metadata("small_0.safetensors", "broken_calibration_task.safetensors", "calibration",
+              json.dumps(dict(calibration, score="lac")))
 v2_broken("negative_padding", '\\"padding\\": [1, 1]', '\\"padding\\": [-1, 1]')
 v2_broken("kernel_too_large", "[2, 8, 8]", "[2, 2, 2]")
 v2_broken("unknown_type", '\\"type\\": \\"gelu\\"', '\\"type\\": \\"swish\\"')
@@ -123,6 +145,9 @@ request("samples_back", rows=2, samples=4, seed=3, return_samples=True)
 request("deterministic", rows=2, mode=pb.DETERMINISTIC)
 request("classifier", model="c", rows=2, samples=10, seed=4, return_samples=True)
 request("exclude_noise", rows=1, samples=5, exclude_noise=True)
+request("classifier_sets", model="c", rows=2, samples=10, seed=6, set_levels=[0.5, 0.95])
+request("sets_uncalibrated", model="i", rows=1, q=2 * 9 * 8, samples=4, set_levels=[0.9])
+request("sets_on_regression", rows=1, samples=4, set_levels=[0.9])
 request("wrong_width", q=3)
 request("negative_samples", samples=-1)
 request("too_many_rows", rows=100)
@@ -163,6 +188,11 @@ http_request("fp64_nested", {"inputs": [dict(row, datatype="FP64", data=[[[0, 1]
 http_request("image", {"inputs": [{"name": "input", "shape": [1, 2, 9, 8], "datatype": "FP32",
                                    "data": [0.01 * i for i in range(144)]}],
                        "parameters": {"samples": 4}}, path="/v2/models/i/infer")
+http_request("conformal", {"inputs": [row], "parameters": {"interval_levels": "0.5,0.99", "samples": 8},
+                           "outputs": [{"name": "conformal_lower"}, {"name": "conformal_upper"}]})
+http_request("sets", {"inputs": [row], "parameters": {"set_levels": "0.5,0.9"},
+                      "outputs": [{"name": "prediction_set"}, {"name": "probabilities"}]},
+             path="/v2/models/c/infer")
 http_request("bad_json", b'{"inputs": [')
 http_request("bad_binary", {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
                                         "parameters": {"binary_data_size": 99}}]}, binary=b"xx")
