@@ -124,6 +124,24 @@ void ModelMetrics::Observe(const AdaptivePrediction& answer,
   }
 }
 
+void ModelMetrics::ObserveInputs(const Model& model,
+                                 absl::Span<const float> values) const {
+  const ModelSpec& spec = model.spec();
+  const int64_t n = spec.input_mean.size();
+  if (input_values == nullptr || n == 0 || values.empty()) return;
+  // Per value, or per channel (images standardised per channel).
+  const int64_t per_example = model.input_size();
+  const int64_t plane = n == per_example ? 1 : per_example / n;
+  int64_t out = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const int64_t k = static_cast<int64_t>(i) % per_example / plane;
+    out +=
+        std::abs(values[i] - spec.input_mean[k]) > kDriftZ * spec.input_std[k];
+  }
+  input_values->Increment(static_cast<double>(values.size()));
+  input_values_out_of_range->Increment(static_cast<double>(out));
+}
+
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
     const std::string& address, const Engine* engine) {
   std::unique_ptr<Metrics> m(new Metrics());
@@ -166,6 +184,20 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
              .Help(
                  "Running-estimate messages sent by PredictStream (each call's "
                  "final answer is counted in mcdrop_requests_total).")
+             .Register(r);
+    m->input_values_ =
+        &prometheus::BuildCounter()
+             .Name("mcdrop_input_values_total")
+             .Help(
+                 "Input values of admitted requests, for models with an "
+                 "input standardisation.")
+             .Register(r);
+    m->input_out_of_range_ =
+        &prometheus::BuildCounter()
+             .Name("mcdrop_input_values_out_of_range_total")
+             .Help(
+                 "Input values more than 4 training standard deviations from "
+                 "the training mean (input drift).")
              .Register(r);
     m->adaptive_samples_ =
         &prometheus::BuildHistogram()
@@ -256,6 +288,10 @@ ModelMetrics* Metrics::MakeChildren(const std::string& model_label,
   const prometheus::Labels version_labels = {
       {"model", model_label},
       {"version", served != nullptr ? absl::StrCat(served->version) : ""}};
+  if (model != nullptr && model->spec().input_mean.size() > 0) {
+    mm->input_values = &input_values_->Add(version_labels);
+    mm->input_values_out_of_range = &input_out_of_range_->Add(version_labels);
+  }
   if (model != nullptr && model->task() == Task::kRegression) {
     // Buckets from the model's output scale (its training-target std when
     // the file has one) and its noise floor sqrt(1/tau).

@@ -25,6 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "core/adaptive.h"
 #include "core/engine.h"
 #include "server/model_registry.h"
@@ -62,11 +63,20 @@ struct ModelMetrics {
   std::vector<prometheus::Histogram*> predictive_std;   // regression, by output
   prometheus::Histogram* entropy = nullptr;             // classification
   prometheus::Histogram* mutual_information = nullptr;  // classification
+  // Input drift, per version with an input standardisation: values checked,
+  // and those more than kDriftZ training std from the training mean.
+  prometheus::Counter* input_values = nullptr;
+  prometheus::Counter* input_values_out_of_range = nullptr;
+  static constexpr double kDriftZ = 4.0;
 
   void CountRequest(Endpoint endpoint, grpc::StatusCode code) const;
   void ObserveDuration(Endpoint endpoint, double seconds) const {
     duration[static_cast<int>(endpoint)]->Observe(seconds);
   }
+  // Counts an admitted request's input values against `model`'s input
+  // standardisation (per value, or per channel for images); nothing for a
+  // model without one.
+  void ObserveInputs(const Model& model, absl::Span<const float> values) const;
   // Records a finished answer's work and uncertainty (with `adaptive`, the
   // T of each row too).
   void Observe(const AdaptivePrediction& answer, bool adaptive) const;
@@ -117,6 +127,8 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* std_ = nullptr;
   prometheus::Family<prometheus::Histogram>* entropy_ = nullptr;
   prometheus::Family<prometheus::Histogram>* mi_ = nullptr;
+  prometheus::Family<prometheus::Counter>* input_values_ = nullptr;
+  prometheus::Family<prometheus::Counter>* input_out_of_range_ = nullptr;
   prometheus::Family<prometheus::Gauge>* model_info_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
   ModelMetrics* unknown_ = nullptr;

@@ -142,6 +142,8 @@ void OipBackend::Infer(Endpoint endpoint,
                      " requests in flight; retry later")));
   }
   state->admission = std::make_unique<Admission>(inference_);
+  state->metrics->ObserveInputs(state->model->model,
+                                state->call.predict.inputs());
   opt.deadline = std::min(deadline, state->arrived + state->call.timeout);
   opt.should_stop = std::move(should_stop);
   std::shared_ptr<const Model> pinned(state->model, &state->model->model);

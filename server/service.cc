@@ -251,6 +251,7 @@ absl::Status InferenceService::Admit(const grpc::CallbackServerContext* context,
     Release();
     return checked;
   }
+  (*mm)->ObserveInputs((*served)->model, request->inputs());
   admitted->model = *std::move(served);
   return absl::OkStatus();
 }

@@ -808,5 +808,33 @@ TEST_F(ServerTest, CancellingAStreamFreesTheEngine) {
           .ok());
 }
 
+// Input drift: each admitted request's values are compared with the
+// model's training standardisation; those beyond 4 std are counted.
+TEST_F(ServerTest, InputDriftCountsValuesBeyondFourTrainingStd) {
+  auto model = Model::Load(kConcrete);
+  ASSERT_TRUE(model.ok());
+  const ModelSpec& spec = model->spec();
+  ASSERT_EQ(spec.input_mean.size(), 8);
+  RowMajorMatrixXf x(2, 8);
+  for (int c = 0; c < 8; ++c) {
+    x(0, c) = spec.input_mean[c];
+    x(1, c) = spec.input_mean[c] + 0.5f * spec.input_std[c];
+  }
+  x(1, 0) = spec.input_mean[0] + 5.0f * spec.input_std[0];
+  x(1, 3) = spec.input_mean[3] - 4.5f * spec.input_std[3];
+  x(1, 5) = spec.input_mean[5] + 3.9f * spec.input_std[5];  // within 4
+  PredictResponse resp;
+  ASSERT_TRUE(Call(Request("concrete", x, 10, 1), &resp).ok());
+  PredictRequest bad = Request("concrete", x, 10, 1);
+  bad.set_samples(-1);  // refused: its inputs are not counted
+  EXPECT_FALSE(Call(bad, &resp).ok());
+  const std::string text = server_->metrics().Text();
+  EXPECT_EQ(Metric(text, "mcdrop_input_values_total", "model=\"concrete\""),
+            16);
+  EXPECT_EQ(Metric(text, "mcdrop_input_values_out_of_range_total",
+                   "model=\"concrete\",version=\"1\""),
+            2);
+}
+
 }  // namespace
 }  // namespace mcdrop::server
