@@ -298,7 +298,9 @@ int Predict() {
       std::string header = "row,output,mean,std,model_std";
       for (double l : req.interval_levels())
         absl::StrAppendFormat(&header, ",lower_%g,upper_%g", l, l);
-      if (meta->has_calibration() && !req.exclude_noise()) {
+      if (meta->has_calibration() && !req.exclude_noise() &&
+          req.mode() == mcdrop::v1::MONTE_CARLO &&
+          req.samples() >= meta->calibration().samples()) {
         for (double l : req.interval_levels()) {
           absl::StrAppendFormat(&header,
                                 ",conformal_lower_%g,conformal_upper_%g", l, l);

@@ -80,6 +80,8 @@ bool Calibration::operator==(const Calibration& o) const {
 }
 
 double ConformalQuantile(absl::Span<const double> sorted, double level) {
+  if (sorted.empty() || !(level > 0 && level < 1))
+    return std::numeric_limits<double>::infinity();
   const double n = static_cast<double>(sorted.size());
   // (n + 1) level is often an integer in exact arithmetic (n = 19, level
   // 0.95): do not let rounding push the rank one up.
@@ -93,7 +95,9 @@ double NormalizedResidual(double y, double mean, double std) {
 }
 
 double ClassScore(ConformalScore score, absl::Span<const double> probs, int y) {
-  if (score == ConformalScore::kLac) return 1.0 - probs[y];
+  // p may round a hair above 1: scores stay >= 0 (sets are unchanged, as
+  // every q >= 0).
+  if (score == ConformalScore::kLac) return std::max(0.0, 1.0 - probs[y]);
   double mass = 0;
   for (int k : Ranked(probs)) {
     mass += probs[k];
@@ -131,7 +135,24 @@ std::string CalibrationToJson(const Calibration& c) {
   return j.dump();
 }
 
+absl::Status ValidateCalibration(const Calibration& c) {
+  if (c.scores.empty()) return FieldError("scores", "no score lists");
+  for (size_t i = 0; i < c.scores.size(); ++i) {
+    if (absl::Status s = CheckScoreList(c.scores[i], i, c.scores[0].size());
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Calibration> ParseCalibration(absl::string_view json) {
+  if (json.size() > kMaxCalibrationJsonBytes) {
+    return FieldError("value", absl::StrCat(json.size(),
+                                            " bytes exceed the "
+                                            "limit of ",
+                                            kMaxCalibrationJsonBytes));
+  }
   const nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
   if (j.is_discarded() || !j.is_object())
     return FieldError("value", "not a JSON object");
@@ -183,12 +204,7 @@ absl::StatusOr<Calibration> ParseCalibration(absl::string_view json) {
     }
     c.scores.push_back(std::move(values));
   }
-  for (size_t i = 0; i < c.scores.size(); ++i) {
-    if (absl::Status s = CheckScoreList(c.scores[i], i, c.scores[0].size());
-        !s.ok()) {
-      return s;
-    }
-  }
+  if (absl::Status s = ValidateCalibration(c); !s.ok()) return s;
   if (const nlohmann::json* rows = get("rows")) {
     if (!rows->is_number_integer() || rows->get<int64_t>() != c.rows()) {
       return FieldError("rows", absl::StrCat("must equal the scores per list (",

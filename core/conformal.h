@@ -19,10 +19,10 @@
 //   it serves in every mode (fixed or adaptive T) at no cost.
 // - Classification, "lac": 1 - p_y (Sadinle, Lei & Wasserman 2019): the
 //   smallest sets on average; the set is {k : p_k >= 1 - q_a}.
-// - Classification, "aps": the mean probability of the classes ranked at or
-//   above y, ties broken by class index (Romano, Sesia & Candes 2020, without
-//   randomisation, so it covers at least as much): sets grow as the
-//   predictive spreads, which gives better coverage per kind of input.
+// - Classification, "aps": the summed (mean) probabilities of the classes
+//   ranked at or above y, ties broken by class index (Romano, Sesia & Candes
+//   2020, without randomisation, so it covers at least as much): sets grow as
+//   the predictive spreads, which gives better coverage per kind of input.
 
 #ifndef MCDROP_CORE_CONFORMAL_H_
 #define MCDROP_CORE_CONFORMAL_H_
@@ -64,12 +64,13 @@ struct Calibration {
 };
 
 // The split-conformal quantile of `sorted` (ascending, n >= 1) at `level` in
-// (0, 1): the k-th smallest, k = ceil((n + 1) level); +infinity when k > n
-// (too few rows for that level: the only set with the guarantee is
-// everything).
+// (0, 1): the k-th smallest, k = ceil((n + 1) level - 1e-9) (the tolerance
+// keeps exact products such as 20 x 0.95 from rounding up); +infinity when
+// k > n (too few rows for that level: the only set with the guarantee is
+// everything), and for an empty list or a level outside (0, 1).
 double ConformalQuantile(absl::Span<const double> sorted, double level);
 
-// The smallest level whose quantile is finite with n rows: n / (n + 1).
+// The largest level whose quantile is finite with n rows: n / (n + 1).
 inline double MaxFiniteLevel(int64_t n) {
   return static_cast<double>(n) / static_cast<double>(n + 1);
 }
@@ -88,10 +89,15 @@ std::vector<int> PredictionSet(ConformalScore score,
 // The calibration as the JSON of the "calibration" metadata key; doubles are
 // written so that they read back bit for bit.
 std::string CalibrationToJson(const Calibration& c);
-// Parses and checks the JSON: InvalidArgument naming the field and what is
-// wrong (unknown method or score, T < 1, lists empty, of different lengths,
-// not sorted, or holding a value that is not a finite number >= 0).
+// Parses and checks the JSON (at most kMaxCalibrationJsonBytes):
+// InvalidArgument naming the field and what is wrong (unknown method or
+// score, T < 1, and what ValidateCalibration refuses).
 absl::StatusOr<Calibration> ParseCalibration(absl::string_view json);
+inline constexpr size_t kMaxCalibrationJsonBytes = size_t{32} << 20;
+
+// The score lists: at least one, none empty, all of one length, each sorted
+// ascending, every value finite and >= 0. InvalidArgument naming the list.
+absl::Status ValidateCalibration(const Calibration& c);
 
 }  // namespace mcdrop
 

@@ -249,6 +249,7 @@ absl::Status CheckCalibration(const ModelSpec& spec, int outputs) {
         " is not for ", TaskName(spec.task),
         regression ? " (normalized_residual is)" : " (lac or aps are)"));
   }
+  MCDROP_RETURN_IF_ERROR(ValidateCalibration(c));
   const size_t lists = regression ? static_cast<size_t>(outputs) : 1;
   if (c.scores.size() != lists) {
     return absl::InvalidArgumentError(

@@ -2,14 +2,11 @@
 //
 // mcdrop-server: serves Monte-Carlo-dropout models over gRPC.
 
-#include <malloc.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <csignal>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"

@@ -129,14 +129,19 @@ void ModelMetrics::ObserveInputs(const Model& model,
   const ModelSpec& spec = model.spec();
   const int64_t n = spec.input_mean.size();
   if (input_values == nullptr || n == 0 || values.empty()) return;
-  // Per value, or per channel (images standardised per channel).
+  // Per value, or per channel (images standardised per channel): rows of
+  // n standardised groups of `plane` values each.
   const int64_t per_example = model.input_size();
   const int64_t plane = n == per_example ? 1 : per_example / n;
   int64_t out = 0;
-  for (size_t i = 0; i < values.size(); ++i) {
-    const int64_t k = static_cast<int64_t>(i) % per_example / plane;
-    out +=
-        std::abs(values[i] - spec.input_mean[k]) > kDriftZ * spec.input_std[k];
+  const float* v = values.data();
+  for (size_t row = 0; row + per_example <= values.size(); row += per_example) {
+    for (int64_t k = 0; k < n; ++k) {
+      const float mean = spec.input_mean[k];
+      const float bound = static_cast<float>(kDriftZ) * spec.input_std[k];
+      for (int64_t i = 0; i < plane; ++i, ++v)
+        out += std::abs(*v - mean) > bound;
+    }
   }
   input_values->Increment(static_cast<double>(values.size()));
   input_values_out_of_range->Increment(static_cast<double>(out));

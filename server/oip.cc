@@ -2,6 +2,7 @@
 
 #include "server/oip.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -330,6 +331,11 @@ std::vector<double> ConformalBounds(const Model& model,
                                     const Prediction& p, bool lower) {
   const std::vector<std::vector<double>> q = ConformalQuantiles(model, opt);
   std::vector<double> v;
+  if (q.size() != static_cast<size_t>(p.outputs)) {  // settled before: none
+    v.assign(static_cast<size_t>(p.rows) * p.outputs * p.levels,
+             std::numeric_limits<double>::quiet_NaN());
+    return v;
+  }
   for (int r = 0; r < p.rows; ++r) {
     for (int d = 0; d < p.outputs; ++d) {
       const double std = std::sqrt(p.Variance(r, d));
@@ -344,9 +350,10 @@ std::vector<double> ConformalBounds(const Model& model,
 std::vector<uint8_t> SetMasks(const Model& model,
                               const mcdrop::v1::PredictRequest& request,
                               const Prediction& p) {
-  const Calibration& c = *model.spec().calibration;
   const int L = request.set_levels_size(), D = p.outputs;
   std::vector<uint8_t> mask(static_cast<size_t>(p.rows) * L * D, 0);
+  if (!model.spec().calibration) return mask;  // refused before: no sets
+  const Calibration& c = *model.spec().calibration;
   for (int r = 0; r < p.rows; ++r) {
     const auto probs =
         absl::MakeConstSpan(p.mean.data() + static_cast<size_t>(r) * D, D);
@@ -431,6 +438,7 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
       return Invalid(absl::StrCat("output \"", Q(o.name()), "\" asked twice"));
     }
     call.outputs.push_back(o.name());
+    call.outputs_named = true;
   }
   const bool intervals = call.predict.interval_levels_size() > 0;
   const bool conformal = intervals &&
@@ -470,6 +478,32 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
   }
   call.predict.set_return_samples(Contains(call.outputs, "samples"));
   return call;
+}
+
+absl::Status SettleConformalOutputs(const Model& model, const PredictPlan& plan,
+                                    OipCall* call) {
+  if (!ConformalQuantiles(model, plan.options).empty()) return absl::OkStatus();
+  auto conformal = [](const std::string& name) {
+    return absl::StartsWith(name, "conformal_");
+  };
+  if (!call->outputs_named) {
+    call->outputs.erase(
+        std::remove_if(call->outputs.begin(), call->outputs.end(), conformal),
+        call->outputs.end());
+    return absl::OkStatus();
+  }
+  for (const std::string& name : call->outputs) {
+    if (conformal(name)) {
+      return Invalid(absl::StrCat(
+          name,
+          " needs a calibrated regression model, interval_levels, "
+          "monte_carlo mode with the noise included, and T at least "
+          "the calibration's (",
+          model.spec().calibration ? model.spec().calibration->samples : 0,
+          ")"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 void FillInferResponse(const ModelInferRequest& request, const OipCall& call,

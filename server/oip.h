@@ -34,7 +34,16 @@ struct OipCall {
   // The parameter "timeout" (microseconds, as Triton's clients send it):
   // the request's deadline is then at most this long after its arrival.
   absl::Duration timeout = absl::InfiniteDuration();
+  // True when the request named its outputs.
+  bool outputs_named = false;
 };
+
+// After the request is checked (`plan`): conformal_lower / conformal_upper
+// need conformal intervals to apply (ConformalQuantiles, request.h: among
+// others a T at least the calibration's). Named, they are refused
+// (InvalidArgument saying why); among the default outputs, they are dropped.
+absl::Status SettleConformalOutputs(const Model& model, const PredictPlan& plan,
+                                    OipCall* call);
 
 // Translates `request` for `model`: exactly one input named "input" with
 // datatype FP32, FP64, FP16 or BF16 (converted to f32), in `contents` or

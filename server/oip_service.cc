@@ -136,6 +136,11 @@ void OipBackend::Infer(Endpoint endpoint,
       !s.ok()) {
     return refuse(s);
   }
+  if (absl::Status s = SettleConformalOutputs(state->model->model, state->plan,
+                                              &state->call);
+      !s.ok()) {
+    return refuse(s);
+  }
   if (!inference_->TryAdmit()) {
     return refuse(absl::ResourceExhaustedError(
         absl::StrCat("the server is at its limit of ", limits_.max_inflight,

@@ -90,9 +90,10 @@ absl::StatusOr<absl::optional<AdaptiveOptions>> ResolveTarget(
   return absl::optional<AdaptiveOptions>(a);
 }
 
-// set_levels: a calibrated classifier, MC mode, at most 16 levels in (0, 1).
+// set_levels: a calibrated classifier, MC mode, a fixed T (`t`) at least the
+// calibration's, at most 16 levels in (0, 1).
 absl::Status CheckSetLevels(const PredictRequest& req, const Model& model,
-                            bool mc) {
+                            bool mc, int t, bool adaptive) {
   if (req.set_levels_size() == 0) return absl::OkStatus();
   if (model.task() != Task::kClassification) {
     return absl::InvalidArgumentError(
@@ -108,6 +109,17 @@ absl::Status CheckSetLevels(const PredictRequest& req, const Model& model,
     return absl::InvalidArgumentError(
         "set_levels need MONTE_CARLO mode: the calibration was made with "
         "dropout on");
+  }
+  const int calibrated_t = model.spec().calibration->samples;
+  if (adaptive) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "set_levels need a fixed T (the calibration was made at T = ",
+        calibrated_t, "); give samples instead of a target"));
+  }
+  if (t < calibrated_t) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("set_levels need T >= ", calibrated_t,
+                     ", the T the calibration was made at; got T = ", t));
   }
   if (req.set_levels_size() > 16)
     return absl::InvalidArgumentError("at most 16 set levels per request");
@@ -230,10 +242,13 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
           " for one request; send fewer rows, levels or a smaller T"));
     }
   }
-  if (absl::Status sets = CheckSetLevels(req, model, mc); !sets.ok())
-    return sets;
   auto adaptive = ResolveTarget(req, model, limits);
   if (!adaptive.ok()) return adaptive.status();
+  if (absl::Status sets =
+          CheckSetLevels(req, model, mc, t, adaptive->has_value());
+      !sets.ok()) {
+    return sets;
+  }
   if (adaptive->has_value()) t = (*adaptive)->max_samples;
   const int64_t keep = mc ? t : 1;
   if ((req.return_samples() || req.interval_levels_size() > 0) &&
@@ -291,7 +306,8 @@ std::vector<std::vector<double>> ConformalQuantiles(const Model& model,
                                                     const PredictOptions& opt) {
   const auto& c = model.spec().calibration;
   if (!c || model.task() != Task::kRegression || opt.interval_levels.empty() ||
-      opt.mode != PredictMode::kMonteCarlo || !opt.include_noise) {
+      opt.mode != PredictMode::kMonteCarlo || !opt.include_noise ||
+      opt.samples < c->samples) {
     return {};
   }
   std::vector<std::vector<double>> q(c->scores.size());

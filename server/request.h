@@ -75,7 +75,8 @@ void RunPlan(Engine& engine, std::shared_ptr<const Model> model,
 
 // [output][level]: the model's split-conformal quantiles at the plan's
 // interval levels, when conformal intervals apply (a calibrated regression
-// model, MONTE_CARLO mode, noise included); empty otherwise. An interval is
+// model, MONTE_CARLO mode, noise included, T at least the calibration's);
+// empty otherwise. An interval is
 // mean +- q * std (q may be +infinity: too few calibration rows).
 std::vector<std::vector<double>> ConformalQuantiles(const Model& model,
                                                     const PredictOptions& opt);

@@ -7,7 +7,7 @@
 //   mcdrop-model predict MODEL --input "x1,x2,...;x1,x2,..." [--samples T]
 //                [--seed S] [--deterministic] [--threads N]
 //   mcdrop-model calibrate MODEL --data FILE --out OUT [--target_column -1]
-//                [--features 0,1] [--samples 10000] [--seed 1] [--score lac]
+//                [--features 0,1] [--samples T] [--seed 1] [--score lac]
 //                [--source TEXT] [--threads N]
 //
 // calibrate scores the model on labelled rows it did not train on and writes
@@ -189,8 +189,12 @@ int Calibrate(const mcdrop::Model& model) {
   auto score = mcdrop::ParseConformalScore(absl::GetFlag(FLAGS_score));
   if (!score.ok()) return Fail(score.status());
   mcdrop::CalibrateOptions options;
+  // Calibrate at the T the model is served at: the guarantee holds for
+  // requests of that T (the server gives conformal answers from it up).
   options.samples =
-      absl::GetFlag(FLAGS_samples) > 0 ? absl::GetFlag(FLAGS_samples) : 10000;
+      absl::GetFlag(FLAGS_samples) > 0   ? absl::GetFlag(FLAGS_samples)
+      : model.spec().default_samples > 0 ? model.spec().default_samples
+                                         : 100;
   options.seed = absl::GetFlag(FLAGS_seed);
   options.class_score = *score;
   options.source = absl::GetFlag(FLAGS_source).empty()

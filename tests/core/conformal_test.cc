@@ -35,6 +35,11 @@ TEST(ConformalQuantileTest, IsTheCeilNPlusOneLevelthSmallest) {
   EXPECT_EQ(ConformalQuantile(n19, 0.95), 18.0);
   EXPECT_EQ(ConformalQuantile(n19, 0.96), kInf);
   EXPECT_DOUBLE_EQ(MaxFiniteLevel(19), 0.95);
+  // Outside the contract: the conservative answer, never a bad read.
+  EXPECT_EQ(ConformalQuantile({}, 0.5), kInf);
+  EXPECT_EQ(ConformalQuantile(s, std::nan("")), kInf);
+  EXPECT_EQ(ConformalQuantile(s, 0.0), kInf);
+  EXPECT_EQ(ConformalQuantile(s, 1.0), kInf);
 }
 
 // Exchangeable data and a model whose std is wrong by a factor that varies
@@ -201,6 +206,13 @@ TEST(CalibrationModelTest, IsStoredInTheModelFileAndCheckedAgainstTheModel) {
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("the model needs 2"),
             std::string::npos)
+      << refused.status();
+  ModelSpec unsorted = spec;  // a spec built in code is checked as a file is
+  std::swap(unsorted.calibration->scores[0][0],
+            unsorted.calibration->scores[0][4]);
+  refused = Model::Create(unsorted);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("not sorted"), std::string::npos)
       << refused.status();
   ModelSpec classifier = RandomSpec(
       {3, 8, 2}, {0.1f, 0.1f}, Task::kClassification, Activation::kRelu, 5);

@@ -209,6 +209,27 @@ TEST_F(CalibrationTest, SetLevelsAreRefusedWhereTheyCannotHold) {
   PredictRequest reg = Request("concrete", 8);
   reg.add_set_levels(0.9);
   refused(reg, "classification models only");
+  // The guarantee is for the calibration's T (50) and up.
+  PredictRequest few = Request("digits", 16);
+  few.add_set_levels(0.9);
+  few.set_samples(49);
+  refused(few, "set_levels need T >= 50, the T the calibration was made at");
+  few.set_samples(0);
+  few.mutable_target()->set_standard_error(0.01);
+  refused(few, "set_levels need a fixed T");
+}
+
+TEST_F(CalibrationTest, NoConformalIntervalsBelowTheCalibrationsT) {
+  PredictRequest req = Request("concrete", 8);
+  req.add_interval_levels(0.9);
+  req.set_samples(49);
+  PredictResponse resp;
+  ASSERT_TRUE(Call(req, &resp).ok());
+  EXPECT_EQ(resp.rows(0).outputs(0).intervals_size(), 1);
+  EXPECT_EQ(resp.rows(0).outputs(0).conformal_intervals_size(), 0);
+  req.set_samples(50);
+  ASSERT_TRUE(Call(req, &resp).ok());
+  EXPECT_EQ(resp.rows(0).outputs(0).conformal_intervals_size(), 1);
 }
 
 // The Open Inference Protocol carries them too: set_levels as a parameter,
@@ -286,6 +307,33 @@ TEST_F(CalibrationTest, OpenInferenceProtocolOverHttp) {
   EXPECT_DOUBLE_EQ(by_name["conformal_upper"]["data"][0].get<double>(),
                    mean + q * std);
   EXPECT_TRUE(by_name["conformal_upper"]["data"][1].is_null());  // +infinity
+
+  // Named, they are refused where they cannot hold (T below the
+  // calibration's 50); by default, left out.
+  const std::string row =
+      R"("inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32",
+                     "data": [540, 0, 0, 162, 2.5, 1040, 676, 28]}])";
+  const int fd = testing::Connect(server_->http_port());
+  const std::string named =
+      R"({"parameters": {"samples": 20, "interval_levels": 0.9},
+          "outputs": [{"name": "conformal_lower"}], )" +
+      row + "}";
+  testing::Send(fd, absl::StrCat("POST /v2/models/concrete/infer HTTP/1.1\r\n"
+                                 "Content-Length: ",
+                                 named.size(), "\r\n\r\n", named));
+  const std::string reply = testing::ReadOne(fd);
+  close(fd);
+  EXPECT_NE(reply.find("HTTP/1.1 400"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("T at least the calibration's (50)"), std::string::npos)
+      << reply;
+  nlohmann::json fewer =
+      post("concrete",
+           R"({"parameters": {"samples": 20, "interval_levels": 0.9}, )" + row +
+               "}");
+  for (const auto& o : fewer["outputs"]) {
+    EXPECT_NE(o["name"], "conformal_lower");
+  }
+  EXPECT_EQ(fewer["outputs"].size(), 6u) << fewer.dump();
 }
 
 }  // namespace
