@@ -106,6 +106,20 @@ ABSL_FLAG(int, http_max_connections, 1024,
 ABSL_FLAG(absl::Duration, memory_return_period, absl::Seconds(5),
           "How often free heap pages go back to the system (malloc_trim), so "
           "resident memory follows the live heap; 0: never");
+ABSL_FLAG(int64_t, feedback_store_mb, 64,
+          "Memory for predictions kept for Feedback (the oldest are evicted "
+          "beyond it); 0: no feedback, responses carry no prediction ids");
+ABSL_FLAG(absl::Duration, feedback_max_age, absl::Hours(1),
+          "Predictions older than this take no feedback");
+ABSL_FLAG(int, feedback_window, 1000,
+          "Observations in each model version's rolling feedback figures");
+ABSL_FLAG(int, feedback_max_items, 1024, "Items per Feedback call at most");
+ABSL_FLAG(int, feedback_points, 128,
+          "Pass outputs kept per regression output for feedback (a "
+          "stratified summary of the T passes beyond it)");
+ABSL_FLAG(double, adaptive_conformal_rate, 0,
+          "Adaptive conformal inference's step gamma (e.g. 0.005 to 0.05): "
+          "conformal levels follow the feedback's misses; 0: off");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(10),
           "On SIGTERM/SIGINT: time in-flight calls get to finish");
 
@@ -204,6 +218,12 @@ int main(int argc, char** argv) {
   options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
   options.memory_quota_bytes = absl::GetFlag(FLAGS_memory_quota_bytes);
   options.memory_return_period = absl::GetFlag(FLAGS_memory_return_period);
+  options.feedback.store_bytes = absl::GetFlag(FLAGS_feedback_store_mb) << 20;
+  options.feedback.max_age = absl::GetFlag(FLAGS_feedback_max_age);
+  options.feedback.window = absl::GetFlag(FLAGS_feedback_window);
+  options.feedback.max_items = absl::GetFlag(FLAGS_feedback_max_items);
+  options.feedback.max_points = absl::GetFlag(FLAGS_feedback_points);
+  options.feedback.adaptive_rate = absl::GetFlag(FLAGS_adaptive_conformal_rate);
   options.http_port = absl::GetFlag(FLAGS_http_port);
   options.http_host = absl::GetFlag(FLAGS_http_host);
   options.http_threads = absl::GetFlag(FLAGS_http_threads);

@@ -98,6 +98,8 @@ class Metrics {
   const ModelMetrics* Unknown() const { return unknown_; }
 
   prometheus::Gauge& inflight() { return *inflight_; }
+  // Where other parts of the server register their families (once).
+  prometheus::Registry& registry() { return *registry_; }
   // Sets mcdrop_model_info to exactly the given (name, version, task) set.
   void SetServedModels(
       const std::vector<std::shared_ptr<const ServedModel>>& models);

@@ -326,10 +326,9 @@ void AddOutput(const std::string& name, const char* datatype,
 }
 
 // [B, D, L]: the conformal interval bounds (ConformalQuantiles).
-std::vector<double> ConformalBounds(const Model& model,
-                                    const PredictOptions& opt,
+std::vector<double> ConformalBounds(const Model& model, const PredictPlan& plan,
                                     const Prediction& p, bool lower) {
-  const std::vector<std::vector<double>> q = ConformalQuantiles(model, opt);
+  const std::vector<std::vector<double>> q = ConformalQuantiles(model, plan);
   std::vector<double> v;
   if (q.size() != static_cast<size_t>(p.outputs)) {  // settled before: none
     v.assign(static_cast<size_t>(p.rows) * p.outputs * p.levels,
@@ -349,7 +348,7 @@ std::vector<double> ConformalBounds(const Model& model,
 // [B, levels, classes]: 1 where the class is in the row's prediction set.
 std::vector<uint8_t> SetMasks(const Model& model,
                               const mcdrop::v1::PredictRequest& request,
-                              const Prediction& p) {
+                              const PredictPlan& plan, const Prediction& p) {
   const int L = request.set_levels_size(), D = p.outputs;
   std::vector<uint8_t> mask(static_cast<size_t>(p.rows) * L * D, 0);
   if (!model.spec().calibration) return mask;  // refused before: no sets
@@ -358,7 +357,7 @@ std::vector<uint8_t> SetMasks(const Model& model,
     const auto probs =
         absl::MakeConstSpan(p.mean.data() + static_cast<size_t>(r) * D, D);
     for (int l = 0; l < L; ++l) {
-      const double q = ConformalQuantile(c.scores[0], request.set_levels(l));
+      const double q = SetQuantile(model, plan, request.set_levels(l));
       for (int k : PredictionSet(c.score, probs, q))
         mask[(static_cast<size_t>(r) * L + l) * D + k] = 1;
     }
@@ -482,7 +481,7 @@ absl::StatusOr<OipCall> TranslateInferRequest(const ModelInferRequest& request,
 
 absl::Status SettleConformalOutputs(const Model& model, const PredictPlan& plan,
                                     OipCall* call) {
-  if (!ConformalQuantiles(model, plan.options).empty()) return absl::OkStatus();
+  if (!ConformalQuantiles(model, plan).empty()) return absl::OkStatus();
   auto conformal = [](const std::string& name) {
     return absl::StartsWith(name, "conformal_");
   };
@@ -544,14 +543,14 @@ void FillInferResponse(const ModelInferRequest& request, const OipCall& call,
           }
       AddOutput(name, "FP64", {B, D, L}, v, response);
     } else if (name == "conformal_lower" || name == "conformal_upper") {
-      AddOutput(name, "FP64", {B, D, L},
-                ConformalBounds(served.model, plan.options, p,
-                                name == "conformal_lower"),
-                response);
+      AddOutput(
+          name, "FP64", {B, D, L},
+          ConformalBounds(served.model, plan, p, name == "conformal_lower"),
+          response);
     } else if (name == "prediction_set") {
       AddOutput(name, "BOOL",
                 {B, static_cast<int64_t>(call.predict.set_levels_size()), D},
-                SetMasks(served.model, call.predict, p), response);
+                SetMasks(served.model, call.predict, plan, p), response);
     } else if (name == "predicted_class") {
       std::vector<int64_t> c(p.predicted_class.begin(),
                              p.predicted_class.end());

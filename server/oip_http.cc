@@ -38,6 +38,8 @@ struct TooLarge {
 // the budget is at most kMaxJsonNodes whatever the model, so no body builds
 // a document of more than that many nodes.
 constexpr int64_t kMaxJsonNodes = int64_t{8} << 20;
+// A feedback body's JSON values at most (items are capped far below).
+constexpr int64_t kMaxFeedbackJsonValues = int64_t{1} << 20;
 
 // At most 200 bytes of a message that quotes the request, escaped.
 std::string Quote(absl::string_view text) {
@@ -349,6 +351,86 @@ HttpResponse Json(int status, const json& body) {
 
 }  // namespace
 
+absl::StatusOr<mcdrop::v1::FeedbackRequest> ParseHttpFeedbackRequest(
+    absl::string_view body, const std::string& model,
+    const std::string& version) {
+  mcdrop::v1::FeedbackRequest out;
+  out.set_model(model);
+  if (!version.empty()) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(version, &v) || v <= 0) {
+      return Invalid(absl::StrCat("version ", Quote(version),
+                                  " is not a positive integer"));
+    }
+    out.set_version(v);
+  }
+  auto parsed = ParseJson(body, kMaxFeedbackJsonValues);
+  if (!parsed.ok()) return parsed.status();
+  const json& j = *parsed;
+  if (!j.is_object()) return Invalid("the feedback must be a JSON object");
+  if (absl::Status s = CheckKeys(j, "the feedback", {"items"}); !s.ok()) {
+    return s;
+  }
+  const json* items = Member(j, "items");
+  if (items == nullptr || !items->is_array()) {
+    return Invalid(
+        "the feedback needs \"items\": an array of {\"id\", "
+        "\"targets\" or \"label\"}");
+  }
+  for (size_t i = 0; i < items->size(); ++i) {
+    const json& it = (*items)[i];
+    const std::string where = absl::StrCat("items[", i, "]");
+    if (!it.is_object()) return Invalid(where + " must be an object");
+    if (absl::Status s = CheckKeys(it, where, {"id", "targets", "label"});
+        !s.ok()) {
+      return s;
+    }
+    auto* item = out.add_items();
+    const json* id = Member(it, "id");
+    if (id == nullptr || !id->is_string()) {
+      return Invalid(where + ".id must be a string");
+    }
+    item->set_id(id->get<std::string>());
+    if (const json* t = Member(it, "targets"); t != nullptr) {
+      if (t->is_number()) {
+        item->add_targets(t->get<double>());
+      } else if (t->is_array()) {
+        for (const json& v : *t) {
+          if (!v.is_number()) {
+            return Invalid(where + ".targets must hold numbers");
+          }
+          item->add_targets(v.get<double>());
+        }
+      } else {
+        return Invalid(where + ".targets must be a number or an array");
+      }
+    }
+    if (const json* l = Member(it, "label"); l != nullptr) {
+      if (!l->is_number_integer() ||
+          l->get<int64_t>() < std::numeric_limits<int32_t>::min() ||
+          l->get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+        return Invalid(where + ".label must be an integer");
+      }
+      item->set_label(static_cast<int32_t>(l->get<int64_t>()));
+    }
+  }
+  return out;
+}
+
+std::string FeedbackResponseJson(const mcdrop::v1::FeedbackRequest& request,
+                                 const mcdrop::v1::FeedbackResponse& response) {
+  json results = json::array();
+  for (const auto& r : response.results()) {
+    results.push_back(
+        {{"id", r.id()},
+         {"outcome", mcdrop::v1::FeedbackResult::Outcome_Name(r.outcome())},
+         {"message", r.message()}});
+  }
+  return Dump({{"model_name", request.model()},
+               {"accepted", response.accepted()},
+               {"results", std::move(results)}});
+}
+
 absl::StatusOr<HttpInferRequest> ParseHttpInferRequest(
     absl::string_view body, absl::optional<absl::string_view> header_length,
     int64_t max_values) {
@@ -586,16 +668,20 @@ absl::variant<OipHttpHandler::Route, HttpResponse> OipHttpHandler::Resolve(
       route.action = Action::kModelReady;
     } else if (next + 1 == n && parts[next] == "infer") {
       route.action = Action::kInfer;
+    } else if (next + 1 == n && parts[next] == "feedback") {
+      route.action = Action::kFeedback;
     } else {
       return not_found();
     }
   } else {
     return not_found();
   }
-  const char* method = route.action == Action::kInfer ? "POST" : "GET";
+  const bool post =
+      route.action == Action::kInfer || route.action == Action::kFeedback;
+  const char* method = post ? "POST" : "GET";
   if (req.method != method) return MethodNotAllowed(req, path, method);
   if (route.action == Action::kModelMetadata ||
-      route.action == Action::kModelReady || route.action == Action::kInfer) {
+      route.action == Action::kModelReady || post) {
     const absl::Status auth =
         backend_->inference().CheckAuthorization(req.Header("authorization"));
     if (!auth.ok()) {
@@ -654,6 +740,21 @@ void OipHttpHandler::operator()(std::shared_ptr<HttpExchange> exchange) const {
     }
     case Action::kInfer:
       return Infer(std::move(exchange), route.model, route.version);
+    case Action::kFeedback: {
+      auto parsed = ParseHttpFeedbackRequest(exchange->request().body,
+                                             route.model, route.version);
+      mcdrop::v1::FeedbackResponse response;
+      absl::Status s = parsed.status();
+      if (s.ok()) {
+        s = backend_->inference().feedback()->Submit(*parsed, &response);
+      }
+      return exchange->Respond(
+          s.ok() ? HttpResponse{200,
+                                "application/json",
+                                {},
+                                FeedbackResponseJson(*parsed, response)}
+                 : HttpError(s));
+    }
   }
 }
 

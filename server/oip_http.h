@@ -7,6 +7,8 @@
 //   GET  /v2/models/{m}[/versions/{v}]/ready
 //   POST /v2/models/{m}[/versions/{v}]/infer             JSON tensors, or
 //        the binary tensor extension (Inference-Header-Content-Length)
+//   POST /v2/models/{m}[/versions/{v}]/feedback          mcdrop's extension:
+//        mcdrop.v1 Feedback as JSON
 // An inference request's JSON becomes the gRPC ModelInferRequest (so both
 // transports share one translation, one validation and one set of errors);
 // its answer comes back as JSON, with outputs asked for as binary_data (or
@@ -71,6 +73,17 @@ int HttpStatusOf(absl::StatusCode code);
 std::string ModelMetadataJson(const inference::ModelMetadataResponse& m);
 std::string ServerMetadataJson(const inference::ServerMetadataResponse& m);
 
+// Reads the body of POST .../feedback: {"items": [{"id": "<row id>",
+// "targets": [numbers] (or one number), "label": integer}, ...]} for
+// `model` (and `version`, "" or a positive integer). INVALID_ARGUMENT
+// saying what is wrong; never crashes on any bytes.
+absl::StatusOr<mcdrop::v1::FeedbackRequest> ParseHttpFeedbackRequest(
+    absl::string_view body, const std::string& model,
+    const std::string& version);
+// {"model_name", "accepted", "results": [{"id", "outcome", "message"}]}.
+std::string FeedbackResponseJson(const mcdrop::v1::FeedbackRequest& request,
+                                 const mcdrop::v1::FeedbackResponse& response);
+
 // The router: an HttpHandler. `backend` must outlive it.
 class OipHttpHandler {
  public:
@@ -88,7 +101,8 @@ class OipHttpHandler {
     kServerMetadata,
     kModelMetadata,
     kModelReady,
-    kInfer
+    kInfer,
+    kFeedback
   };
   struct Route {
     Action action = Action::kLive;

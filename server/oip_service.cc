@@ -43,6 +43,7 @@ struct InferState {
   std::shared_ptr<const ServedModel> model;
   PredictPlan plan;
   const ModelMetrics* metrics = nullptr;
+  FeedbackMonitor* feedback = nullptr;
   absl::Time arrived;
 };
 
@@ -116,6 +117,7 @@ void OipBackend::Infer(Endpoint endpoint,
   }
   state->model = *served;
   state->metrics = metrics_->ForModel(*state->model);
+  state->feedback = inference_->feedback();
   auto refuse = [&](const absl::Status& status) {
     const grpc::StatusCode code = ToGrpcStatus(status).error_code();
     state->metrics->CountRequest(endpoint, code);
@@ -147,6 +149,7 @@ void OipBackend::Infer(Endpoint endpoint,
                      " requests in flight; retry later")));
   }
   state->admission = std::make_unique<Admission>(inference_);
+  state->feedback->Prepare(*state->model, &state->plan);
   state->metrics->ObserveInputs(state->model->model,
                                 state->call.predict.inputs());
   opt.deadline = std::min(deadline, state->arrived + state->call.timeout);
@@ -165,6 +168,12 @@ void OipBackend::Infer(Endpoint endpoint,
               try {
                 FillInferResponse(*request, state->call, *state->model,
                                   state->plan, *p, response);
+                const std::string id =
+                    state->feedback->Record(*state->model, state->plan, *p);
+                if (!id.empty()) {
+                  (*response->mutable_parameters())["prediction_id"]
+                      .set_string_param(id);
+                }
                 state->metrics->Observe(*p, state->plan.adaptive.has_value());
               } catch (const std::exception& e) {
                 status = absl::InternalError(

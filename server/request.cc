@@ -302,8 +302,31 @@ void RunPlan(Engine& engine, std::shared_ptr<const Model> model,
                       });
 }
 
+namespace {
+
+// The index of `level` among kMonitoredLevels, or -1.
+int MonitoredIndex(const PredictPlan& plan, size_t outputs, double level) {
+  if (plan.monitored == nullptr || plan.monitored->size() != outputs) {
+    return -1;
+  }
+  for (int i = 0; i < kLevels; ++i) {
+    if (std::abs(level - kMonitoredLevels[i]) < 1e-12) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+double SetQuantile(const Model& model, const PredictPlan& plan, double level) {
+  const Calibration& c = *model.spec().calibration;
+  const int i = MonitoredIndex(plan, 1, level);
+  return i >= 0 ? (*plan.monitored)[0][i]
+                : ConformalQuantile(c.scores[0], level);
+}
+
 std::vector<std::vector<double>> ConformalQuantiles(const Model& model,
-                                                    const PredictOptions& opt) {
+                                                    const PredictPlan& plan) {
+  const PredictOptions& opt = plan.options;
   const auto& c = model.spec().calibration;
   if (!c || model.task() != Task::kRegression || opt.interval_levels.empty() ||
       opt.mode != PredictMode::kMonteCarlo || !opt.include_noise ||
@@ -312,8 +335,11 @@ std::vector<std::vector<double>> ConformalQuantiles(const Model& model,
   }
   std::vector<std::vector<double>> q(c->scores.size());
   for (size_t d = 0; d < q.size(); ++d) {
-    for (double level : opt.interval_levels)
-      q[d].push_back(ConformalQuantile(c->scores[d], level));
+    for (double level : opt.interval_levels) {
+      const int i = MonitoredIndex(plan, q.size(), level);
+      q[d].push_back(i >= 0 ? (*plan.monitored)[d][i]
+                            : ConformalQuantile(c->scores[d], level));
+    }
   }
   return q;
 }
@@ -334,7 +360,7 @@ void AddConformalIntervals(const mcdrop::v1::OutputPrediction& stats,
 }
 
 void AddPredictionSets(const PredictRequest& req, const Model& model,
-                       const Prediction& p, int row,
+                       const PredictPlan& plan, const Prediction& p, int row,
                        mcdrop::v1::ClassPrediction* out) {
   if (req.set_levels_size() == 0 || !model.spec().calibration) return;
   const Calibration& c = *model.spec().calibration;
@@ -344,7 +370,7 @@ void AddPredictionSets(const PredictRequest& req, const Model& model,
     auto* set = out->add_prediction_sets();
     set->set_level(level);
     for (int k :
-         PredictionSet(c.score, probs, ConformalQuantile(c.scores[0], level))) {
+         PredictionSet(c.score, probs, SetQuantile(model, plan, level))) {
       set->add_classes(k);
     }
   }
@@ -371,7 +397,7 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
   resp->set_row_passes(answer.row_passes);
   const int D = p.outputs;
   const std::vector<std::vector<double>> conformal =
-      ConformalQuantiles(served.model, opt);
+      ConformalQuantiles(served.model, plan);
   for (int r = 0; r < p.rows; ++r) {
     auto* row = resp->add_rows();
     row->set_samples(answer.samples_per_row[r]);
@@ -403,7 +429,7 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
       if (opt.mode == PredictMode::kMonteCarlo) {
         c->mutable_standard_errors()->Add(se, se + D);
       }
-      AddPredictionSets(req, served.model, p, r, c);
+      AddPredictionSets(req, served.model, plan, p, r, c);
     }
     // Rows of an adaptive answer carry their own samples (final only).
     if (plan.adaptive && req.return_samples() && answer.finished &&
@@ -430,6 +456,14 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
           answer.row_samples[r].data() + static_cast<size_t>(t) * D;
       values->Add(v, v + D);
     }
+  }
+}
+
+void SetPredictionIds(const std::string& id, PredictResponse* response) {
+  if (id.empty()) return;
+  response->set_prediction_id(id);
+  for (int r = 0; r < response->rows_size(); ++r) {
+    response->mutable_rows(r)->set_id(absl::StrCat(id, ":", r));
   }
 }
 

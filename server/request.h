@@ -8,8 +8,10 @@
 #ifndef MCDROP_SERVER_REQUEST_H_
 #define MCDROP_SERVER_REQUEST_H_
 
+#include <array>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/optional.h"
@@ -36,6 +38,16 @@ struct Limits {
   double default_relative_error = 0.0;
 };
 
+// The levels whose coverage the feedback monitor watches and adapts
+// (server/feedback.h).
+inline constexpr std::array<double, 4> kMonitoredLevels = {0.5, 0.8, 0.9, 0.95};
+inline constexpr int kLevels = static_cast<int>(kMonitoredLevels.size());
+
+// The conformal quantiles (scores) a prediction is made with at
+// kMonitoredLevels: [output][level] for regression, [0][level] for a
+// classifier. Empty for an uncalibrated model.
+using MonitoredQuantiles = std::vector<std::array<double, kLevels>>;
+
 // A checked request: what the engine runs.
 struct PredictPlan {
   int rows = 0;
@@ -44,6 +56,11 @@ struct PredictPlan {
   // server's default when the request gives no T): adaptive T, capped at
   // adaptive->max_samples; options.samples is then unused.
   absl::optional<AdaptiveOptions> adaptive;
+  // With feedback on (FeedbackMonitor::Prepare): the quantiles in force when
+  // the request was admitted; a requested interval or set level equal to a
+  // monitored one uses them instead of the calibration's (they differ when
+  // adaptive conformal inference is on). Null: the calibration's.
+  std::shared_ptr<const MonitoredQuantiles> monitored;
 };
 
 // Checks `request` against `model` and `limits`: shape [B, Q] or [Q] with
@@ -79,13 +96,22 @@ void RunPlan(Engine& engine, std::shared_ptr<const Model> model,
 // empty otherwise. An interval is
 // mean +- q * std (q may be +infinity: too few calibration rows).
 std::vector<std::vector<double>> ConformalQuantiles(const Model& model,
-                                                    const PredictOptions& opt);
+                                                    const PredictPlan& plan);
+
+// A calibrated classifier's set threshold at `level` (the plan's monitored
+// quantile at a monitored level, else the calibration's).
+double SetQuantile(const Model& model, const PredictPlan& plan, double level);
 
 // Fills `response` from an answer (final or running) to `request`.
 void FillPredictResponse(const mcdrop::v1::PredictRequest& request,
                          const ServedModel& served, const PredictPlan& plan,
                          const AdaptivePrediction& answer,
                          mcdrop::v1::PredictResponse* response);
+
+// Sets the response's prediction_id and its rows' ids ("<id>:<row>"); an
+// empty id (nothing kept) leaves them empty.
+void SetPredictionIds(const std::string& id,
+                      mcdrop::v1::PredictResponse* response);
 
 }  // namespace mcdrop::server
 

@@ -75,6 +75,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     return absl::InvalidArgumentError(
         "no model given: pass --model NAME=PATH or --model_repository DIR");
   }
+  if (absl::Status f = ValidateFeedbackOptions(options.feedback); !f.ok()) {
+    return f;
+  }
   for (double e : {options.limits.default_standard_error,
                    options.limits.default_relative_error}) {
     if (!(e >= 0) || !std::isfinite(e)) {
@@ -146,9 +149,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
           "token file \"", options.auth_token_file, "\" holds no token"));
     }
   }
+  s->feedback_ = std::make_unique<FeedbackMonitor>(options.feedback,
+                                                   &s->metrics_->registry());
   s->service_ = std::make_unique<InferenceService>(
-      &s->models_, s->engine_.get(), s->metrics_.get(), options.limits,
-      std::move(tokens));
+      &s->models_, s->engine_.get(), s->metrics_.get(), s->feedback_.get(),
+      options.limits, std::move(tokens));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

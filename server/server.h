@@ -20,6 +20,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "core/engine.h"
+#include "server/feedback.h"
 #include "server/http_server.h"
 #include "server/memory.h"
 #include "server/metrics.h"
@@ -49,6 +50,9 @@ struct ServerOptions {
   // each model's own precision (metadata "precision", default f32).
   std::string precision;
   Limits limits;
+  // Predictions kept for feedback, its rolling figures and adaptive
+  // conformal inference (server/feedback.h).
+  FeedbackOptions feedback;
   // TLS: PEM files of the server's certificate chain and key (both or
   // neither). With `tls_client_ca`, clients must present a certificate
   // signed by it (mutual TLS).
@@ -101,6 +105,7 @@ class Server {
   int http_port() const { return http_ != nullptr ? http_->port() : -1; }
   std::vector<int> metrics_ports() const { return metrics_->ports(); }
   Metrics& metrics() { return *metrics_; }
+  FeedbackMonitor& feedback() { return *feedback_; }
   Engine& engine() { return *engine_; }
   // Predict calls admitted and not yet answered.
   int inflight() const { return service_->inflight(); }
@@ -111,6 +116,7 @@ class Server {
   ModelRegistry models_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<FeedbackMonitor> feedback_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<OipBackend> oip_backend_;
   std::unique_ptr<OipService> oip_service_;

@@ -68,6 +68,23 @@ class SimpleReactor final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 };
 
+// A unary call answered on the gRPC thread: `auth` (the token check), the
+// request parsed from bytes, `body` filling the response, the status sent.
+template <typename Request, typename Response, typename Body>
+grpc::ServerUnaryReactor* AnswerNow(const absl::Status& auth,
+                                    const grpc::ByteBuffer* raw_request,
+                                    grpc::ByteBuffer* raw_response, Body body) {
+  auto* reactor = new SimpleReactor();
+  Request request;
+  Response response;
+  absl::Status status = auth;
+  if (status.ok()) status = ParseMessage(raw_request, &request);
+  if (status.ok()) status = body(request, &response);
+  if (status.ok()) SerializeMessage(response, raw_response);
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 // The call's deadline (when it has one) and its cancellation, as the engine
 // checks them.
 void StopOnCancelOrDeadline(std::chrono::system_clock::time_point deadline,
@@ -164,11 +181,13 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 }
 
 InferenceService::InferenceService(const ModelRegistry* models, Engine* engine,
-                                   Metrics* metrics, Limits limits,
+                                   Metrics* metrics, FeedbackMonitor* feedback,
+                                   Limits limits,
                                    std::vector<std::string> tokens)
     : models_(models),
       engine_(engine),
       metrics_(metrics),
+      feedback_(feedback),
       limits_(limits),
       tokens_(std::move(tokens)) {}
 
@@ -252,6 +271,7 @@ absl::Status InferenceService::Admit(const grpc::CallbackServerContext* context,
     return checked;
   }
   (*mm)->ObserveInputs((*served)->model, request->inputs());
+  feedback_->Prepare(**served, &admitted->plan);
   admitted->model = *std::move(served);
   return absl::OkStatus();
 }
@@ -390,6 +410,8 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
         absl::Status status = p.status();
         if (status.ok()) {
           FillPredictResponse(call->request, *model, plan, *p, &call->response);
+          SetPredictionIds(feedback_->Record(*model, plan, *p),
+                           &call->response);
           mm->Observe(*p, plan.adaptive.has_value());
           SerializeMessage(call->response, raw_response);
         } else {
@@ -420,10 +442,13 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::PredictStream(
   const int q = a.model->model.input_size();
   std::shared_ptr<const Model> pinned(a.model, &a.model->model);
   const InputMatrix inputs(request->inputs().data(), a.plan.rows, q);
-  auto message = [request, model = a.model,
-                  plan = a.plan](const AdaptivePrediction& answer) {
+  auto message = [request, model = a.model, plan = a.plan,
+                  feedback = feedback_](const AdaptivePrediction& answer) {
     PredictResponse response;
     FillPredictResponse(*request, *model, plan, answer, &response);
+    if (answer.finished) {
+      SetPredictionIds(feedback->Record(*model, plan, answer), &response);
+    }
     grpc::ByteBuffer bytes;
     SerializeMessage(response, &bytes);
     return bytes;
@@ -458,15 +483,12 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::PredictStream(
 grpc::ServerUnaryReactor* InferenceService::GetModelMetadata(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
     grpc::ByteBuffer* raw_response) {
-  auto* reactor = new SimpleReactor();
-  mcdrop::v1::GetModelMetadataRequest request;
-  mcdrop::v1::ModelMetadata response;
-  absl::Status status = Authenticate(context);
-  if (status.ok()) status = ParseMessage(raw_request, &request);
-  if (status.ok()) status = Metadata(request, &response);
-  if (status.ok()) SerializeMessage(response, raw_response);
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  return AnswerNow<mcdrop::v1::GetModelMetadataRequest,
+                   mcdrop::v1::ModelMetadata>(
+      Authenticate(context), raw_request, raw_response,
+      [this](const auto& request, auto* response) {
+        return Metadata(request, response);
+      });
 }
 
 absl::Status InferenceService::Metadata(
@@ -490,20 +512,32 @@ absl::Status InferenceService::Metadata(
   return absl::OkStatus();
 }
 
+grpc::ServerUnaryReactor* InferenceService::Feedback(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
+  return AnswerNow<mcdrop::v1::FeedbackRequest, mcdrop::v1::FeedbackResponse>(
+      Authenticate(context), raw_request, raw_response,
+      [this](const auto& request, auto* response) {
+        absl::Status s = feedback_->Submit(request, response);
+        if (!s.ok()) {
+          spdlog::warn("Feedback {}: {}",
+                       CodeName(ToGrpcStatus(s).error_code()),
+                       std::string(s.message()));
+        }
+        return s;
+      });
+}
+
 grpc::ServerUnaryReactor* InferenceService::ListModels(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request,
     grpc::ByteBuffer* raw_response) {
-  auto* reactor = new SimpleReactor();
-  mcdrop::v1::ListModelsRequest request;
-  mcdrop::v1::ListModelsResponse response;
-  absl::Status status = Authenticate(context);
-  if (status.ok()) status = ParseMessage(raw_request, &request);
-  if (status.ok()) {
-    AllModels(&response);
-    SerializeMessage(response, raw_response);
-  }
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  return AnswerNow<mcdrop::v1::ListModelsRequest,
+                   mcdrop::v1::ListModelsResponse>(
+      Authenticate(context), raw_request, raw_response,
+      [this](const auto&, auto* response) {
+        AllModels(response);
+        return absl::OkStatus();
+      });
 }
 
 void InferenceService::AllModels(

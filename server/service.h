@@ -18,6 +18,7 @@
 #include "absl/types/optional.h"
 #include "core/engine.h"
 #include "mcdrop/v1/inference.grpc.pb.h"
+#include "server/feedback.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/request.h"
@@ -30,14 +31,15 @@ using RawInferenceService =
         mcdrop::v1::Inference::WithRawCallbackMethod_PredictStream<
             mcdrop::v1::Inference::WithRawCallbackMethod_GetModelMetadata<
                 mcdrop::v1::Inference::WithRawCallbackMethod_ListModels<
-                    mcdrop::v1::Inference::Service>>>>;
+                    mcdrop::v1::Inference::WithRawCallbackMethod_Feedback<
+                        mcdrop::v1::Inference::Service>>>>>;
 
 class InferenceService final : public RawInferenceService {
  public:
-  // All three must outlive the service. With `tokens` non-empty, every
+  // All four must outlive the service. With `tokens` non-empty, every
   // Inference call must carry "authorization: Bearer <one of them>".
   InferenceService(const ModelRegistry* models, Engine* engine,
-                   Metrics* metrics, Limits limits,
+                   Metrics* metrics, FeedbackMonitor* feedback, Limits limits,
                    std::vector<std::string> tokens = {});
 
   // The methods take and give bytes; each parses its request itself.
@@ -56,6 +58,12 @@ class InferenceService final : public RawInferenceService {
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const grpc::ByteBuffer* request,
                                        grpc::ByteBuffer* response) override;
+  // Joins observations with kept predictions (FeedbackMonitor::Submit).
+  grpc::ServerUnaryReactor* Feedback(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+
+  FeedbackMonitor* feedback() const { return feedback_; }
 
   // From now on Predict answers UNAVAILABLE (the server is draining).
   void StartDraining() { draining_.store(true); }
@@ -87,6 +95,7 @@ class InferenceService final : public RawInferenceService {
   const ModelRegistry* models_;
   Engine* engine_;
   Metrics* metrics_;
+  FeedbackMonitor* feedback_;
   absl::Status Metadata(const mcdrop::v1::GetModelMetadataRequest& request,
                         mcdrop::v1::ModelMetadata* response) const;
   void AllModels(mcdrop::v1::ListModelsResponse* response) const;

@@ -9,6 +9,7 @@ over HTTP.
     oip_client_test.py SERVER_BIN MODELS_DIR CERT_SCRIPT"""
 import http.client
 import json
+import re
 import os
 import signal
 import socket
@@ -217,7 +218,10 @@ def test_same_numbers(port, hport):
            "outputs": [{"name": n} for n in want]}
     status, doc, tail = http_infer(hport, "concrete", req)
     check(status == 200 and doc.get("id") == "h1", f"HTTP JSON {status} {doc.get('error')}")
-    check(doc["parameters"] == {"samples": 300, "seed": 11}, f"HTTP parameters {doc['parameters']}")
+    params = dict(doc["parameters"])
+    check(re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]{16}", params.pop("prediction_id", "")) is not None,
+          f"HTTP prediction_id {doc['parameters']}")
+    check(params == {"samples": 300, "seed": 11}, f"HTTP parameters {doc['parameters']}")
     results["http json"] = decode_http(doc, tail)
     breq = dict(req, inputs=[{"name": "input", "shape": [2, 8], "datatype": "FP32",
                               "parameters": {"binary_data_size": 64}}],

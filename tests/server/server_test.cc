@@ -739,6 +739,9 @@ std::vector<PredictResponse> ReadStream(v1::Inference::Stub* stub,
 std::string Untimed(PredictResponse r) {
   r.clear_queue_seconds();
   r.clear_compute_seconds();
+  // Every prediction has an id of its own.
+  r.clear_prediction_id();
+  for (auto& row : *r.mutable_rows()) row.clear_id();
   return r.SerializeAsString();
 }
 

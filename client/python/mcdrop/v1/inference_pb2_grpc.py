@@ -34,6 +34,11 @@ class InferenceStub(object):
                 request_serializer=mcdrop_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=mcdrop_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
                 )
+        self.Feedback = channel.unary_unary(
+                '/mcdrop.v1.Inference/Feedback',
+                request_serializer=mcdrop_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=mcdrop_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
+                )
 
 
 class InferenceServicer(object):
@@ -73,6 +78,18 @@ class InferenceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """What was observed for earlier predictions (their rows' `id`s): the
+        server joins each with what it predicted and keeps, per model version,
+        rolling figures of whether its uncertainty holds (interval coverage,
+        PIT, log-likelihood, RMSE; accuracy, NLL, Brier, ECE, set coverage).
+        Items that cannot be joined are reported one by one; they never fail
+        the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +112,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=mcdrop_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
                     response_serializer=mcdrop_dot_v1_dot_inference__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=mcdrop_dot_v1_dot_inference__pb2.FeedbackRequest.FromString,
+                    response_serializer=mcdrop_dot_v1_dot_inference__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -171,5 +193,22 @@ class Inference(object):
         return grpc.experimental.unary_unary(request, target, '/mcdrop.v1.Inference/ListModels',
             mcdrop_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
             mcdrop_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/mcdrop.v1.Inference/Feedback',
+            mcdrop_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+            mcdrop_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
