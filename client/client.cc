@@ -128,6 +128,16 @@ absl::StatusOr<v1::ListModelsResponse> Client::ListModels() const {
   return response;
 }
 
+absl::StatusOr<v1::FeedbackResponse> Client::Feedback(
+    const v1::FeedbackRequest& request) const {
+  grpc::ClientContext ctx;
+  PrepareContext(&ctx, options_.timeout);
+  v1::FeedbackResponse response;
+  grpc::Status s = stub_->Feedback(&ctx, request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response;
+}
+
 absl::StatusOr<v1::ModelMetadata> Client::GetModelMetadata(
     const std::string& model, int64_t version) const {
   grpc::ClientContext ctx;

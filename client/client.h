@@ -68,6 +68,9 @@ class Client {
       const v1::PredictRequest& request,
       const std::function<bool(const v1::PredictResponse&)>& on_estimate) const;
   absl::StatusOr<v1::ListModelsResponse> ListModels() const;
+  // Observations for earlier predictions' rows; one result per item.
+  absl::StatusOr<v1::FeedbackResponse> Feedback(
+      const v1::FeedbackRequest& request) const;
   absl::StatusOr<v1::ModelMetadata> GetModelMetadata(const std::string& model,
                                                      int64_t version = 0) const;
   // The server's grpc.health.v1 status for `service` ("" = the whole server).

@@ -29,6 +29,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -119,6 +120,11 @@ ABSL_FLAG(
     int, batch_rows, 0,
     "bench: rows per request (default 1); eval: rows per batch (default 64)");
 ABSL_FLAG(bool, allow_errors, false, "bench: exit 0 even if some calls failed");
+ABSL_FLAG(std::string, id, "",
+          "feedback: the row id (a prediction's rows[b].id) of --observed");
+ABSL_FLAG(std::string, observed, "",
+          "feedback: what was observed for --id: the targets, "
+          "comma-separated (regression), or the class (classification)");
 ABSL_FLAG(int, target_column, -1,
           "eval: target column of --file (negative counts from the end)");
 ABSL_FLAG(
@@ -349,9 +355,14 @@ int Predict() {
     }
     return 0;
   }
-  absl::PrintF("model %s v%d, T = %d, seed %d, server compute %.2f ms\n",
-               resp->model(), resp->version(), resp->samples(), resp->seed(),
-               resp->compute_seconds() * 1e3);
+  absl::PrintF(
+      "model %s v%d, T = %d, seed %d, server compute %.2f ms%s\n",
+      resp->model(), resp->version(), resp->samples(), resp->seed(),
+      resp->compute_seconds() * 1e3,
+      resp->prediction_id().empty()
+          ? ""
+          : absl::StrCat(", prediction ", resp->prediction_id(), " (row ids ",
+                         resp->prediction_id(), ":<row>)"));
   for (int r = 0; r < resp->rows_size(); ++r) {
     const auto& row = resp->rows(r);
     if (regression) {
@@ -702,11 +713,107 @@ int Models() {
   return 0;
 }
 
+// The items of `feedback`: --id with --observed, or the lines "id,value..."
+// of --file (a header line whose first field is "id" is skipped).
+absl::Status FeedbackItems(bool regression, mcdrop::v1::FeedbackRequest* out) {
+  std::vector<std::string> lines;
+  const std::string file = absl::GetFlag(FLAGS_file);
+  if (!file.empty()) {
+    std::string text;
+    if (file == "-") {
+      text.assign(std::istreambuf_iterator<char>(std::cin),
+                  std::istreambuf_iterator<char>());
+    } else {
+      auto read = mcdrop::ReadFileToString(file);
+      if (!read.ok()) return read.status();
+      text = *std::move(read);
+    }
+    for (absl::string_view l : absl::StrSplit(text, '\n')) {
+      l = absl::StripAsciiWhitespace(l);
+      if (!l.empty() && !absl::StartsWith(l, "id,")) lines.emplace_back(l);
+    }
+  } else if (!absl::GetFlag(FLAGS_id).empty()) {
+    lines.push_back(absl::StrCat(absl::GetFlag(FLAGS_id), ",",
+                                 absl::GetFlag(FLAGS_observed)));
+  } else {
+    return absl::InvalidArgumentError(
+        "give --id ID --observed VALUE(S), or --file with lines id,value...");
+  }
+  for (size_t i = 0; i < lines.size(); ++i) {
+    std::vector<std::string> f = absl::StrSplit(lines[i], ',');
+    auto* item = out->add_items();
+    item->set_id(std::string(absl::StripAsciiWhitespace(f[0])));
+    if (f.size() < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", i + 1, ": no observed value after the id"));
+    }
+    for (size_t k = 1; k < f.size(); ++k) {
+      double v;
+      if (!absl::SimpleAtod(absl::StripAsciiWhitespace(f[k]), &v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("line ", i + 1, ": \"", f[k], "\" is not a number"));
+      }
+      if (regression) {
+        item->add_targets(v);
+      } else if (f.size() != 2 || v != std::floor(v) || std::abs(v) > 1e9) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "line ", i + 1, ": a classifier takes one integer class"));
+      } else {
+        item->set_label(static_cast<int>(v));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Sends observations for earlier predictions, in batches of 1024, and
+// prints what became of each that was not accepted.
+int Feedback() {
+  auto client = MakeClient();
+  if (!client.ok()) return Fail(client.status());
+  const std::string model = absl::GetFlag(FLAGS_model);
+  auto meta = (*client)->GetModelMetadata(model, absl::GetFlag(FLAGS_version));
+  if (!meta.ok()) return Fail(meta.status());
+  mcdrop::v1::FeedbackRequest all;
+  if (absl::Status s =
+          FeedbackItems(meta->task() == mcdrop::v1::REGRESSION, &all);
+      !s.ok()) {
+    return Fail(s);
+  }
+  constexpr int kBatch = 1024;
+  int accepted = 0, total = all.items_size();
+  for (int from = 0; from < total; from += kBatch) {
+    mcdrop::v1::FeedbackRequest req;
+    req.set_model(meta->name());
+    req.set_version(absl::GetFlag(FLAGS_version));
+    for (int i = from; i < std::min(total, from + kBatch); ++i)
+      *req.add_items() = all.items(i);
+    auto resp = (*client)->Feedback(req);
+    if (!resp.ok()) return Fail(resp.status());
+    accepted += resp->accepted();
+    if (absl::GetFlag(FLAGS_json)) {
+      absl::PrintF("%s\n", ToJson(*resp));
+      continue;
+    }
+    for (const auto& r : resp->results()) {
+      if (r.outcome() == mcdrop::v1::FeedbackResult::ACCEPTED) continue;
+      absl::PrintF("%s  %s: %s\n", r.id(),
+                   mcdrop::v1::FeedbackResult::Outcome_Name(r.outcome()),
+                   r.message());
+    }
+  }
+  if (!absl::GetFlag(FLAGS_json)) {
+    absl::PrintF("feedback for %s: %d of %d accepted\n", meta->name(), accepted,
+                 total);
+  }
+  return accepted == total ? 0 : 3;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "mcdrop-client predict|health|models|bench|eval [flags]");
+      "mcdrop-client predict|health|models|bench|eval|feedback [flags]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   // As in the server: no absl::Mutex lock-order graph outside the tests (it
   // costs the load generator CPU and memory that never returns).
@@ -717,6 +824,7 @@ int main(int argc, char** argv) {
   if (cmd == "models") return Models();
   if (cmd == "bench") return Bench();
   if (cmd == "eval") return Eval();
+  if (cmd == "feedback") return Feedback();
   absl::FPrintF(stderr, "usage: %s\n", absl::ProgramUsageMessage());
   return 2;
 }

@@ -18,7 +18,11 @@ class Prediction:
     {level: (lower [B, D], upper [B, D])}. Classification: probabilities
     [B, C], predicted_class [B], entropy, mutual_information,
     variation_ratio [B]. Both: samples [T, B, D] when asked, and model,
-    version, task, T (samples_used), seed, compute_seconds."""
+    version, task, T (samples_used), seed, compute_seconds.
+    A calibrated model also gives conformal_intervals {level: (lower,
+    upper)} (regression) or prediction_sets {level: [classes of row b]}
+    (classification). prediction_id and ids [B] (one per row) are what
+    Client.feedback takes (empty when the server keeps no predictions)."""
 
     def __init__(self, resp):
         self.model, self.version, self.seed = resp.model, resp.version, resp.seed
@@ -26,6 +30,9 @@ class Prediction:
         self.samples_used = resp.samples
         self.compute_seconds = resp.compute_seconds
         rows = resp.rows
+        self.prediction_id = resp.prediction_id
+        self.ids = [r.id for r in rows]
+        self.conformal_intervals, self.prediction_sets = {}, {}
         if self.task == "regression":
             def field(name):
                 return np.array([[getattr(o, name) for o in r.outputs] for r in rows])
@@ -37,6 +44,11 @@ class Prediction:
                     lo = np.array([[o.intervals[k].lower for o in r.outputs] for r in rows])
                     hi = np.array([[o.intervals[k].upper for o in r.outputs] for r in rows])
                     self.intervals[iv.level] = (lo, hi)
+            if rows and rows[0].outputs and rows[0].outputs[0].conformal_intervals:
+                for k, iv in enumerate(rows[0].outputs[0].conformal_intervals):
+                    lo = np.array([[o.conformal_intervals[k].lower for o in r.outputs] for r in rows])
+                    hi = np.array([[o.conformal_intervals[k].upper for o in r.outputs] for r in rows])
+                    self.conformal_intervals[iv.level] = (lo, hi)
         else:
             c = [r.classification for r in rows]
             self.probabilities = np.array([list(x.probabilities) for x in c])
@@ -44,6 +56,9 @@ class Prediction:
             self.entropy = np.array([x.entropy for x in c])
             self.mutual_information = np.array([x.mutual_information for x in c])
             self.variation_ratio = np.array([x.variation_ratio for x in c])
+            if c and c[0].prediction_sets:
+                for k, ps in enumerate(c[0].prediction_sets):
+                    self.prediction_sets[ps.level] = [list(x.prediction_sets[k].classes) for x in c]
         self.samples = (np.array(resp.sample_values, dtype=np.float32).reshape(tuple(resp.sample_shape))
                         if resp.sample_shape else None)
 
@@ -88,11 +103,15 @@ class Client:
         self.close()
 
     def predict(self, x, model="", version=0, samples=0, seed=0, deterministic=False,
-                include_noise=True, intervals=(), return_samples=False, predictive_draws=False):
+                include_noise=True, intervals=(), return_samples=False, predictive_draws=False,
+                set_levels=()):
         """x: array-like of the model's raw inputs: [B, Q] (or [Q]) rows, or
         images [B, C, H, W] (or [C, H, W]) for a model that takes them.
         predictive_draws (regression, with return_samples): the samples are
-        draws y = f + N(0, 1/tau) from the predictive distribution."""
+        draws y = f + N(0, 1/tau) from the predictive distribution.
+        intervals: levels of the mixture intervals (and, for a calibrated
+        model, of its conformal ones); set_levels: a calibrated
+        classifier's prediction-set levels."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim in (1, 3):
             x = x[None]
@@ -103,8 +122,33 @@ class Client:
             samples=samples, seed=seed, return_samples=return_samples,
             mode=inference_pb2.DETERMINISTIC if deterministic else inference_pb2.MONTE_CARLO,
             exclude_noise=not include_noise, interval_levels=list(intervals),
-            predictive_draws=predictive_draws)
+            predictive_draws=predictive_draws, set_levels=list(set_levels))
         return Prediction(self._stub.Predict(req, timeout=self._timeout, metadata=self._metadata))
+
+    def feedback(self, model, ids, targets=None, labels=None, version=0):
+        """Tells the server what was observed for earlier predictions' rows.
+
+        ids: row ids (Prediction.ids). Regression: targets, one value per
+        output of each row ([N] or [N, D]); classification: labels [N].
+        Returns (accepted, results), results a list of (id, outcome,
+        message) per item; an item that cannot be joined (unknown or expired
+        id, another model's id, a bad target) is reported there, never
+        raised."""
+        if (targets is None) == (labels is None):
+            raise ValueError("give targets (regression) or labels (classification)")
+        items = []
+        if targets is not None:
+            t = np.asarray(targets, dtype=np.float64)
+            t = t.reshape(len(ids), -1)
+            for i, row_id in enumerate(ids):
+                items.append(inference_pb2.FeedbackItem(id=row_id, targets=t[i].tolist()))
+        else:
+            for row_id, label in zip(ids, labels, strict=True):
+                items.append(inference_pb2.FeedbackItem(id=row_id, label=int(label)))
+        r = self._stub.Feedback(inference_pb2.FeedbackRequest(model=model, version=version, items=items),
+                                timeout=self._timeout, metadata=self._metadata)
+        return r.accepted, [(x.id, inference_pb2.FeedbackResult.Outcome.Name(x.outcome), x.message)
+                            for x in r.results]
 
     def metadata(self, model="", version=0):
         m = self._stub.GetModelMetadata(
