@@ -3,7 +3,8 @@
 // The request fuzzers' models, engine and limits: a small regressor ("r", 4
 // inputs, 2 outputs), classifier ("c", 4 inputs, 3 classes) and format v2
 // image classifier ("i", [2, 9, 8] inputs, every layer kind, 3 classes), one
-// engine thread, and limits small enough that each input runs fast.
+// engine thread, limits small enough that each input runs fast, and a
+// feedback monitor.
 
 #ifndef MCDROP_FUZZ_FIXTURE_H_
 #define MCDROP_FUZZ_FIXTURE_H_
@@ -14,6 +15,7 @@
 
 #include "absl/strings/string_view.h"
 #include "core/engine.h"
+#include "server/feedback.h"
 #include "server/model_registry.h"
 #include "server/request.h"
 #include "tests/testing/layer_specs.h"
@@ -25,6 +27,10 @@ struct Fixture {
   server::ServedModel regression, classification, image;
   std::unique_ptr<Engine> engine;
   server::Limits limits;
+  // Predictions kept for feedback (1 MB, adaptive conformal inference on),
+  // shared by the fuzzers' iterations.
+  std::shared_ptr<prometheus::Registry> registry;
+  std::unique_ptr<server::FeedbackMonitor> feedback;
 
   // "c" and "i" by name; anything else is the regressor.
   const server::ServedModel& Find(absl::string_view name) const {
@@ -52,26 +58,31 @@ inline ModelSpec Calibrated(ModelSpec spec, ConformalScore score, int lists) {
 // Made once, never destroyed (the fuzzer exits without tearing down).
 inline const Fixture& GetFixture() {
   static const Fixture* f = [] {
-    auto* f =
-        new Fixture{Served("r", Calibrated(testing::RandomSpec(
-                                                {4, 16, 2}, {0.1f, 0.2f},
-                                                Task::kRegression,
-                                                Activation::kRelu, 1),
-                                            ConformalScore::kNormalizedResidual,
-                                            2)),
-                    Served("c", Calibrated(testing::RandomSpec(
-                                                {4, 16, 3}, {0.1f, 0.2f},
-                                                Task::kClassification,
-                                                Activation::kTanh, 2),
-                                            ConformalScore::kLac, 1)),
-                    Served("i", testing::ConvSpec(Task::kClassification, 3)),
-                    nullptr,
-                    {}};
+    auto* f = new Fixture{
+        Served("r", Calibrated(testing::RandomSpec({4, 16, 2}, {0.1f, 0.2f},
+                                                   Task::kRegression,
+                                                   Activation::kRelu, 1),
+                               ConformalScore::kNormalizedResidual, 2)),
+        Served("c", Calibrated(testing::RandomSpec({4, 16, 3}, {0.1f, 0.2f},
+                                                   Task::kClassification,
+                                                   Activation::kTanh, 2),
+                               ConformalScore::kLac, 1)),
+        Served("i", testing::ConvSpec(Task::kClassification, 3)),
+        nullptr,
+        {},
+        std::make_shared<prometheus::Registry>(),
+        nullptr};
     f->engine = std::make_unique<Engine>(EngineOptions{1});
     f->limits.max_samples = 64;
     f->limits.default_samples = 16;
     f->limits.max_batch_rows = 16;
     f->limits.max_message_bytes = 1 << 16;
+    f->feedback = std::make_unique<server::FeedbackMonitor>(
+        server::FeedbackOptions{.store_bytes = 1 << 20,
+                                .window = 64,
+                                .max_items = 64,
+                                .adaptive_rate = 0.05},
+        f->registry.get());
     return f;
   }();
   return *f;

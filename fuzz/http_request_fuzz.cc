@@ -5,7 +5,8 @@
 // limits, the Open Inference Protocol's JSON and binary decoding
 // (ParseHttpInferRequest), the translation to mcdrop.v1 and its validation,
 // the engine, and the JSON/binary answer. The target path picks the model
-// ("/c/" the classifier, else the regressor; both small, with small limits).
+// ("/c/" the classifier, else the regressor; both small, with small limits);
+// a path with "/feedback" goes to the feedback reader and monitor.
 // Any bytes must end in an error or an answer, never in a crash.
 
 #include <google/protobuf/stubs/logging.h>
@@ -46,6 +47,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       f.Find(target.find("/c/") != std::string::npos   ? "c"
              : target.find("/i/") != std::string::npos ? "i"
                                                        : "r");
+  if (target.find("/feedback") != std::string::npos) {
+    auto feedback = mcdrop::server::ParseHttpFeedbackRequest(
+        req.body(), std::string(served.name), "");
+    mcdrop::v1::FeedbackResponse result;
+    if (feedback.ok() && f.feedback->Submit(*feedback, &result).ok()) {
+      if (result.results_size() != feedback->items_size()) std::abort();
+      (void)mcdrop::server::FeedbackResponseJson(*feedback, result);
+    }
+    return 0;
+  }
   absl::optional<absl::string_view> header_length;
   const auto it = req.find("Inference-Header-Content-Length");
   if (it != req.end()) {

@@ -19,6 +19,7 @@
 
   /usr/bin/python3 fuzz/make_corpus.py
 """
+import base64
 import json
 import os
 import shutil
@@ -160,6 +161,10 @@ open(os.path.join(requests, "image_chw"), "wb").write(image.SerializeToString())
 r = pb.PredictRequest(model="r", shape=[1, 4], inputs=[float("nan"), 0, 0, 0])
 open(os.path.join(requests, "nan"), "wb").write(r.SerializeToString())
 open(os.path.join(requests, "empty"), "wb").write(b"")
+# Found by the fuzzer (2026-12-03): a classifier answer whose probabilities
+# overflowed to NaN reached the feedback monitor's ECE as a NaN confidence.
+open(os.path.join(requests, "nan_confidence"), "wb").write(base64.b64decode(
+    "CgFjGgICBCIgAAAAAAQAAAAAAAAAAABAP1sAAIAABACg//8/////KAowAQ=="))
 
 http_dir = os.path.join(here, "corpus", "http_request")
 fresh(http_dir)
@@ -196,6 +201,13 @@ http_request("sets", {"inputs": [row], "parameters": {"set_levels": "0.5,0.9"},
 http_request("bad_json", b'{"inputs": [')
 http_request("bad_binary", {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
                                         "parameters": {"binary_data_size": 99}}]}, binary=b"xx")
+http_request("feedback", {"items": [{"id": "000000000001-0000000000000001:0", "targets": [1.5, 2]},
+                                    {"id": "x", "targets": 3}, {"id": "y", "label": 1}]},
+             path="/v2/models/r/feedback")
+http_request("feedback_classifier", {"items": [{"id": "01a239dc534f-d3355b416fc04097:1", "label": 2}]},
+             path="/v2/models/c/versions/1/feedback")
+http_request("feedback_bad", b'{"items": [{"id": 5, "targets": ["a", null]}], "x": 1}',
+             path="/v2/models/r/feedback")
 open(os.path.join(http_dir, "chunked"), "wb").write(
     b"POST /v2/models/r/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n0\r\n\r\n")
 print(f"wrote {len(os.listdir(models))} model files, {len(os.listdir(requests))} requests, "

@@ -10,6 +10,7 @@
 
 #include <google/protobuf/stubs/logging.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -41,6 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                          plan.adaptive->min_samples < 2))) {
     std::abort();  // validation let through what it must refuse
   }
+  f.feedback->Prepare(served, &plan);
   // Half the inputs run as PredictStream does (in rounds, with running
   // estimates), half as Predict.
   const bool rounds = request.seed() % 2 == 1;
@@ -71,6 +73,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                       &response);
   if (response.rows_size() != rows || !response.final()) std::abort();
   if (answer->prediction.levels != request.interval_levels_size()) {
+    std::abort();
+  }
+  // Feedback for every row, with the request's own (hostile) values as
+  // the observed targets and labels.
+  mcdrop::server::SetPredictionIds(f.feedback->Record(served, plan, *answer),
+                                   &response);
+  mcdrop::v1::FeedbackRequest feedback;
+  feedback.set_model(request.model().empty() ? "r" : request.model());
+  const int D = served.model.output_size();
+  for (int r = 0; r < rows; ++r) {
+    auto* item = feedback.add_items();
+    item->set_id(response.rows(r).id());
+    const float v = request.inputs(r * served.model.input_size());
+    if (served.model.task() == mcdrop::Task::kRegression) {
+      for (int d = 0; d < D && d < request.inputs_size(); ++d)
+        item->add_targets(request.inputs(d));
+    } else {
+      item->set_label(
+          std::isfinite(v) && std::abs(v) < 1e6 ? static_cast<int>(v) : -1);
+    }
+  }
+  mcdrop::v1::FeedbackResponse result;
+  if (f.feedback->Submit(feedback, &result).ok() &&
+      (result.results_size() != rows || result.accepted() > rows)) {
     std::abort();
   }
   return 0;
