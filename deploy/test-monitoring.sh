@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Monitoring, verified for real: promtool checks the Prometheus config and
 # rules and runs the rule unit tests; then Debian's prometheus binary scrapes a
-# live mcdrop-server (both bundled models) under load from mcdrop-client bench,
-# and every PromQL expression of the Grafana dashboard and of the rules is
+# live mcdrop-server (both bundled models, calibrated here on made-up rows so
+# that the conformal series exist) under load from mcdrop-client bench, with
+# 250 rows of feedback for each model, and every PromQL expression of the Grafana dashboard and of the rules is
 # evaluated through Prometheus's HTTP API: each must succeed and return data.
 # Alert expressions are evaluated with `bool` comparisons, so they return data
 # whether or not they fire.
-#   deploy/test-monitoring.sh MCDROP_SERVER MCDROP_CLIENT
+#   deploy/test-monitoring.sh MCDROP_SERVER MCDROP_CLIENT MCDROP_MODEL
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-server=$1 client=$2
+server=$1 client=$2 model_tool=$3
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
@@ -21,9 +22,25 @@ promtool check rules "$here/prometheus/mcdrop.rules.yml"
 (cd "$here/prometheus" && promtool test rules mcdrop.rules.test.yml)
 echo "ok: promtool check config, check rules, test rules"
 
+# Calibrations from made-up labelled rows: they only have to exist here.
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys
+import numpy as np
+rng = np.random.default_rng(3)
+rows = np.column_stack([rng.uniform(100, 500, (60, 7)), rng.uniform(1, 100, 60), rng.uniform(10, 70, 60)])
+np.savetxt(f"{sys.argv[1]}/concrete_cal.csv", rows, delimiter=",")
+rows = np.column_stack([rng.integers(0, 17, (60, 64)), rng.integers(0, 10, 60)])
+np.savetxt(f"{sys.argv[1]}/digits_cal.csv", rows, delimiter=",", fmt="%d")
+PY
+for m in concrete digits; do
+  "$model_tool" calibrate "$here/../models/$m.safetensors" --data "$tmp/${m}_cal.csv" \
+    --out "$tmp/$m.safetensors" --samples 50 --source "made-up rows (monitoring test)" > /dev/null
+done
+
 port=$(free_port) mport=$(free_port) pport=$(free_port)
-"$server" --model "$here/../models/concrete.safetensors" --model "$here/../models/digits.safetensors" \
+"$server" --model "concrete=$tmp/concrete.safetensors" --model "digits=$tmp/digits.safetensors" \
   --host 127.0.0.1 --port "$port" --metrics_host 127.0.0.1 --metrics_port "$mport" --http_port 0 \
+  --adaptive_conformal_rate 0.01 \
   2> "$tmp/server.log" &
 pids+=($!)
 for _ in $(seq 1 100); do "$client" health --target "127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -48,6 +65,24 @@ b1=$!
 b2=$!
 wait "$b1" "$b2"
 cat "$tmp/bench1.txt" "$tmp/bench2.txt"
+# Feedback: 250 predictions of each model, observed near what was predicted.
+PYTHONPATH="$here/../client/python" /usr/bin/python3 - "127.0.0.1:$port" <<'PY'
+import sys
+import numpy as np
+from mcdrop.client import Client
+rng = np.random.default_rng(5)
+with Client(sys.argv[1]) as c:
+    x = np.column_stack([rng.uniform(100, 500, (250, 7)), rng.uniform(1, 100, 250)])
+    p = c.predict(x, model="concrete", samples=100)
+    y = p.mean[:, 0] + rng.normal(0, 1, 250) * p.std[:, 0]
+    accepted, _ = c.feedback("concrete", p.ids, targets=y)
+    assert accepted == 250, accepted
+    p = c.predict(rng.integers(0, 17, (250, 64)), model="digits", samples=50)
+    labels = np.where(rng.uniform(size=250) < 0.8, p.predicted_class, rng.integers(0, 10, 250))
+    accepted, _ = c.feedback("digits", p.ids, labels=labels)
+    assert accepted == 250, accepted
+print("feedback: 250 rows of each model accepted")
+PY
 sleep 3  # a few more scrapes and rule evaluations
 
 /usr/bin/python3 - "$pport" "$here/grafana/dashboards/mcdrop.json" "$here/prometheus/mcdrop.rules.yml" <<'PY'
