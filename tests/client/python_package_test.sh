@@ -61,6 +61,18 @@ assert h["outputs"] == g["outputs"], (h["outputs"], g["outputs"])
 assert 20 < h["outputs"]["mean"][0][0] < 120, h["outputs"]["mean"]
 print("mcdrop-oip over HTTP and gRPC: mean", h["outputs"]["mean"][0][0])
 PY
+"$tmp/venv/bin/python" - "http://127.0.0.1:$hport" <<'PY'
+import sys
+import numpy as np
+from mcdrop.oip import OipHttpClient
+c = OipHttpClient(sys.argv[1])
+r = c.infer("concrete", np.array([[540, 0, 0, 162, 2.5, 1040, 676, 28]], dtype=np.float32), samples=100)
+pid = r.parameters["prediction_id"]
+doc = c.feedback("concrete", [pid + ":0", pid + ":7"], targets=[r["mean"][0, 0], 1.0])
+assert doc["accepted"] == 1, doc
+assert [x["outcome"] for x in doc["results"]] == ["ACCEPTED", "UNKNOWN_ID"], doc
+print("OipHttpClient.feedback: ok")
+PY
 if "$tmp/venv/bin/mcdrop-oip" --url "http://127.0.0.1:$hport" infer nope --input 1 2> "$tmp/err.txt"; then
   echo "FAIL: an unknown model succeeded"; exit 1
 fi

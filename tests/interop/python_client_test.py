@@ -61,6 +61,13 @@ try:
     check("seed echoed", p.seed == 11 and p.samples_used == 500)
     d = c.predict(x, model="concrete", deterministic=True)
     check("deterministic: one pass, no model variance", d.samples_used == 1 and np.all(d.model_variance == 0))
+    check("row ids", len(p.ids) == len(x) and all(i == f"{p.prediction_id}:{r}" for r, i in enumerate(p.ids)))
+    accepted, results = c.feedback("concrete", p.ids, targets=p.mean[:, 0])
+    check("feedback accepted", accepted == len(x), results)
+    accepted, results = c.feedback("concrete", p.ids, targets=p.mean[:, 0])
+    check("feedback twice: duplicates, reported not raised",
+          accepted == 0 and {r[1] for r in results} == {"DUPLICATE"}, results)
+    check("no ids in deterministic mode", d.prediction_id == "" and d.ids == ["", ""][:len(x)])
 
     digits = np.zeros((2, 64))
     digits[1] = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0,

@@ -180,6 +180,26 @@ class OipHttpClient:
             raise OipError(status, doc.get("error", ""))
         return _result(doc, data[n:])
 
+    def feedback(self, model, ids, targets=None, labels=None, version=None):
+        """mcdrop's extension: what was observed for earlier predictions'
+        rows (ids "<parameters['prediction_id']>:<row>"). Regression: targets
+        ([N] or [N, D]); classification: labels [N]. Returns the server's
+        {"accepted", "results": [{"id", "outcome", "message"}]}."""
+        if (targets is None) == (labels is None):
+            raise ValueError("give targets (regression) or labels (classification)")
+        if targets is not None:
+            t = np.asarray(targets, dtype=np.float64).reshape(len(ids), -1)
+            items = [{"id": i, "targets": row.tolist()} for i, row in zip(ids, t)]
+        else:
+            items = [{"id": i, "label": int(y)} for i, y in zip(ids, labels, strict=True)]
+        body = json.dumps({"items": items}).encode()
+        status, _, data = self.request("POST", self._model_path(model, version) + "/feedback", body,
+                                       {"Content-Type": "application/json"})
+        doc = json.loads(data) if data else {}
+        if status != 200:
+            raise OipError(status, doc.get("error", ""))
+        return doc
+
 
 def _result(doc, binary):
     outs, offset = {}, 0
