@@ -214,4 +214,10 @@ absl::StatusOr<Calibration> ParseCalibration(absl::string_view json) {
   return c;
 }
 
+double AdaptedQuantile(absl::Span<const double> sorted, double alpha) {
+  if (alpha >= 1.0) return 0.0;
+  if (alpha <= 0.0) return std::numeric_limits<double>::infinity();
+  return ConformalQuantile(sorted, 1.0 - alpha);
+}
+
 }  // namespace mcdrop

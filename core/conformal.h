@@ -75,6 +75,20 @@ inline double MaxFiniteLevel(int64_t n) {
   return static_cast<double>(n) / static_cast<double>(n + 1);
 }
 
+// One step of adaptive conformal inference (Gibbs & Candes 2021): alpha +
+// rate * (target_alpha - miss), miss being 1 when the last interval or set
+// missed the observation. Unclamped, as in the paper: below 0 the next set
+// is everything, above 1 it is empty (use AdaptedQuantile).
+inline double AciStep(double alpha, double target_alpha, double rate,
+                      bool miss) {
+  return alpha + rate * (target_alpha - (miss ? 1.0 : 0.0));
+}
+
+// The conformal quantile at level 1 - alpha of `sorted` scores, for any
+// alpha: +infinity when alpha <= 0 (or the level needs more rows than there
+// are), 0 when alpha >= 1 (only a perfect score is inside).
+double AdaptedQuantile(absl::Span<const double> sorted, double alpha);
+
 // |y - mean| / std; std > 0.
 double NormalizedResidual(double y, double mean, double std);
 

@@ -83,4 +83,64 @@ double CalibrationBins::ExpectedCalibrationError() const {
   return ece;
 }
 
+int StratifiedPoints(const float* samples, int64_t stride, int T,
+                     int max_points, float* out) {
+  if (T <= max_points) {
+    for (int t = 0; t < T; ++t) out[t] = samples[t * stride];
+    return T;
+  }
+  std::vector<float> sorted(static_cast<size_t>(T));
+  for (int t = 0; t < T; ++t) sorted[t] = samples[t * stride];
+  // NaN (from a pass that overflowed) sorts last.
+  std::sort(sorted.begin(), sorted.end(), [](float a, float b) {
+    return a < b || (!std::isnan(a) && std::isnan(b));
+  });
+  for (int i = 0; i < max_points; ++i) {
+    const int64_t rank =
+        static_cast<int64_t>((static_cast<double>(i) + 0.5) * T / max_points);
+    out[i] = sorted[std::min<int64_t>(rank, T - 1)];
+  }
+  return max_points;
+}
+
+double BrierScore(const double* probs, int k, int label) {
+  double sum = 0.0;
+  for (int c = 0; c < k; ++c) {
+    const double e = probs[c] - (c == label ? 1.0 : 0.0);
+    sum += e * e;
+  }
+  return sum;
+}
+
+double Auroc(const std::vector<double>& score,
+             const std::vector<uint8_t>& positive) {
+  const size_t n = std::min(score.size(), positive.size());
+  std::vector<size_t> order;  // NaN scores are left out
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isnan(score[i])) order.push_back(i);
+  }
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return score[a] < score[b]; });
+  // Mann-Whitney: the positives' summed ranks, ties given their mean rank.
+  double rank_sum = 0.0, positives = 0.0;
+  const size_t m = order.size();
+  for (size_t i = 0; i < m;) {
+    size_t j = i;
+    while (j < m && score[order[j]] == score[order[i]]) ++j;
+    const double mean_rank = 0.5 * static_cast<double>(i + 1 + j);
+    for (size_t k = i; k < j; ++k) {
+      if (positive[order[k]]) {
+        rank_sum += mean_rank;
+        positives += 1.0;
+      }
+    }
+    i = j;
+  }
+  const double negatives = static_cast<double>(m) - positives;
+  if (positives == 0 || negatives == 0) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives);
+}
+
 }  // namespace mcdrop

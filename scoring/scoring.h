@@ -5,7 +5,10 @@
 // (client/evaluation.h) share, so that both compute them the same way: the
 // test log-likelihood of Gal & Ghahramani (2016) from T sampled outputs, the
 // root mean squared error, the coverage of central intervals and the expected
-// calibration error of a classifier.
+// calibration error of a classifier; and those the server's feedback monitor
+// (server/feedback.h) adds: the Brier score, the AUROC of an uncertainty
+// score for telling wrong answers from right ones, and a bounded summary of
+// T sampled outputs.
 //
 // Plain arithmetic on numbers the caller passes: no I/O, no allocation beyond
 // the accumulators' own small state. The accumulators are not thread-safe; use
@@ -84,6 +87,27 @@ class CalibrationBins {
   std::vector<Bin> bins_;
   int64_t count_ = 0;
 };
+
+// At most `max_points` values standing for the T samples `samples[t *
+// stride]`, written to `out` (room for min(T, max_points)); returns how
+// many. All of them, in pass order, when T <= max_points (a copy, no sort:
+// the server runs this for every prediction it keeps); otherwise the sorted
+// samples at ranks floor((i + 0.5) T / max_points), a stratified summary of
+// the empirical distribution (every point stands for T / max_points
+// samples; NaN samples sort last). T >= 1, max_points >= 1.
+int StratifiedPoints(const float* samples, int64_t stride, int T,
+                     int max_points, float* out);
+
+// sum_k (p_k - [k == label])^2 over the `k` class probabilities at `probs`;
+// label in [0, k).
+double BrierScore(const double* probs, int k, int label);
+
+// The area under the ROC curve of `score` for telling the positives from
+// the rest: the probability that a random positive scores above a random
+// negative, ties counting one half (the Mann-Whitney U / (n+ n-)). NaN
+// scores are left out; NaN when either class is then empty.
+double Auroc(const std::vector<double>& score,
+             const std::vector<uint8_t>& positive);
 
 }  // namespace mcdrop
 

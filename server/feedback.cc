@@ -15,7 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "core/conformal.h"
 #include "core/intervals.h"
-#include "core/scoring.h"
+#include "scoring/scoring.h"
 
 namespace mcdrop::server {
 
@@ -574,9 +574,11 @@ Observation ScoreOutput(double y, double mean, double std, const float* points,
                         kMonitoredLevels, b.data(), scratch);
     for (int i = 0; i < kLevels; ++i)
       o.mixture_covered[i] = b[i].lower <= y && y <= b[i].upper;
-    const auto pts = absl::MakeConstSpan(points, count);
-    o.pit = MixtureCdfAt(pts, noise_std, y);
-    o.log_likelihood = MixtureLogDensity(pts, noise_std, y);
+    const std::vector<double> pts(points, points + count);
+    o.pit = MixtureCdf(pts, noise_std, y);
+    const float yf = static_cast<float>(y);
+    o.log_likelihood = SampleLogLikelihood(points, 1, count, 1, &yf,
+                                           1.0 / (noise_std * noise_std));
   }
   if (q != nullptr) {
     for (int i = 0; i < kLevels; ++i) {
@@ -593,7 +595,7 @@ Observation ScoreClass(int label, absl::Span<const double> probs, double mi,
   Observation o;
   o.correct = predicted == label;
   o.nll = -std::log(std::max(probs[label], 1e-300));
-  o.brier = BrierScore(probs, label);
+  o.brier = BrierScore(probs.data(), static_cast<int>(probs.size()), label);
   o.confidence = *std::max_element(probs.begin(), probs.end());
   o.mi = mi;
   if (q != nullptr) {
@@ -628,6 +630,7 @@ void FeedbackMonitor::Version::Add(const Observation& o, int output,
   const auto& hit =
       task == Task::kRegression ? o.conformal_covered : o.set_covered;
   const int d = task == Task::kRegression ? output : 0;
+  if (d >= static_cast<int>(alpha.size())) return;
   for (int i = 0; i < kLevels; ++i) {
     if (hit[i] < 0) continue;
     alpha[d][i] =
@@ -689,15 +692,16 @@ void FeedbackMonitor::Version::Publish() {
       mean_of([](const Observation& o) { return o.correct ? 1.0 : 0.0; }));
   nll->Set(mean_of([](const Observation& o) { return o.nll; }));
   brier->Set(mean_of([](const Observation& o) { return o.brier; }));
-  std::vector<double> conf, mi;
-  std::vector<uint8_t> right, wrong;
+  CalibrationBins bins(kEceBins);
+  std::vector<double> mi;
+  std::vector<uint8_t> wrong;
   for (const Observation& o : w) {
-    conf.push_back(o.confidence);
-    right.push_back(o.correct);
+    // A prediction whose probabilities overflowed has no confidence.
+    if (!std::isnan(o.confidence)) bins.Add(o.confidence, o.correct);
     mi.push_back(o.mi);
     wrong.push_back(!o.correct);
   }
-  ece->Set(ExpectedCalibrationError(conf, right, kEceBins));
+  ece->Set(bins.count() > 0 ? bins.ExpectedCalibrationError() : kNaN);
   mi_auroc->Set(Auroc(mi, wrong));
   for (int i = 0; i < kLevels; ++i) {
     if (set_coverage[i] == nullptr) continue;

@@ -313,5 +313,40 @@ TEST(CalibrateTest, RefusesDataThatDoesNotFit) {
   EXPECT_FALSE(Calibrate(engine, reg, x, y, {}, lac_on_regression).ok());
 }
 
+TEST(AdaptiveConformalTest, StepAndQuantile) {
+  EXPECT_DOUBLE_EQ(AciStep(0.1, 0.1, 0.05, true), 0.1 - 0.05 * 0.9);
+  EXPECT_DOUBLE_EQ(AciStep(0.1, 0.1, 0.05, false), 0.1 + 0.05 * 0.1);
+  const std::vector<double> s = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  EXPECT_EQ(AdaptedQuantile(s, 0.5), ConformalQuantile(s, 0.5));
+  EXPECT_EQ(AdaptedQuantile(s, 0.0), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(AdaptedQuantile(s, -0.2), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(AdaptedQuantile(s, 1.0), 0.0);
+}
+
+TEST(AdaptiveConformalTest, RecoversCoverageUnderAShift) {
+  // Calibration scores of N(0, 1) residuals; then the residuals double.
+  // The static 90% quantile covers about P(|2 z| <= 1.645) = 59%; ACI's
+  // long-run miss rate is within (max(alpha) + rate) / (rate * n) of 10%
+  // (Gibbs & Candes 2021, Proposition 4.1).
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> n01;
+  std::vector<double> cal(999);
+  for (double& v : cal) v = std::abs(n01(rng));
+  std::sort(cal.begin(), cal.end());
+  const double rate = 0.02;
+  double alpha = 0.1;
+  int misses = 0, static_misses = 0;
+  const int kSteps = 20000;
+  for (int i = 0; i < kSteps; ++i) {
+    const double score = std::abs(2 * n01(rng));
+    const bool miss = score > AdaptedQuantile(cal, alpha);
+    misses += miss;
+    static_misses += score > ConformalQuantile(cal, 0.9);
+    alpha = AciStep(alpha, 0.1, rate, miss);
+  }
+  EXPECT_NEAR(static_misses / double(kSteps), 0.41, 0.02);
+  EXPECT_NEAR(misses / double(kSteps), 0.1, (1.1 + rate) / (rate * kSteps));
+}
+
 }  // namespace
 }  // namespace mcdrop

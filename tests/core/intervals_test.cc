@@ -178,5 +178,21 @@ TEST(IntervalsTest, ManyLevelsAtOnceEqualOneAtATime) {
   }
 }
 
+TEST(MixtureCdfTest, IsUniformAtDrawsFromTheMixture) {
+  // y drawn from the very mixture the points describe: PIT ~ U(0, 1).
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> n01;
+  std::vector<int> bins(10, 0);
+  const int kRows = 20000;
+  for (int i = 0; i < kRows; ++i) {
+    std::vector<double> pts(20);
+    for (double& v : pts) v = 3 * n01(rng);
+    const double y = pts[rng() % pts.size()] + 0.5 * n01(rng);
+    const double u = MixtureCdf(pts, 0.5, y);
+    ++bins[std::min(9, static_cast<int>(u * 10))];
+  }
+  for (int b : bins) EXPECT_NEAR(b / double(kRows), 0.1, 0.01);
+}
+
 }  // namespace
 }  // namespace mcdrop

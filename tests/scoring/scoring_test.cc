@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace mcdrop {
 namespace {
@@ -95,6 +96,54 @@ TEST(CalibrationBinsTest, EveryDoubleFallsIntoABin) {
   bins.Add(1e300, false);
   EXPECT_EQ(bins.count(), 2);
   EXPECT_EQ(CalibrationBins(0).BinOf(0.7), 0);  // taken as one bin
+}
+
+std::vector<float> Points(const std::vector<float>& s, int64_t stride, int T,
+                          int max_points) {
+  std::vector<float> out(std::min(T, max_points), -1.0f);
+  EXPECT_EQ(StratifiedPoints(s.data(), stride, T, max_points, out.data()),
+            static_cast<int>(out.size()));
+  return out;
+}
+
+TEST(StratifiedPointsTest, KeepsEverySampleUpToTheCap) {
+  const std::vector<float> s = {3, 1, 2};
+  EXPECT_EQ(Points(s, 1, 3, 8), (std::vector<float>{3, 1, 2}));
+  // Strided: samples [T x B x D] of one row and output.
+  const std::vector<float> strided = {5, 0, 4, 0, 6, 0};
+  EXPECT_EQ(Points(strided, 2, 3, 3), (std::vector<float>{5, 4, 6}));
+}
+
+TEST(StratifiedPointsTest, PicksMidRanksBeyondTheCapNanLast) {
+  std::vector<float> s(10);
+  for (int t = 0; t < 10; ++t) s[t] = static_cast<float>(9 - t);  // 9..0
+  // Ranks floor((i + 0.5) * 10 / 4) = 1, 3, 6, 8 of 0..9.
+  EXPECT_EQ(Points(s, 1, 10, 4), (std::vector<float>{1, 3, 6, 8}));
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> p = Points({nan, 2, nan, 1, 0}, 1, 5, 4);
+  EXPECT_EQ(p[0], 0);  // ranks 0, 1, 3, 4 of {0, 1, 2, nan, nan}
+  EXPECT_EQ(p[1], 1);
+  EXPECT_TRUE(std::isnan(p[2]) && std::isnan(p[3]));
+}
+
+TEST(BrierScoreTest, BrierByHand) {
+  EXPECT_NEAR(BrierScore(std::vector<double>{0.7, 0.2, 0.1}.data(), 3, 0),
+              0.09 + 0.04 + 0.01, 1e-15);
+  EXPECT_NEAR(BrierScore(std::vector<double>{0.7, 0.2, 0.1}.data(), 3, 2),
+              0.49 + 0.04 + 0.81, 1e-15);
+}
+
+TEST(AurocTest, AurocByHandWithTies) {
+  // Positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9>0.5), (0.9>0.1),
+  // (0.5=0.5: one half), (0.5>0.1) -> 3.5 / 4.
+  EXPECT_DOUBLE_EQ(
+      Auroc({0.9, 0.5, 0.5, 0.1}, std::vector<uint8_t>{1, 1, 0, 0}), 0.875);
+  EXPECT_DOUBLE_EQ(Auroc({0.1, 0.2}, std::vector<uint8_t>{1, 0}), 0.0);
+  EXPECT_TRUE(std::isnan(Auroc({0.1, 0.2}, std::vector<uint8_t>{1, 1})));
+  // NaN scores are left out.
+  EXPECT_DOUBLE_EQ(Auroc({0.9, std::numeric_limits<double>::quiet_NaN(), 0.1},
+                         std::vector<uint8_t>{1, 0, 0}),
+                   1.0);
 }
 
 }  // namespace

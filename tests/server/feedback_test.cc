@@ -20,7 +20,6 @@
 #include "absl/strings/str_format.h"
 #include "core/conformal.h"
 #include "core/intervals.h"
-#include "core/scoring.h"
 #include "mcdrop/v1/inference.grpc.pb.h"
 #include "server/server.h"
 #include "tests/testing/http.h"
