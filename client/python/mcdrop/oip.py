@@ -34,7 +34,8 @@ class OipError(Exception):
 
 class InferResult:
     """One inference answer: outputs by name (NumPy arrays of their shape and
-    datatype), the response parameters (mcdrop: samples, seed), id, model."""
+    datatype), the response parameters (mcdrop: samples, seed, prediction_id),
+    id, model."""
 
     def __init__(self, model_name, model_version, request_id, parameters, outputs):
         self.model_name, self.model_version = model_name, model_version
