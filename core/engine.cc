@@ -89,7 +89,8 @@ struct Engine::Request {
   // Plan, fixed before any tile runs.
   int B = 0, D = 0, T = 0, L = 0, first = 0, max_channels = 1;
   int64_t n0 = 0;             // earlier passes the statistics continue (resume)
-  bool keep_samples = false;  // for return_samples or intervals
+  bool keep_samples = false;  // for return_samples, intervals or feedback
+  int kept_T = 0;             // passes whose outputs are kept (first ones)
   int rows_per_tile = 1, samples_per_tile = 1, chunks = 1, num_tiles = 0;
   int64_t max_cols = 0;
   int max_width = 0;
@@ -413,7 +414,10 @@ void Engine::Start(std::shared_ptr<Request> req) {
   req->T = mc ? opt.samples : 1;
   req->n0 = opt.resume ? opt.resume->passes : 0;
   req->first = mc ? model.first_stochastic_layer() : req->L;
-  req->keep_samples = opt.return_samples || !opt.interval_levels.empty();
+  req->kept_T = opt.return_samples || !opt.interval_levels.empty()
+                    ? req->T
+                    : std::min(req->T, std::max(0, opt.keep_first_samples));
+  req->keep_samples = req->kept_T > 0;
 
   Prediction& res = req->result;
   res.task = model.task();
@@ -437,7 +441,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
     const Eigen::MatrixXf& y = req->prefix;  // [D x B]
     res.mean.assign(static_cast<size_t>(B) * D, 0.0);
     if (req->keep_samples)
-      res.sample_values.resize(static_cast<size_t>(T) * B * D);
+      res.sample_values.resize(static_cast<size_t>(req->kept_T) * B * D);
     if (classification) {
       res.predicted_class.resize(B);
       res.entropy.resize(B);
@@ -465,7 +469,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
       }
     }
     if (req->keep_samples) {
-      for (int t = 0; t < T; ++t) {
+      for (int t = 0; t < req->kept_T; ++t) {
         for (int i = 0; i < B * D; ++i) {
           res.sample_values[static_cast<size_t>(t) * B * D + i] =
               static_cast<float>(res.mean[i]);
@@ -541,7 +545,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
     req->run_m2.assign(static_cast<size_t>(B) * D, 0.0);
   }
   if (req->keep_samples)
-    res.sample_values.resize(static_cast<size_t>(T) * B * D);
+    res.sample_values.resize(static_cast<size_t>(req->kept_T) * B * D);
 
   const int tasks = std::min(threads, req->num_tiles);
   req->window = 2 * tasks + 2;
@@ -593,8 +597,12 @@ std::function<void()> FinishWithResult(Engine::Request& req)
   req.finalized = true;
   Prediction& res = req.result;
   res.run_seconds = absl::ToDoubleSeconds(absl::Now() - req.started);
-  if (!req.options.return_samples) {
+  if (!req.options.return_samples && req.options.keep_first_samples <= 0) {
     std::vector<float>().swap(res.sample_values);  // kept for intervals only
+  } else if (!req.options.return_samples) {
+    // Feedback: the first passes only.
+    res.sample_values.resize(static_cast<size_t>(req.kept_T) * res.rows *
+                             res.outputs);
   } else if (req.options.predictive_draws) {
     AddPredictiveNoise(req.options.seed, 1.0 / std::sqrt(req.model->tau()),
                        req.T, res.rows, res.outputs, res.sample_values.data(),
@@ -855,6 +863,7 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
     float* samples = req.result.sample_values.data();
     for (int c = 0; c < cols; ++c) {
       const int64_t t = s0 + c % ns, r = r0 + c / ns;
+      if (t >= req.kept_T) continue;
       float* dst = samples + (t * req.B + r) * D;
       for (int d = 0; d < D; ++d) {
         dst[d] = classification

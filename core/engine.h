@@ -102,6 +102,12 @@ struct PredictOptions {
   // Return every pass's output: regression values, or classification
   // probabilities, laid out [T x B x D].
   bool return_samples = false;
+  // Without return_samples: return the outputs of the first
+  // min(T, keep_first_samples) passes in sample_values, [K x B x D] (with
+  // interval levels, all T are kept for them and returned). The passes are
+  // i.i.d. given the input, so they are a random sample of the T. 0: none.
+  // Results are unchanged. (The server's feedback monitor keeps them.)
+  int keep_first_samples = 0;
   // Regression, with return_samples and include_noise: the returned samples
   // are draws from the predictive distribution, y = f_t(x) + N(0, 1/tau)
   // (draws.h), instead of the pass outputs f_t(x) alone. The statistics and
@@ -159,7 +165,8 @@ struct Prediction {
   std::vector<int> votes;
 
   // [T x B x D] when return_samples: this request's own passes (with resume,
-  // `samples` counts the earlier ones too).
+  // `samples` counts the earlier ones too). With keep_first_samples instead:
+  // [K x B x D], the first K of them (all T with interval levels).
   std::vector<float> sample_values;
 
   // With keep_stats (MC mode): the running statistics of all its passes.

@@ -358,12 +358,10 @@ std::shared_ptr<const MonitoredQuantiles> FeedbackMonitor::Quantiles(
 void FeedbackMonitor::Prepare(const ServedModel& model, PredictPlan* plan) {
   if (!enabled() || plan->options.mode != PredictMode::kMonteCarlo) return;
   plan->monitored = Quantiles(model);
-  const Model& m = model.model;
-  if (m.task() != Task::kRegression || plan->options.predictive_draws) return;
-  const int64_t T =
-      plan->adaptive ? plan->adaptive->max_samples : plan->options.samples;
-  if (T * plan->rows * m.output_size() * 4 <= kMaxKeptSampleBytes) {
-    plan->options.return_samples = true;
+  // A fixed-T regression keeps its first max_points passes; an adaptive one
+  // (rows of their own T) keeps passes only when the client asked for them.
+  if (model.model.task() == Task::kRegression && !plan->adaptive) {
+    plan->options.keep_first_samples = options_.max_points;
   }
 }
 
@@ -386,12 +384,15 @@ std::string FeedbackMonitor::Record(const ServedModel& model,
       s->values[i] = p.mean[i];
       s->values[BD + i] = std::sqrt(p.model_variance[i] + noise);
     }
+    // The passes the engine returned: all T (return_samples, intervals) or
+    // the first keep_first_samples (Prepare); rows of their own (adaptive).
+    const size_t kept_T = BD > 0 ? p.sample_values.size() / BD : 0;
     const bool fixed_samples =
-        p.sample_values.size() == static_cast<size_t>(p.samples) * BD;
+        kept_T > 0 && kept_T * BD == p.sample_values.size();
     const bool row_samples =
         answer.row_samples.size() == static_cast<size_t>(p.rows);
     if (!opt.predictive_draws && (fixed_samples || row_samples)) {
-      int T = p.samples;
+      int T = static_cast<int>(kept_T);
       if (row_samples) {
         T = 0;
         for (const auto& v : answer.row_samples)
@@ -413,8 +414,9 @@ std::string FeedbackMonitor::Record(const ServedModel& model,
                                       out);
             }
           } else {
-            kept = StratifiedPoints(p.sample_values.data() + rd, BD, p.samples,
-                                    s->max_points, out);
+            kept =
+                StratifiedPoints(p.sample_values.data() + rd, BD,
+                                 static_cast<int>(kept_T), s->max_points, out);
           }
           s->counts[rd] = static_cast<int32_t>(kept);
         }

@@ -24,8 +24,9 @@
 //
 // The store is bounded by bytes and age; the oldest predictions are
 // evicted first and counted. A regression row keeps at most `max_points`
-// of its T pass outputs (core/scoring.h: StratifiedPoints), so its mixture
-// figures are exact up to T = max_points and an approximation beyond.
+// of its T pass outputs (the first ones: an i.i.d. sample of the T), so its
+// mixture figures are those of the served intervals up to T = max_points
+// and of a max_points-pass sample of the same predictive beyond.
 
 #ifndef MCDROP_SERVER_FEEDBACK_H_
 #define MCDROP_SERVER_FEEDBACK_H_
@@ -96,21 +97,22 @@ class FeedbackMonitor {
 
   // Keeps what the figures need of a finished Monte-Carlo prediction
   // (`quantiles` as Quantiles gave them for it) and returns its id; "" when
-  // nothing is kept (feedback off, DETERMINISTIC mode). The pass outputs
-  // are read from `answer` when the engine returned them (see Prepare;
-  // predictive draws are not pass outputs and are not kept), else a
-  // regression row keeps its mean and std only and counts towards the
-  // conformal coverage and RMSE alone. Thread-safe.
+  // nothing is kept (feedback off, DETERMINISTIC mode). A regression row
+  // keeps at most max_points of the passes the engine returned (see
+  // Prepare: the first ones; with all T returned for intervals, a
+  // stratified summary); predictive draws are not passes and are not kept,
+  // and an adaptive request returns passes only when asked for them. A row
+  // without passes keeps its mean and std and counts towards the conformal
+  // coverage and RMSE alone. Thread-safe.
   std::string Record(const ServedModel& model, const PredictPlan& plan,
                      const AdaptivePrediction& answer);
 
   // For a checked plan of `model`, before the engine runs it: the
-  // quantiles in force (plan->monitored) and, for a Monte-Carlo regression
-  // whose pass outputs fit in kMaxKeptSampleBytes, the engine asked to
-  // return them (the response still carries them only when requested).
-  // Nothing when feedback is off.
+  // quantiles in force (plan->monitored) and, for a fixed-T Monte-Carlo
+  // regression, the engine asked to return its first max_points passes
+  // (PredictOptions::keep_first_samples; the response carries passes only
+  // when requested). Nothing when feedback is off.
   void Prepare(const ServedModel& model, PredictPlan* plan);
-  static constexpr int64_t kMaxKeptSampleBytes = int64_t{8} << 20;
 
   // The Feedback call: InvalidArgument for a request without a model name
   // or with more than max_items items; otherwise OK, one result per item

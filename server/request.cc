@@ -291,8 +291,10 @@ void RunPlan(Engine& engine, std::shared_ptr<const Model> model,
     adaptive->min_samples = std::max(2, std::min(100, opt.samples / 64));
   }
   if (adaptive) {
-    PredictAdaptiveAsync(engine, std::move(model), inputs, opt, *adaptive,
-                         std::move(done), std::move(on_round));
+    PredictOptions round_options = opt;
+    round_options.keep_first_samples = 0;  // rounds keep only what is asked
+    PredictAdaptiveAsync(engine, std::move(model), inputs, round_options,
+                         *adaptive, std::move(done), std::move(on_round));
     return;
   }
   engine.PredictAsync(std::move(model), inputs, opt,

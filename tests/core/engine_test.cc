@@ -175,6 +175,47 @@ TEST(EngineTest, SameSeedBitIdenticalAcrossThreadsAndTiles) {
   }
 }
 
+// keep_first_samples returns the first K passes of the T, exactly those a
+// return_samples request gives, on any tiling and thread count, and changes
+// nothing else; with interval levels all T are kept.
+TEST(EngineTest, KeepFirstSamplesReturnsTheFirstPasses) {
+  const Model model = MustCreate(RandomSpec(
+      {7, 33, 2}, {0.1f, 0.2f}, Task::kRegression, Activation::kRelu, 8));
+  const RowMajorMatrixXf x = RandomInputs(3, 7, 9);
+  PredictOptions all;
+  all.samples = 300;
+  all.seed = 77;
+  all.return_samples = true;
+  Engine one({.threads = 1});
+  auto full = one.Predict(model, View(x), all);
+  ASSERT_TRUE(full.ok());
+  for (int threads : {1, 2}) {
+    Engine engine({.threads = threads});
+    for (auto [spt, K] : std::vector<std::pair<int, int>>{
+             {0, 128}, {7, 128}, {64, 5}, {0, 1000}}) {
+      PredictOptions opt = all;
+      opt.return_samples = false;
+      opt.keep_first_samples = K;
+      opt.samples_per_tile = spt;
+      auto p = engine.Predict(model, View(x), opt);
+      ASSERT_TRUE(p.ok());
+      const size_t kept = static_cast<size_t>(std::min(K, 300)) * 3 * 2;
+      ASSERT_EQ(p->sample_values.size(), kept);
+      for (size_t i = 0; i < kept; ++i)
+        ASSERT_EQ(p->sample_values[i], full->sample_values[i]) << i;
+      EXPECT_EQ(p->mean, full->mean);
+      EXPECT_EQ(p->variance, full->variance);
+    }
+  }
+  PredictOptions with_levels = all;
+  with_levels.return_samples = false;
+  with_levels.keep_first_samples = 5;
+  with_levels.interval_levels = {0.9};
+  auto p = one.Predict(model, View(x), with_levels);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->sample_values, full->sample_values);
+}
+
 // bf16 rounds weights and each layer's inputs to 8 significant bits (unit
 // roundoff 2^-9) and accumulates in f32. Through three layers of weights of
 // scale 1/sqrt(n) and tanh (Lipschitz 1), each pass's output moves by a few
