@@ -3,8 +3,7 @@
 // The request fuzzers' models, engine and limits: a small regressor ("r", 4
 // inputs, 2 outputs), classifier ("c", 4 inputs, 3 classes) and format v2
 // image classifier ("i", [2, 9, 8] inputs, every layer kind, 3 classes), one
-// engine thread, limits small enough that each input runs fast, and a
-// feedback monitor.
+// engine thread, and limits small enough that each input runs fast.
 
 #ifndef MCDROP_FUZZ_FIXTURE_H_
 #define MCDROP_FUZZ_FIXTURE_H_
@@ -27,10 +26,6 @@ struct Fixture {
   server::ServedModel regression, classification, image;
   std::unique_ptr<Engine> engine;
   server::Limits limits;
-  // Predictions kept for feedback (1 MB, adaptive conformal inference on),
-  // shared by the fuzzers' iterations.
-  std::shared_ptr<prometheus::Registry> registry;
-  std::unique_ptr<server::FeedbackMonitor> feedback;
 
   // "c" and "i" by name; anything else is the regressor.
   const server::ServedModel& Find(absl::string_view name) const {
@@ -69,24 +64,30 @@ inline const Fixture& GetFixture() {
                                ConformalScore::kLac, 1)),
         Served("i", testing::ConvSpec(Task::kClassification, 3)),
         nullptr,
-        {},
-        std::make_shared<prometheus::Registry>(),
-        nullptr};
+        {}};
     f->engine = std::make_unique<Engine>(EngineOptions{1});
     f->limits.max_samples = 64;
     f->limits.default_samples = 16;
     f->limits.max_batch_rows = 16;
     f->limits.max_message_bytes = 1 << 16;
-    f->feedback = std::make_unique<server::FeedbackMonitor>(
-        server::FeedbackOptions{.store_bytes = 1 << 20,
-                                .window = 64,
-                                .max_items = 64,
-                                .adaptive_rate = 0.05},
-        f->registry.get());
     return f;
   }();
   return *f;
 }
+
+// A feedback monitor of its own for one input (1 MB, adaptive conformal
+// inference on): what an input allocates is freed when it ends, so
+// libFuzzer's leak check does not run after every input.
+struct FeedbackFixture {
+  std::shared_ptr<prometheus::Registry> registry =
+      std::make_shared<prometheus::Registry>();
+  server::FeedbackMonitor monitor{
+      server::FeedbackOptions{.store_bytes = 1 << 20,
+                              .window = 64,
+                              .max_items = 64,
+                              .adaptive_rate = 0.05},
+      registry.get()};
+};
 
 }  // namespace mcdrop::fuzz
 

@@ -51,7 +51,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto feedback = mcdrop::server::ParseHttpFeedbackRequest(
         req.body(), std::string(served.name), "");
     mcdrop::v1::FeedbackResponse result;
-    if (feedback.ok() && f.feedback->Submit(*feedback, &result).ok()) {
+    mcdrop::fuzz::FeedbackFixture feedback_fixture;
+    if (feedback.ok() &&
+        feedback_fixture.monitor.Submit(*feedback, &result).ok()) {
       if (result.results_size() != feedback->items_size()) std::abort();
       (void)mcdrop::server::FeedbackResponseJson(*feedback, result);
     }

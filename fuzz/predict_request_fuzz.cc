@@ -42,7 +42,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                          plan.adaptive->min_samples < 2))) {
     std::abort();  // validation let through what it must refuse
   }
-  f.feedback->Prepare(served, &plan);
+  mcdrop::fuzz::FeedbackFixture feedback_fixture;
+  feedback_fixture.monitor.Prepare(served, &plan);
   // Half the inputs run as PredictStream does (in rounds, with running
   // estimates), half as Predict.
   const bool rounds = request.seed() % 2 == 1;
@@ -77,8 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // Feedback for every row, with the request's own (hostile) values as
   // the observed targets and labels.
-  mcdrop::server::SetPredictionIds(f.feedback->Record(served, plan, *answer),
-                                   &response);
+  mcdrop::server::SetPredictionIds(
+      feedback_fixture.monitor.Record(served, plan, *answer), &response);
   mcdrop::v1::FeedbackRequest feedback;
   feedback.set_model(request.model().empty() ? "r" : request.model());
   const int D = served.model.output_size();
@@ -95,7 +96,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   mcdrop::v1::FeedbackResponse result;
-  if (f.feedback->Submit(feedback, &result).ok() &&
+  if (feedback_fixture.monitor.Submit(feedback, &result).ok() &&
       (result.results_size() != rows || result.accepted() > rows)) {
     std::abort();
   }
