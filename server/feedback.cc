@@ -333,6 +333,7 @@ std::shared_ptr<FeedbackMonitor::Version> FeedbackMonitor::VersionOf(
       }
     }
   }
+  v->Publish();  // NaN figures (not 0) until the first observation
   slot = v;
   return v;
 }

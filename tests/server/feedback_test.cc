@@ -166,6 +166,11 @@ TEST_F(FeedbackTest, IdsAreDistinctAndWellFormed) {
     ids.insert(id);
   }
   EXPECT_EQ(ids.size(), 1000u);
+  // Before any feedback the figures are NaN (no data), not 0.
+  EXPECT_EQ(Value("mcdrop_feedback_window_observations"), 0);
+  EXPECT_TRUE(std::isnan(Value("mcdrop_feedback_rmse")));
+  EXPECT_TRUE(std::isnan(
+      Value("mcdrop_feedback_coverage", {"interval=\"mixture\"", "0.9"})));
   // Deterministic mode keeps nothing; neither does a store of size 0.
   PredictPlan det = Plan(*monitor_, *m);
   det.options.mode = PredictMode::kDeterministic;
