@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <random>
 
@@ -536,30 +535,28 @@ std::string CheckObservation(const FeedbackItem& item, Task task, int n) {
 
 }  // namespace
 
-void FeedbackMonitor::CountItem(const std::string& model,
-                                FeedbackResult::Outcome outcome) {
-  prometheus::Counter* c = nullptr;
+void FeedbackMonitor::CountItems(const std::string& model,
+                                 const std::array<int, kOutcomes>& counts) {
+  // Only model names that were predicted from get their own label.
+  std::string label;
   {
-    absl::MutexLock lock(&items_mu_);
-    // Only model names that were predicted from get their own label.
-    std::string label;
-    {
-      absl::MutexLock vlock(&versions_mu_);
-      for (const auto& [key, v] : versions_) {
-        if (key.first == model) {
-          label = model;
-          break;
-        }
-      }
-    }
-    auto& slot = item_counters_[{label, static_cast<int>(outcome)}];
-    if (slot == nullptr) {
-      slot =
-          &items_->Add({{"model", label}, {"outcome", OutcomeLabel(outcome)}});
-    }
-    c = slot;
+    absl::MutexLock lock(&versions_mu_);
+    auto it =
+        versions_.lower_bound({model, std::numeric_limits<int64_t>::min()});
+    if (it != versions_.end() && it->first.first == model) label = model;
   }
-  c->Increment();
+  absl::MutexLock lock(&items_mu_);
+  for (int outcome = 0; outcome < kOutcomes; ++outcome) {
+    if (counts[outcome] == 0) continue;
+    auto& slot = item_counters_[{label, outcome}];
+    if (slot == nullptr) {
+      slot = &items_->Add(
+          {{"model", label},
+           {"outcome",
+            OutcomeLabel(static_cast<FeedbackResult::Outcome>(outcome))}});
+    }
+    slot->Increment(counts[outcome]);
+  }
 }
 
 namespace {
@@ -839,14 +836,14 @@ absl::Status FeedbackMonitor::Submit(const FeedbackRequest& request,
                      " items; this one has ", request.items_size()));
   }
   std::vector<std::shared_ptr<Version>> touched;
-  int accepted = 0;
+  std::array<int, kOutcomes> counts{};
   for (const FeedbackItem& item : request.items()) {
     FeedbackResult r = Join(request, item, &touched);
-    CountItem(request.model(), r.outcome());
-    accepted += r.outcome() == FeedbackResult::ACCEPTED;
+    ++counts[r.outcome()];
     *response->add_results() = std::move(r);
   }
-  response->set_accepted(accepted);
+  CountItems(request.model(), counts);
+  response->set_accepted(counts[FeedbackResult::ACCEPTED]);
   for (const auto& v : touched) v->Publish();
   return absl::OkStatus();
 }

@@ -146,8 +146,12 @@ class FeedbackMonitor {
       const mcdrop::v1::FeedbackRequest& request,
       const mcdrop::v1::FeedbackItem& item,
       std::vector<std::shared_ptr<Version>>* touched);
-  void CountItem(const std::string& model,
-                 mcdrop::v1::FeedbackResult::Outcome outcome);
+  // Items of one call by outcome, counted under `model` (or "" for a name
+  // nothing was predicted from, so that hostile names add no labels).
+  static constexpr int kOutcomes =
+      mcdrop::v1::FeedbackResult::Outcome_ARRAYSIZE;
+  void CountItems(const std::string& model,
+                  const std::array<int, kOutcomes>& counts);
 
   const FeedbackOptions options_;
   const uint64_t nonce_key_;
