@@ -122,6 +122,11 @@ ABSL_FLAG(double, adaptive_conformal_rate, 0,
           "conformal levels follow the feedback's misses; 0: off");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(10),
           "On SIGTERM/SIGINT: time in-flight calls get to finish");
+ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
+          "On SIGTERM/SIGINT, before --grace_period: time during which health "
+          "says NOT_SERVING (and HTTP readiness 'not ready') while calls are "
+          "still answered, so that balancers move traffic away before any "
+          "call is refused; 0: drain at once");
 
 namespace {
 
@@ -239,6 +244,7 @@ int main(int argc, char** argv) {
   int signal = 0;
   sigwait(&signals, &signal);
   spdlog::info("received {}", signal == SIGTERM ? "SIGTERM" : "SIGINT");
-  (*server)->Shutdown(absl::GetFlag(FLAGS_grace_period));
+  (*server)->Drain(absl::GetFlag(FLAGS_drain_delay),
+                   absl::GetFlag(FLAGS_grace_period));
   return 0;
 }

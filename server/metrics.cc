@@ -6,6 +6,7 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <sstream>
@@ -97,6 +98,14 @@ void ModelMetrics::CountRequest(Endpoint endpoint,
   const int e = static_cast<int>(endpoint);
   auto it = requests[e].find(code);
   (it == requests[e].end() ? unknown_code[e] : it->second)->Increment();
+}
+
+void Metrics::CountRetryAttempt(Endpoint endpoint, int previous) {
+  if (previous < 1) return;
+  prometheus::Counter* c =
+      retry_attempts_[static_cast<int>(endpoint)]
+                     [std::min(previous, kRetryBuckets) - 1];
+  if (c != nullptr) c->Increment();
 }
 
 void ModelMetrics::Observe(const AdaptivePrediction& answer,
@@ -244,6 +253,25 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
                         .Help("Predict requests admitted and not yet answered.")
                         .Register(r)
                         .Add({});
+    auto& retries =
+        prometheus::BuildCounter()
+            .Name("mcdrop_retry_attempts_total")
+            .Help(
+                "gRPC calls that arrived as a retry of an earlier attempt "
+                "(the client's retry policy, gRFC A6), by the attempts "
+                "before it (previous_attempts=\"1\" counts retried calls).")
+            .Register(r);
+    for (int e = 0; e < kEndpoints; ++e) {
+      if (kEndpointLabels[e].first != std::string("grpc")) continue;
+      for (int b = 0; b < kRetryBuckets; ++b) {
+        m->retry_attempts_[e][b] = &retries.Add(
+            {{"protocol", kEndpointLabels[e].first},
+             {"api", kEndpointLabels[e].second},
+             {"previous_attempts", b + 1 < kRetryBuckets
+                                       ? absl::StrCat(b + 1)
+                                       : absl::StrCat(kRetryBuckets, "+")}});
+      }
+    }
     m->unknown_ = m->MakeChildren("", nullptr);
     m->pool_collector_ = std::make_shared<PoolCollector>(engine);
     if (!address.empty()) {

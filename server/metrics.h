@@ -98,6 +98,10 @@ class Metrics {
   const ModelMetrics* Unknown() const { return unknown_; }
 
   prometheus::Gauge& inflight() { return *inflight_; }
+  // Counts a gRPC call that arrived as a retry attempt of the client's retry
+  // policy (gRFC A6: it carries grpc-previous-rpc-attempts = `previous`).
+  // Thread-safe; `endpoint` is a gRPC one.
+  void CountRetryAttempt(Endpoint endpoint, int previous);
   // Where other parts of the server register their families (once).
   prometheus::Registry& registry() { return *registry_; }
   // Sets mcdrop_model_info to exactly the given (name, version, task) set.
@@ -133,6 +137,11 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* input_out_of_range_ = nullptr;
   prometheus::Family<prometheus::Gauge>* model_info_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
+  // mcdrop_retry_attempts_total by endpoint and previous attempts (1, 2, 3,
+  // 4 or more).
+  static constexpr int kRetryBuckets = 4;
+  std::array<std::array<prometheus::Counter*, kRetryBuckets>, kEndpoints>
+      retry_attempts_{};
   ModelMetrics* unknown_ = nullptr;
 
   absl::Mutex mu_;

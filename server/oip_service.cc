@@ -70,12 +70,12 @@ absl::StatusOr<std::shared_ptr<const ServedModel>> OipBackend::Find(
 }
 
 bool OipBackend::ServerReady() const {
-  return !inference_->draining() && !models_->List().empty();
+  return inference_->ready() && !models_->List().empty();
 }
 
 bool OipBackend::ModelReady(const std::string& name,
                             const std::string& version) const {
-  return !inference_->draining() && Find(name, version).ok();
+  return inference_->ready() && Find(name, version).ok();
 }
 
 void OipBackend::ServerMetadata(inference::ServerMetadataResponse* response) {
@@ -243,6 +243,7 @@ grpc::ServerUnaryReactor* OipService::ModelInfer(
     grpc::CallbackServerContext* context,
     const inference::ModelInferRequest* request,
     inference::ModelInferResponse* response) {
+  backend_->inference().CountRetry(context, Endpoint::kGrpcOip);
   if (absl::Status auth = backend_->inference().Authenticate(context);
       !auth.ok()) {
     backend_->metrics().Unknown()->CountRequest(

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 
@@ -289,6 +290,21 @@ void Server::StartDraining() {
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   service_->StartDraining();
+}
+
+void Server::Drain(absl::Duration delay, absl::Duration grace) {
+  if (delay > absl::ZeroDuration() && !shut_down_ && !draining_) {
+    auto* health = server_->GetHealthCheckService();
+    health->SetServingStatus(false);
+    health->SetServingStatus(kServiceName, false);
+    service_->StartLeaving();
+    spdlog::info(
+        "leaving: health NOT_SERVING, calls still served for the drain delay "
+        "{} ({} request(s) in flight)",
+        absl::FormatDuration(delay), service_->inflight());
+    absl::SleepFor(delay);
+  }
+  Shutdown(grace);
 }
 
 void Server::Shutdown(absl::Duration grace) {

@@ -99,6 +99,12 @@ class Server {
   // to `grace` to finish, cancels the rest, and returns when every call is
   // done. Idempotent.
   void Shutdown(absl::Duration grace);
+  // What SIGTERM does: leaves the load balancers, then shuts down. For
+  // `delay`, gRPC health answers NOT_SERVING and the HTTP readiness paths
+  // "not ready" while every call is still answered, so that health-checking
+  // clients and proxies (and Kubernetes' endpoints) move traffic away before
+  // any call is refused; then Shutdown(grace). A zero delay is Shutdown.
+  void Drain(absl::Duration delay, absl::Duration grace);
 
   int port() const { return port_; }
   // The HTTP/REST port (-1 without an HTTP listener).

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -237,6 +238,18 @@ absl::Status InferenceService::CheckAuthorization(
   return absl::OkStatus();
 }
 
+void InferenceService::CountRetry(const grpc::CallbackServerContext* context,
+                                  Endpoint endpoint) const {
+  const auto& metadata = context->client_metadata();
+  const auto it = metadata.find("grpc-previous-rpc-attempts");
+  if (it == metadata.end()) return;
+  int previous = 0;
+  if (absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()),
+                       &previous)) {
+    metrics_->CountRetryAttempt(endpoint, previous);
+  }
+}
+
 // A PredictRequest that passed every check before the engine.
 struct InferenceService::Admitted {
   std::shared_ptr<const ServedModel> model;
@@ -389,6 +402,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
   const absl::Time arrived = absl::Now();
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   auto* reactor = new PredictReactor(cancelled);
+  CountRetry(context, Endpoint::kGrpcV1);
   // The request and response live until the engine's completion has run.
   auto call = std::make_shared<PredictCall>();
   const ModelMetrics* mm = nullptr;
@@ -430,6 +444,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::PredictStream(
   const absl::Time arrived = absl::Now();
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   auto* reactor = new StreamReactor(cancelled);
+  CountRetry(context, Endpoint::kGrpcV1Stream);
   auto request = std::make_shared<PredictRequest>();
   const ModelMetrics* mm = nullptr;
   Admitted a;

@@ -68,6 +68,15 @@ class InferenceService final : public RawInferenceService {
   // From now on Predict answers UNAVAILABLE (the server is draining).
   void StartDraining() { draining_.store(true); }
   bool draining() const { return draining_.load(); }
+  // From now on readiness checks (the OIP's ServerReady and ModelReady) say
+  // "not ready" while calls are still served: the server is leaving the
+  // load balancers before it drains (Server::Drain).
+  void StartLeaving() { leaving_.store(true); }
+  bool ready() const { return !leaving_.load() && !draining_.load(); }
+  // Counts the call in mcdrop_retry_attempts_total when it is a retry
+  // attempt of the client's retry policy (grpc-previous-rpc-attempts).
+  void CountRetry(const grpc::CallbackServerContext* context,
+                  Endpoint endpoint) const;
   int inflight() const { return inflight_.load(); }
   // Admission shared with the Open Inference Protocol service: true (and
   // counted in flight until Release) when under the in-flight limit.
@@ -104,6 +113,7 @@ class InferenceService final : public RawInferenceService {
   const std::vector<std::string> tokens_;
   std::atomic<int> inflight_{0};
   std::atomic<bool> draining_{false};
+  std::atomic<bool> leaving_{false};
 };
 
 // True when `a` equals `b`; the time taken depends on the lengths only, not

@@ -9,6 +9,7 @@
 #include <gmock/gmock.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -395,6 +396,70 @@ TEST_F(ServerTest, HealthTurnsNotServingWhileDraining) {
   EXPECT_EQ(
       Call(Request("concrete", ConcreteRows(), 10, 1), &resp).error_code(),
       grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(ServerTest, DrainLeavesTheBalancersBeforeRefusingCalls) {
+  // SIGTERM with --drain_delay: health says NOT_SERVING at once, while calls
+  // are still answered until the delay has passed; then the server stops.
+  std::thread drain(
+      [this] { server_->Drain(absl::Milliseconds(1500), absl::Seconds(1)); });
+  const absl::Time start = absl::Now();
+  while (absl::Now() - start < absl::Seconds(1) &&
+         *client_->Health("mcdrop.v1.Inference") !=
+             grpc::health::v1::HealthCheckResponse::NOT_SERVING) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(*client_->Health(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(*client_->Health("mcdrop.v1.Inference"),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  PredictResponse resp;
+  EXPECT_TRUE(Call(Request("concrete", ConcreteRows(), 10, 1), &resp).ok());
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(1000));
+  drain.join();
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(1500));
+  EXPECT_FALSE(Call(Request("concrete", ConcreteRows(), 10, 1), &resp,
+                    absl::Milliseconds(500))
+                   .ok());
+}
+
+TEST_F(ServerTest, RetryAttemptsOfAClientRetryPolicyAreCounted) {
+  // A client whose retry policy retries UNAVAILABLE four times: a draining
+  // server refuses all five attempts and counts the four retries by the
+  // attempts before each (grpc-previous-rpc-attempts).
+  grpc::ChannelArguments args;
+  args.SetServiceConfigJSON(R"({"methodConfig": [{
+      "name": [{"service": "mcdrop.v1.Inference"}],
+      "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.01s",
+                      "maxBackoff": "0.01s", "backoffMultiplier": 1,
+                      "retryableStatusCodes": ["UNAVAILABLE"]}}]})");
+  auto stub = v1::Inference::NewStub(
+      grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                grpc::InsecureChannelCredentials(), args));
+  PredictResponse resp;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(
+        stub->Predict(&ctx, Request("concrete", ConcreteRows(), 10, 1), &resp)
+            .ok());
+  }
+  server_->StartDraining();
+  grpc::ClientContext ctx;
+  EXPECT_EQ(
+      stub->Predict(&ctx, Request("concrete", ConcreteRows(), 10, 1), &resp)
+          .error_code(),
+      grpc::StatusCode::UNAVAILABLE);
+  const std::string text = Scrape(server_->metrics_ports().at(0));
+  for (const char* previous : {"1", "2", "3", "4+"}) {
+    EXPECT_EQ(Metric(text, "mcdrop_retry_attempts_total",
+                     std::string("api=\"mcdrop.v1\",previous_attempts=\"") +
+                         previous + "\""),
+              1)
+        << previous;
+  }
+  EXPECT_EQ(Metric(text, "mcdrop_requests_total",
+                   "code=\"UNAVAILABLE\",api=\"mcdrop.v1\""),
+            5);
 }
 
 // A small convolutional classifier (format v2) on 1 x 6 x 6 images.
