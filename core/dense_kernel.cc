@@ -2,6 +2,8 @@
 
 #include "core/dense_kernel.h"
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -21,7 +23,26 @@ namespace {
 
 using dnnl::memory;
 
+// Whether the instruction set's limit is settled (SetMaxCpuIsa was called,
+// or the default applied).
+std::atomic<bool> isa_limited{false};
+
+// Unless a limit was set (SetMaxCpuIsa, or ONEDNN_MAX_CPU_ISA in the
+// environment), limits oneDNN to the default, before its first use: oneDNN
+// fixes the limit the first time it reads it.
+void ApplyDefaultIsaLimit() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (isa_limited.load() || std::getenv("ONEDNN_MAX_CPU_ISA") != nullptr ||
+        std::getenv("DNNL_MAX_CPU_ISA") != nullptr) {
+      return;
+    }
+    (void)SetMaxCpuIsa("default");
+  });
+}
+
 dnnl::engine& CpuEngine() {
+  ApplyDefaultIsaLimit();
   static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
   return *engine;
 }
@@ -76,6 +97,7 @@ void* ThreadScratch(size_t bytes) {
 // products go through Eigen's GEMM compiled for x86-64-v3, whose results
 // are the same on every such CPU.
 bool UseOneDnn() {
+  ApplyDefaultIsaLimit();
   static const bool use =
       dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core &&
       dnnl::get_effective_cpu_isa() != dnnl::cpu_isa::all;
@@ -235,6 +257,7 @@ std::string KernelPath() {
 }
 
 std::string KernelIsa() {
+  ApplyDefaultIsaLimit();
   switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::sse41:
       return "sse41";
@@ -258,6 +281,10 @@ std::string KernelIsa() {
 absl::Status SetMaxCpuIsa(absl::string_view isa) {
   static const std::map<std::string, dnnl::cpu_isa, std::less<>> kIsas = {
       {"all", dnnl::cpu_isa::all},
+      // AMX's bf16 kernels round differently with the column count (found
+      // on a Sapphire Rapids Xeon: a seed's answer changed with the tiling),
+      // so by default oneDNN stops below them.
+      {"default", dnnl::cpu_isa::avx512_core_bf16},
       {"avx2", dnnl::cpu_isa::avx2},
       {"avx512_core", dnnl::cpu_isa::avx512_core},
       {"avx512_core_vnni", dnnl::cpu_isa::avx512_core_vnni},
@@ -268,9 +295,10 @@ absl::Status SetMaxCpuIsa(absl::string_view isa) {
   if (it == kIsas.end()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown instruction set \"", isa,
-        "\"; use all, avx2, avx512_core, avx512_core_vnni, avx512_core_bf16 "
+        "\"; use default, all, avx2, avx512_core, avx512_core_vnni, avx512_core_bf16 "
         "or avx512_core_amx"));
   }
+  isa_limited.store(true);
   try {
     dnnl::set_max_cpu_isa(it->second);
   } catch (const dnnl::error& e) {

@@ -84,10 +84,12 @@ std::string KernelIsa();
 
 // Limits the instruction set oneDNN may use: "avx2" (then the products run
 // on Eigen's x86-64-v3 GEMM: the same bits on every x86-64-v3 CPU),
-// "avx512_core", "avx512_core_bf16", "avx512_core_amx", or "all" (the
-// default). Must be called before the first kernel is made
-// (ONEDNN_MAX_CPU_ISA in the environment does the same); later calls may have
-// no effect. InvalidArgument for an unknown name.
+// "avx512_core", "avx512_core_bf16", "avx512_core_amx", "all", or "default"
+// (avx512_core_bf16: what applies unless this is called or
+// ONEDNN_MAX_CPU_ISA is set; AMX's bf16 kernels give results that depend on
+// the number of columns, so a seed's answer would change with the tiling).
+// Must be called before the first kernel is made; later calls may have no
+// effect. InvalidArgument for an unknown name.
 absl::Status SetMaxCpuIsa(absl::string_view isa);
 
 }  // namespace mcdrop
