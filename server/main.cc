@@ -63,11 +63,12 @@ ABSL_FLAG(std::string, precision, "",
           "f32 or bf16: the arithmetic of every model's products (bf16: "
           "bfloat16 weights and layer inputs, f32 accumulation); empty: each "
           "model's own metadata \"precision\" (default f32)");
-ABSL_FLAG(std::string, max_cpu_isa, "all",
-          "Most advanced instruction set the kernels may use: all, avx2, "
-          "avx512_core, avx512_core_vnni, avx512_core_bf16, avx512_core_amx. "
-          "avx2 makes every x86-64-v3 machine of a fleet compute the same "
-          "bits for the same seed");
+ABSL_FLAG(std::string, max_cpu_isa, "default",
+          "Most advanced instruction set the kernels may use: default "
+          "(avx512_core_bf16: AMX's bf16 kernels change a seed's answer with "
+          "the tiling), all, avx2, avx512_core, avx512_core_vnni, "
+          "avx512_core_bf16, avx512_core_amx. avx2 makes every x86-64-v3 "
+          "machine of a fleet compute the same bits for the same seed");
 ABSL_FLAG(int64_t, max_interval_work, int64_t{1} << 27,
           "Most T x rows x outputs x interval levels per request (bounds the "
           "time spent computing predictive intervals)");
