@@ -4,6 +4,10 @@
 
 #include <grpcpp/client_context.h>
 #include <grpcpp/completion_queue.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/validate_service_config.h>
 
 #include <algorithm>
 #include <boost/asio/connect.hpp>
@@ -21,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
 
 namespace mcdrop {
@@ -57,6 +62,23 @@ struct Call {
 
 // The measured calls of a run, and the report made of them.
 struct Tally {
+  // Calls are put in intervals of `interval` from `origin` (none when zero).
+  Tally(Clock::time_point origin, const LoadOptions& options)
+      : origin(origin),
+        interval(absl::ToDoubleSeconds(options.interval)),
+        keep_calls(options.keep_calls) {
+    const double until_origin =
+        std::chrono::duration<double>(origin - Clock::now()).count();
+    report.start_unix = absl::ToUnixMicros(absl::Now()) * 1e-6 + until_origin;
+  }
+  const Clock::time_point origin;
+  const double interval;
+  const bool keep_calls;
+  struct Bucket {
+    std::vector<double> latencies;
+    int64_t errors = 0;
+  };
+  std::vector<Bucket> buckets;
   std::vector<double> latencies;
   Clock::time_point first_start = Clock::time_point::max();
   Clock::time_point last_end = Clock::time_point::min();
@@ -66,7 +88,16 @@ struct Tally {
   void Record(Clock::time_point start, Clock::time_point end,
               const std::string& code, bool ok, double call_rows,
               double samples) {
-    latencies.push_back(std::chrono::duration<double>(end - start).count());
+    const double latency = std::chrono::duration<double>(end - start).count();
+    latencies.push_back(latency);
+    const double at = std::chrono::duration<double>(end - origin).count();
+    if (keep_calls) report.calls.push_back({at, latency, code});
+    if (interval > 0) {
+      const size_t i = static_cast<size_t>(std::max(0.0, at / interval));
+      if (buckets.size() <= i) buckets.resize(i + 1);
+      buckets[i].latencies.push_back(latency);
+      if (!ok) ++buckets[i].errors;
+    }
     first_start = std::min(first_start, start);
     last_end = std::max(last_end, end);
     ++report.codes[code];
@@ -224,7 +255,55 @@ double SamplesOf(const std::string& body) {
 
 }  // namespace
 
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeLoadChannel(
+    const LoadChannelOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  if (!options.service_config.empty()) {
+    const std::string error =
+        grpc::experimental::ValidateServiceConfigJSON(options.service_config);
+    if (!error.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid service config: ", error));
+    }
+    args.SetServiceConfigJSON(options.service_config);
+  }
+  if (!options.load_balancing.empty()) {
+    args.SetLoadBalancingPolicyName(options.load_balancing);
+  }
+  auto ms = [](absl::Duration d) {
+    return static_cast<int>(absl::ToInt64Milliseconds(d));
+  };
+  if (options.keepalive_time > absl::ZeroDuration()) {
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ms(options.keepalive_time));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms(options.keepalive_timeout));
+  }
+  if (options.max_reconnect_backoff > absl::ZeroDuration()) {
+    const int most = std::max(1, ms(options.max_reconnect_backoff));
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, most);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::min(1000, most));
+  }
+  auto channel = grpc::CreateCustomChannel(
+      options.target, grpc::InsecureChannelCredentials(), args);
+  if (channel == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot make a channel to \"", options.target, "\""));
+  }
+  return channel;
+}
+
 LoadReport Tally::Finish() {
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    LoadInterval& out = report.series.emplace_back();
+    Bucket& b = buckets[i];
+    out.start = i * interval;
+    out.count = static_cast<int64_t>(b.latencies.size());
+    out.errors = b.errors;
+    std::sort(b.latencies.begin(), b.latencies.end());
+    out.p50 = Quantile(b.latencies, 0.50);
+    out.p99 = Quantile(b.latencies, 0.99);
+  }
   report.count = static_cast<int64_t>(latencies.size());
   if (report.count == 0) return report;
   report.seconds =
@@ -262,14 +341,18 @@ absl::StatusOr<LoadReport> RunLoad(
   }
   grpc::CompletionQueue cq;
   const grpc::health::v1::HealthCheckRequest health_request;
-  auto health_stub = grpc::health::v1::Health::NewStub(client.channel());
-  auto oip_stub = inference::GRPCInferenceService::NewStub(client.channel());
+  const std::shared_ptr<grpc::Channel>& channel =
+      options.channel != nullptr ? options.channel : client.channel();
+  auto stub = v1::Inference::NewStub(channel);
+  auto health_stub = grpc::health::v1::Health::NewStub(channel);
+  auto oip_stub = inference::GRPCInferenceService::NewStub(channel);
   std::vector<inference::ModelInferRequest> oip_requests;
   if (options.rpc == LoadOptions::Rpc::kOipInfer) {
     for (const auto& r : requests) oip_requests.push_back(ToOip(r));
   }
-  Tally tally;
-  Plan plan(options, &tally.report);
+  Plan plan(options, nullptr);
+  Tally tally(plan.measure_from, options);
+  plan.report = &tally.report;
   int64_t next_request = 0, outstanding = 0;
 
   // Starts one more call if the plan allows; returns false when done.
@@ -283,8 +366,7 @@ absl::StatusOr<LoadReport> RunLoad(
     const size_t i = next_request++ % std::max<size_t>(1, requests.size());
     if (options.rpc == LoadOptions::Rpc::kPredict) {
       call->rows = Rows(requests[i]);
-      call->predict =
-          client.stub().AsyncPredict(&call->context, requests[i], &cq);
+      call->predict = stub->AsyncPredict(&call->context, requests[i], &cq);
       call->predict->Finish(&call->predict_response, &call->status, call);
     } else if (options.rpc == LoadOptions::Rpc::kOipInfer) {
       call->rows = Rows(requests[i]);
@@ -371,8 +453,9 @@ absl::StatusOr<LoadReport> RunHttpLoad(
           absl::StrCat("cannot connect to ", host_header, ": ", ec.message()));
     }
   }
-  Tally tally;
-  Plan plan(options, &tally.report);
+  Plan plan(options, nullptr);
+  Tally tally(plan.measure_from, options);
+  plan.report = &tally.report;
   int64_t next_request = 0;
   std::function<void(Conn*)> start_call = [&](Conn* c) {
     if (!plan.Next(&c->measured)) return;

@@ -8,8 +8,11 @@
 #ifndef MCDROP_CLIENT_LOAD_GENERATOR_H_
 #define MCDROP_CLIENT_LOAD_GENERATOR_H_
 
+#include <grpcpp/channel.h>
+
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,6 +34,28 @@ struct LoadOptions {
   absl::Duration duration = absl::Seconds(10);
   absl::Duration warmup = absl::Seconds(1);
   absl::Duration timeout = absl::Seconds(30);
+  // When > 0, the report's `series` has the measured calls per interval of
+  // this length, by completion time.
+  absl::Duration interval = absl::ZeroDuration();
+  // The channel the calls go over (gRPC only); empty: the client's. The
+  // client still sets each call's deadline and authorization.
+  std::shared_ptr<grpc::Channel> channel;
+  // Keep every measured call in the report's `calls`.
+  bool keep_calls = false;
+};
+
+// One measured call: when it completed (seconds from the start of the
+// measured calls), its latency, and its code name.
+struct LoadCall {
+  double end = 0, latency = 0;
+  std::string code;
+};
+
+// The measured calls that completed in one interval of a run.
+struct LoadInterval {
+  double start = 0;  // seconds from the start of the measured calls
+  int64_t count = 0, errors = 0;
+  double p50 = 0, p99 = 0;  // latency, seconds (0 without calls)
 };
 
 struct LoadReport {
@@ -44,7 +69,31 @@ struct LoadReport {
   // Latency of the measured calls, seconds, from the recorded values.
   double min = 0, mean = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
   std::map<std::string, int64_t> codes;  // by status code name
+  // Wall-clock time (Unix seconds) at which the measured calls began, and
+  // the calls per interval when LoadOptions::interval is set.
+  double start_unix = 0;
+  std::vector<LoadInterval> series;
+  std::vector<LoadCall> calls;  // with LoadOptions::keep_calls
 };
+
+// A channel of its own for the load, with what ClientOptions does not
+// carry: a service config (load balancing, health checking, retry policy),
+// client keepalive pings, which find a peer that stopped answering, and a
+// cap on the reconnect backoff. Plaintext.
+struct LoadChannelOptions {
+  std::string target;
+  std::string service_config;  // JSON; empty: none
+  std::string load_balancing;  // "" or a policy name, as ClientOptions'
+  absl::Duration keepalive_time = absl::ZeroDuration();  // 0: no pings
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  // Longest wait between reconnection attempts (0: gRPC's 120 s).
+  absl::Duration max_reconnect_backoff = absl::ZeroDuration();
+  int max_message_bytes = 64 << 20;
+};
+
+// InvalidArgument (with gRPC's reason) for a service config gRPC rejects.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeLoadChannel(
+    const LoadChannelOptions& options);
 
 // Runs the load against `client`. Predict calls cycle through `requests`
 // (which must not be empty for Rpc::kPredict). InvalidArgument for bad

@@ -12,6 +12,8 @@
 //   mcdrop-client bench [--rpc predict|health] [--concurrency N]
 //                 [--duration 10s | --requests N] [--warmup 1s] [--samples T]
 //                 [--batch_rows B] [--file rows.csv] [--json] [--allow_errors]
+//                 [--service_config JSON|@FILE] [--keepalive_time 1s]
+//                 [--max_reconnect_backoff 1s] [--series_interval 250ms]
 //   mcdrop-client eval --file data.csv [--target_column -1] [--features 0,1]
 //                 [--samples T] [--batch_rows 64] [--seed 1] [--json]
 
@@ -120,6 +122,24 @@ ABSL_FLAG(
     int, batch_rows, 0,
     "bench: rows per request (default 1); eval: rows per batch (default 64)");
 ABSL_FLAG(bool, allow_errors, false, "bench: exit 0 even if some calls failed");
+ABSL_FLAG(std::string, service_config, "",
+          "bench: gRPC service config, JSON or @FILE (load balancing, "
+          "healthCheckConfig, retryPolicy; see docs/deploy.md); plaintext");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::ZeroDuration(),
+          "bench: ping each connection this often and drop it when a ping "
+          "goes unanswered for --keepalive_timeout (finds a stopped server); "
+          "0: off");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
+          "bench: see --keepalive_time");
+ABSL_FLAG(absl::Duration, max_reconnect_backoff, absl::ZeroDuration(),
+          "bench: longest wait between reconnection attempts to a server "
+          "(0: gRPC's 120 s)");
+ABSL_FLAG(absl::Duration, series_interval, absl::ZeroDuration(),
+          "bench: with --json, also the calls, errors and p50/p99 per "
+          "interval of this length (\"series\"); 0: none");
+ABSL_FLAG(std::string, calls_csv, "",
+          "bench: write every measured call to this file as CSV: completion "
+          "(seconds from the start), latency (seconds), code");
 ABSL_FLAG(std::string, id, "",
           "feedback: the row id (a prediction's rows[b].id) of --observed");
 ABSL_FLAG(std::string, observed, "",
@@ -462,10 +482,44 @@ absl::StatusOr<std::vector<mcdrop::v1::PredictRequest>> BenchRequests(
   return out;
 }
 
+// The load's own channel when a flag asks for what ClientOptions does not
+// carry (a service config, keepalive, reconnect backoff); nullptr otherwise.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> BenchChannel() {
+  mcdrop::LoadChannelOptions c;
+  c.target = absl::GetFlag(FLAGS_target);
+  c.load_balancing = absl::GetFlag(FLAGS_lb);
+  c.service_config = absl::GetFlag(FLAGS_service_config);
+  c.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  c.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  c.max_reconnect_backoff = absl::GetFlag(FLAGS_max_reconnect_backoff);
+  if (c.service_config.empty() && c.keepalive_time <= absl::ZeroDuration() &&
+      c.max_reconnect_backoff <= absl::ZeroDuration()) {
+    return std::shared_ptr<grpc::Channel>();
+  }
+  if (absl::GetFlag(FLAGS_tls) || !absl::GetFlag(FLAGS_tls_ca).empty() ||
+      !absl::GetFlag(FLAGS_tls_cert).empty()) {
+    return absl::InvalidArgumentError(
+        "--service_config, --keepalive_time and --max_reconnect_backoff are "
+        "plaintext only for now");
+  }
+  if (absl::StartsWith(c.service_config, "@")) {
+    auto text = mcdrop::ReadFileToString(c.service_config.substr(1));
+    if (!text.ok()) return text.status();
+    c.service_config = *std::move(text);
+  }
+  return mcdrop::MakeLoadChannel(c);
+}
+
 int Bench() {
   auto client = MakeClient();
   if (!client.ok()) return Fail(client.status());
   mcdrop::LoadOptions o;
+  auto channel = BenchChannel();
+  if (!channel.ok()) return Fail(channel.status());
+  o.channel = *std::move(channel);
+  o.interval = absl::GetFlag(FLAGS_series_interval);
+  const std::string calls_csv = absl::GetFlag(FLAGS_calls_csv);
+  o.keep_calls = !calls_csv.empty();
   const std::string rpc = absl::GetFlag(FLAGS_rpc);
   if (rpc == "health") {
     o.rpc = mcdrop::LoadOptions::Rpc::kHealth;
@@ -512,6 +566,16 @@ int Bench() {
   }
   if (!report.ok()) return Fail(report.status());
   const mcdrop::LoadReport& r = *report;
+  if (!calls_csv.empty()) {
+    std::string text = "end_seconds,latency_seconds,code\n";
+    for (const mcdrop::LoadCall& c : r.calls) {
+      absl::StrAppendFormat(&text, "%.6f,%.6f,%s\n", c.end, c.latency, c.code);
+    }
+    if (absl::Status w = mcdrop::WriteFileAtomically(calls_csv, text);
+        !w.ok()) {
+      return Fail(w);
+    }
+  }
   const std::string label =
       api == "oip"
           ? absl::StrCat("oip ", protocol,
@@ -531,10 +595,19 @@ int Bench() {
         "\"latency_seconds\": "
         "{\"min\": %.9f, \"mean\": %.9f, \"p50\": %.9f, \"p90\": %.9f, "
         "\"p99\": %.9f, "
-        "\"p999\": %.9f, \"max\": %.9f}, \"codes\": {%s}}\n",
+        "\"p999\": %.9f, \"max\": %.9f}, \"codes\": {%s}, \"start_unix\": "
+        "%.6f, \"series\": [%s]}\n",
         label, o.concurrency, r.count, r.errors, r.warmup_calls, r.seconds,
         r.requests_per_second, r.rows_per_second, r.passes_per_second, r.min,
-        r.mean, r.p50, r.p90, r.p99, r.p999, r.max, codes);
+        r.mean, r.p50, r.p90, r.p99, r.p999, r.max, codes, r.start_unix,
+        absl::StrJoin(r.series, ", ",
+                      [](std::string* out, const mcdrop::LoadInterval& i) {
+                        absl::StrAppendFormat(
+                            out,
+                            "{\"start\": %.3f, \"count\": %d, \"errors\": "
+                            "%d, \"p50\": %.6f, \"p99\": %.6f}",
+                            i.start, i.count, i.errors, i.p50, i.p99);
+                      }));
   } else {
     absl::PrintF(
         "%s x %d concurrent: %d calls in %.2f s (after %d warm-up calls)\n",
