@@ -44,34 +44,6 @@ void CopyRow(const Prediction& from, int from_row, Prediction* to, int to_row) {
   CopyOne(from.expected_entropy, from_row, &to->expected_entropy, to_row);
 }
 
-// Copies row `from_row` of `from`'s statistics to row `to_row` of `to`.
-void CopyStatsRow(const RunningStats& from, int from_row, RunningStats* to,
-                  int to_row) {
-  const int D = from.outputs;
-  CopyCells(from.mean, from_row, D, &to->mean, to_row);
-  CopyCells(from.m2, from_row, D, &to->m2, to_row);
-  CopyCells(from.sum_p, from_row, D, &to->sum_p, to_row);
-  CopyCells(from.sum_p2, from_row, D, &to->sum_p2, to_row);
-  CopyCells(from.votes, from_row, D, &to->votes, to_row);
-  CopyOne(from.sum_entropy, from_row, &to->sum_entropy, to_row);
-}
-
-// Statistics shaped like `like` for `rows` rows (contents to be copied in).
-std::shared_ptr<RunningStats> StatsFor(const RunningStats& like, int rows) {
-  auto s = std::make_shared<RunningStats>();
-  s->passes = like.passes;
-  s->rows = rows;
-  s->outputs = like.outputs;
-  const size_t cells = static_cast<size_t>(rows) * like.outputs;
-  if (!like.mean.empty()) s->mean.resize(cells);
-  if (!like.m2.empty()) s->m2.resize(cells);
-  if (!like.sum_p.empty()) s->sum_p.resize(cells);
-  if (!like.sum_p2.empty()) s->sum_p2.resize(cells);
-  if (!like.votes.empty()) s->votes.resize(cells);
-  if (!like.sum_entropy.empty()) s->sum_entropy.resize(rows);
-  return s;
-}
-
 // The rounds of one adaptive request, kept alive by each round's completion.
 struct Rounds {
   Engine* engine = nullptr;
@@ -85,7 +57,7 @@ struct Rounds {
   std::function<bool(const AdaptivePrediction&)> on_round;
 
   AdaptivePrediction out;
-  std::shared_ptr<RunningStats> stats;  // every row's, [B x ...]
+  std::shared_ptr<RunningStats> stats;  // the active rows', in their order
   std::vector<int> active;              // rows still running, ascending
   int T = 0;                            // passes each active row has run
   std::vector<float> gathered;          // the active rows' inputs
@@ -112,16 +84,14 @@ struct Rounds {
     if (out.rounds == 1) {
       acc = round;  // every row ran; the per-row fields are sized
       acc.sample_values.clear();
-      stats = std::move(round.stats);
     } else {
       acc.tiles += round.tiles;
       acc.run_seconds += round.run_seconds;
       for (size_t j = 0; j < active.size(); ++j) {
         CopyRow(round, static_cast<int>(j), &acc, active[j]);
-        CopyStatsRow(*round.stats, static_cast<int>(j), stats.get(), active[j]);
       }
     }
-    std::vector<int> next;
+    std::vector<int> next, going_on;  // rows, and their places in the round
     for (size_t j = 0; j < active.size(); ++j) {
       const int r = active[j];
       if (options.return_samples) {
@@ -143,9 +113,16 @@ struct Rounds {
       out.samples_per_row[r] = T;
       out.target_met[r] = met;
       out.row_passes += n;
-      if (!met && T < adaptive.max_samples) next.push_back(r);
+      if (!met && T < adaptive.max_samples) {
+        next.push_back(r);
+        going_on.push_back(static_cast<int>(j));
+      }
     }
     acc.samples = T;  // the largest T: the rows still going have it
+    stats = going_on.size() == active.size()
+                ? std::move(round.stats)
+                : std::make_shared<RunningStats>(
+                      SelectRows(*round.stats, going_on));
     return next;
   }
 
@@ -157,21 +134,14 @@ struct Rounds {
     opt.keep_stats = true;
     opt.row_ids.clear();
     if (T == 0) return opt;
-    if (static_cast<int>(active.size()) == B) {
-      stats->passes = T;
-      opt.resume = stats;
-      return opt;
-    }
-    auto sub = StatsFor(*stats, static_cast<int>(active.size()));
-    sub->passes = T;
+    opt.resume = stats;
+    if (static_cast<int>(active.size()) == B) return opt;
     gathered.resize(active.size() * static_cast<size_t>(cols));
     for (size_t j = 0; j < active.size(); ++j) {
-      CopyStatsRow(*stats, active[j], sub.get(), static_cast<int>(j));
       std::copy_n(data + static_cast<size_t>(active[j]) * cols, cols,
                   gathered.begin() + j * static_cast<size_t>(cols));
       opt.row_ids.push_back(static_cast<uint32_t>(active[j]));
     }
-    opt.resume = std::move(sub);
     return opt;
   }
 };

@@ -118,12 +118,16 @@ struct Engine::Request {
   absl::Status stop_status ABSL_GUARDED_BY(mu);
   std::vector<TileOutput> slots ABSL_GUARDED_BY(mu);
 
-  // Running statistics, touched only by the merging thread (under mu).
+  // Running statistics (pass_stats.h), touched only by the merging thread
+  // (under mu): the leaf each row is filling, its finished blocks, and the
+  // votes. The statistics begin at pass stats_first.
+  int64_t stats_first = 0;
   std::vector<double> run_mean, run_m2;  // regression [B x D]
   std::vector<double> sum_p;             // classification [B x D]
   std::vector<double> sum_p2;            // [B x D], squared probabilities
   std::vector<double> sum_entropy;       // [B]
-  std::vector<int> class_counts;         // [B x D]
+  std::vector<int64_t> class_counts;     // [B x D]
+  std::vector<std::vector<PassBlock>> row_blocks;  // [B]: [D] values each
   Prediction result;
 
   std::atomic<int64_t> mask_ns{0};
@@ -156,6 +160,10 @@ namespace {
 // keep_stats in MC mode, the statistics of n0 + T equal passes.
 void ConstantPassFigures(Engine::Request& req, bool mc);
 
+// Sets up the running statistics: empty, or those of options.resume (its
+// last leaf, if still filling, is filled on).
+void StartStatistics(Engine::Request& req, bool classification);
+
 // The statistics a request continues must be of its rows, outputs and task.
 absl::Status ValidateResume(const Model& model, int64_t rows,
                             const PredictOptions& options) {
@@ -166,20 +174,19 @@ absl::Status ValidateResume(const Model& model, int64_t rows,
     return absl::InvalidArgumentError(
         "statistics are resumed in Monte-Carlo mode, without intervals");
   }
-  const int D = model.output_size();
-  const size_t cells = static_cast<size_t>(rows) * D;
-  const bool classification = model.task() == Task::kClassification;
-  const bool sized =
-      classification ? r->sum_p.size() == cells && r->sum_p2.size() == cells &&
-                           r->votes.size() == cells &&
-                           r->sum_entropy.size() == static_cast<size_t>(rows)
-                     : r->mean.size() == cells && r->m2.size() == cells;
-  if (r->rows != rows || r->outputs != D || !sized || r->passes < 0 ||
+  absl::Status run =
+      CheckRun(*r, model.task(), static_cast<int>(rows), model.output_size());
+  if (!run.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the statistics to resume: ", run.message()));
+  }
+  if (r->first_pass + r->passes != options.first_sample ||
       r->passes + options.samples > std::numeric_limits<int>::max()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the statistics to resume (", r->rows, " rows x ", r->outputs,
-        " outputs, ", r->passes, " passes) do not fit a request of ", rows,
-        " rows x ", D, " outputs and ", options.samples, " more passes"));
+        "the statistics to resume (passes [", r->first_pass, ", ",
+        r->first_pass + r->passes, ")) do not continue at first_sample ",
+        options.first_sample, " or leave no room for ", options.samples,
+        " more passes"));
   }
   return absl::OkStatus();
 }
@@ -528,22 +535,7 @@ void Engine::Start(std::shared_ptr<Request> req) {
     req->max_channels = std::max(req->max_channels, stage.in.c);
   }
 
-  if (const RunningStats* r = opt.resume.get()) {
-    req->sum_p = r->sum_p;
-    req->sum_p2 = r->sum_p2;
-    req->sum_entropy = r->sum_entropy;
-    req->class_counts = r->votes;
-    req->run_mean = r->mean;
-    req->run_m2 = r->m2;
-  } else if (classification) {
-    req->sum_p.assign(static_cast<size_t>(B) * D, 0.0);
-    req->sum_p2.assign(static_cast<size_t>(B) * D, 0.0);
-    req->sum_entropy.assign(B, 0.0);
-    req->class_counts.assign(static_cast<size_t>(B) * D, 0);
-  } else {
-    req->run_mean.assign(static_cast<size_t>(B) * D, 0.0);
-    req->run_m2.assign(static_cast<size_t>(B) * D, 0.0);
-  }
+  StartStatistics(*req, classification);
   if (req->keep_samples)
     res.sample_values.resize(static_cast<size_t>(req->kept_T) * B * D);
 
@@ -883,6 +875,34 @@ void ComputeTile(Engine::Request& req, int tile, Engine::Workspace& ws,
   }
 }
 
+// The leaf of pass g in the statistics of `req`: its first pass.
+int64_t LeafStart(const Engine::Request& req, int64_t g) {
+  return std::max(g / kLeafPasses * kLeafPasses, req.stats_first);
+}
+
+// Row r's leaf ends with pass g: it becomes a block of the row's.
+void CloseLeaf(Engine::Request& req, int r, int64_t g) {
+  const int D = req.D;
+  PassBlock leaf;
+  leaf.index = g / kLeafPasses;
+  leaf.passes = g - LeafStart(req, g) + 1;
+  // Moves the row's n values of `from` to `to`, leaving zeros.
+  auto take = [r](std::vector<double>& from, int n, std::vector<double>* to) {
+    const auto first = from.begin() + static_cast<size_t>(r) * n;
+    to->assign(first, first + n);
+    std::fill_n(first, n, 0.0);
+  };
+  if (req.model->task() == Task::kClassification) {
+    take(req.sum_p, D, &leaf.sum_p);
+    take(req.sum_p2, D, &leaf.sum_p2);
+    take(req.sum_entropy, 1, &leaf.sum_entropy);
+  } else {
+    take(req.run_mean, D, &leaf.mean);
+    take(req.run_m2, D, &leaf.m2);
+  }
+  PushBlock(std::move(leaf), &req.row_blocks[r]);
+}
+
 void MergeTile(Engine::Request& req, int tile, const TileOutput& out) {
   const int S = req.samples_per_tile, R = req.rows_per_tile, D = req.D;
   const int g = tile / req.chunks, k = tile % req.chunks;
@@ -890,100 +910,160 @@ void MergeTile(Engine::Request& req, int tile, const TileOutput& out) {
   const int s0 = k * S, s1 = std::min(req.T, s0 + S);
   const int ns = s1 - s0;
   const bool classification = req.model->task() == Task::kClassification;
+  const int64_t pass0 = int64_t{req.options.first_sample} + s0;
   for (int r = r0; r < r1; ++r) {
     const int64_t c0 = static_cast<int64_t>(r - r0) * ns;
-    if (classification) {
-      double* sp = &req.sum_p[static_cast<int64_t>(r) * D];
-      double* sp2 = &req.sum_p2[static_cast<int64_t>(r) * D];
-      int* counts = &req.class_counts[static_cast<int64_t>(r) * D];
-      for (int s = 0; s < ns; ++s) {
-        const int64_t c = c0 + s;
+    for (int s = 0; s < ns; ++s) {
+      const int64_t c = c0 + s, pass = pass0 + s;
+      if (classification) {
+        double* sp = &req.sum_p[static_cast<int64_t>(r) * D];
+        double* sp2 = &req.sum_p2[static_cast<int64_t>(r) * D];
         const double* p = &out.probs[c * D];
         for (int d = 0; d < D; ++d) {
           sp[d] += p[d];
           sp2[d] += p[d] * p[d];
         }
         req.sum_entropy[r] += out.entropy[c];
-        ++counts[out.argmax[c]];
-      }
-    } else {
-      double* mean = &req.run_mean[static_cast<int64_t>(r) * D];
-      double* m2 = &req.run_m2[static_cast<int64_t>(r) * D];
-      for (int s = 0; s < ns; ++s) {
-        const double n = static_cast<double>(req.n0 + s0 + s + 1);
-        const float* v = &out.values[(c0 + s) * D];
+        ++req.class_counts[static_cast<int64_t>(r) * D + out.argmax[c]];
+      } else {
+        double* mean = &req.run_mean[static_cast<int64_t>(r) * D];
+        double* m2 = &req.run_m2[static_cast<int64_t>(r) * D];
+        const double n = static_cast<double>(pass - LeafStart(req, pass) + 1);
+        const float* v = &out.values[c * D];
         for (int d = 0; d < D; ++d) {
-          // Welford's update, in sample order.
+          // Welford's update, in pass order within the leaf.
           const double delta = v[d] - mean[d];
           mean[d] += delta / n;
           m2[d] += delta * (v[d] - mean[d]);
         }
       }
+      if ((pass + 1) % kLeafPasses == 0) CloseLeaf(req, r, pass);
     }
   }
 }
 
+// The statistics of every row (their blocks alike), with each row's leaf
+// still filling as the last block.
+std::shared_ptr<RunningStats> GatherStatistics(Engine::Request& req) {
+  auto stats = std::make_shared<RunningStats>();
+  stats->first_pass = req.stats_first;
+  stats->passes = req.options.first_sample + int64_t{req.T} - req.stats_first;
+  stats->rows = req.B;
+  stats->outputs = req.D;
+  stats->votes = std::move(req.class_counts);
+  const int64_t last = stats->first_pass + stats->passes - 1;
+  const bool filling = (last + 1) % kLeafPasses != 0;
+  const size_t blocks = req.row_blocks[0].size() + (filling ? 1 : 0);
+  auto append = [](const std::vector<double>& from, std::vector<double>* to) {
+    to->insert(to->end(), from.begin(), from.end());
+  };
+  for (size_t i = 0; i < blocks; ++i) {
+    PassBlock all;
+    if (i < req.row_blocks[0].size()) {
+      const PassBlock& shape = req.row_blocks[0][i];
+      all.level = shape.level;
+      all.index = shape.index;
+      all.passes = shape.passes;
+      for (int r = 0; r < req.B; ++r) {
+        const PassBlock& b = req.row_blocks[r][i];
+        append(b.mean, &all.mean);
+        append(b.m2, &all.m2);
+        append(b.sum_p, &all.sum_p);
+        append(b.sum_p2, &all.sum_p2);
+        append(b.sum_entropy, &all.sum_entropy);
+      }
+    } else {
+      all.index = last / kLeafPasses;
+      all.passes = last - LeafStart(req, last) + 1;
+      all.mean = std::move(req.run_mean);
+      all.m2 = std::move(req.run_m2);
+      all.sum_p = std::move(req.sum_p);
+      all.sum_p2 = std::move(req.sum_p2);
+      all.sum_entropy = std::move(req.sum_entropy);
+    }
+    stats->blocks.push_back(std::move(all));
+  }
+  return stats;
+}
+
+// Fills the prediction's figures from the statistics of all its passes.
+void SetFigures(const RunningStats& stats, Engine::Request& req) {
+  Prediction& res = req.result;
+  const double noise =
+      req.model->task() == Task::kRegression && req.options.include_noise
+          ? 1.0 / req.model->tau()
+          : 0.0;
+  PassFigures f = Figures(stats, req.model->task(), noise);
+  res.mean = std::move(f.mean);
+  res.variance = std::move(f.variance);
+  res.model_variance = std::move(f.model_variance);
+  res.predicted_class = std::move(f.predicted_class);
+  res.entropy = std::move(f.entropy);
+  res.mutual_information = std::move(f.mutual_information);
+  res.expected_entropy = std::move(f.expected_entropy);
+  res.variation_ratio = std::move(f.variation_ratio);
+  res.votes = std::move(f.votes);
+}
+
 void Finish(Engine::Request& req) {
   Prediction& res = req.result;
-  const int B = req.B, D = req.D;
-  const double T = static_cast<double>(req.n0 + req.T);  // every pass
   res.tiles = req.num_tiles;
   res.run_seconds = absl::ToDoubleSeconds(absl::Now() - req.started);
   res.mask_seconds = req.mask_ns.load() * 1e-9;
   res.compute_seconds = req.compute_ns.load() * 1e-9;
-  if (req.options.keep_stats) {
-    auto stats = std::make_shared<RunningStats>();
-    stats->passes = req.n0 + req.T;
-    stats->rows = B;
-    stats->outputs = D;
-    stats->mean = req.run_mean;
-    stats->m2 = req.run_m2;
-    stats->sum_p = req.sum_p;
-    stats->sum_p2 = req.sum_p2;
-    stats->sum_entropy = req.sum_entropy;
-    stats->votes = req.class_counts;
-    res.stats = std::move(stats);
-  }
-  if (req.model->task() == Task::kClassification) {
-    res.mean.resize(static_cast<size_t>(B) * D);
-    res.predicted_class.resize(B);
-    res.entropy.resize(B);
-    res.mutual_information.resize(B);
-    res.variation_ratio.resize(B);
-    res.model_variance.resize(static_cast<size_t>(B) * D);
-    res.expected_entropy.resize(B);
-    res.votes = req.class_counts;
-    for (int r = 0; r < B; ++r) {
-      double h = 0.0;
-      int best = 0, modal = 0;
-      for (int d = 0; d < D; ++d) {
-        const double p = req.sum_p[r * D + d] / T;
-        res.mean[r * D + d] = p;
-        // Probabilities are at most 1, so the cancellation costs at most
-        // ~1e-16 absolute; a rounding residue below 0 is clamped.
-        res.model_variance[r * D + d] =
-            std::max(0.0, req.sum_p2[r * D + d] / T - p * p);
-        if (p > 0.0) h -= p * std::log(p);
-        if (p > res.mean[r * D + best]) best = d;
-        modal = std::max(modal, req.class_counts[r * D + d]);
-      }
-      res.predicted_class[r] = best;
-      res.entropy[r] = h;
-      // MI >= 0 mathematically (Jensen); clamp the rounding residue.
-      res.expected_entropy[r] = req.sum_entropy[r] / T;
-      res.mutual_information[r] = std::max(0.0, h - res.expected_entropy[r]);
-      res.variation_ratio[r] = 1.0 - static_cast<double>(modal) / T;
-    }
+  std::shared_ptr<RunningStats> stats = GatherStatistics(req);
+  SetFigures(*stats, req);
+  if (req.options.keep_stats) res.stats = std::move(stats);
+}
+
+void StartStatistics(Engine::Request& req, bool classification) {
+  const int B = req.B, D = req.D;
+  const size_t cells = static_cast<size_t>(B) * D;
+  req.row_blocks.assign(B, {});
+  if (classification) {
+    req.sum_p.assign(cells, 0.0);
+    req.sum_p2.assign(cells, 0.0);
+    req.sum_entropy.assign(B, 0.0);
+    req.class_counts.assign(cells, 0);
   } else {
-    const double noise =
-        req.options.include_noise ? 1.0 / req.model->tau() : 0.0;
-    res.mean = std::move(req.run_mean);
-    res.model_variance.resize(static_cast<size_t>(B) * D);
-    res.variance.resize(static_cast<size_t>(B) * D);
-    for (int64_t i = 0; i < static_cast<int64_t>(B) * D; ++i) {
-      res.model_variance[i] = req.run_m2[i] / T;
-      res.variance[i] = res.model_variance[i] + noise;
+    req.run_mean.assign(cells, 0.0);
+    req.run_m2.assign(cells, 0.0);
+  }
+  const RunningStats* r = req.options.resume.get();
+  req.stats_first = r ? r->first_pass : req.options.first_sample;
+  if (r == nullptr) return;
+  if (classification) req.class_counts = r->votes;
+  const bool filling = (r->first_pass + r->passes) % kLeafPasses != 0;
+  const size_t done = r->blocks.size() - (filling ? 1 : 0);
+  auto slice = [](const std::vector<double>& all, int row, int n) {
+    auto first = all.begin() + static_cast<size_t>(row) * n;
+    return all.empty() ? std::vector<double>()
+                       : std::vector<double>(first, first + n);
+  };
+  for (int row = 0; row < B; ++row) {
+    for (size_t i = 0; i < done; ++i) {
+      const PassBlock& all = r->blocks[i];
+      PassBlock b;
+      b.level = all.level;
+      b.index = all.index;
+      b.passes = all.passes;
+      b.mean = slice(all.mean, row, D);
+      b.m2 = slice(all.m2, row, D);
+      b.sum_p = slice(all.sum_p, row, D);
+      b.sum_p2 = slice(all.sum_p2, row, D);
+      b.sum_entropy = slice(all.sum_entropy, row, 1);
+      req.row_blocks[row].push_back(std::move(b));
     }
+  }
+  if (!filling) return;
+  const PassBlock& leaf = r->blocks.back();
+  if (classification) {
+    req.sum_p = leaf.sum_p;
+    req.sum_p2 = leaf.sum_p2;
+    req.sum_entropy = leaf.sum_entropy;
+  } else {
+    req.run_mean = leaf.mean;
+    req.run_m2 = leaf.m2;
   }
 }
 
@@ -1005,23 +1085,29 @@ void ConstantPassFigures(Engine::Request& req, bool mc) {
     }
   }
   if (!mc || !req.options.keep_stats) return;
+  // Every pass gives the same output: each block holds its passes of it.
   auto stats = std::make_shared<RunningStats>();
+  stats->first_pass = req.options.resume ? req.options.resume->first_pass
+                                         : req.options.first_sample;
   stats->passes = N;
   stats->rows = B;
   stats->outputs = D;
-  if (classification) {
-    stats->sum_p.resize(res.mean.size());
-    stats->sum_p2.resize(res.mean.size());
-    for (size_t i = 0; i < res.mean.size(); ++i) {
-      stats->sum_p[i] = res.mean[i] * N;
-      stats->sum_p2[i] = res.mean[i] * res.mean[i] * N;
+  stats->blocks = CanonicalBlocks(stats->first_pass, N);
+  for (PassBlock& b : stats->blocks) {
+    const double n = static_cast<double>(b.passes);
+    if (classification) {
+      for (double p : res.mean) {
+        b.sum_p.push_back(p * n);
+        b.sum_p2.push_back(p * p * n);
+      }
+      for (double h : res.entropy) b.sum_entropy.push_back(h * n);
+    } else {
+      b.mean = res.mean;
+      b.m2.assign(res.mean.size(), 0.0);
     }
-    stats->sum_entropy.resize(B);
-    for (int r = 0; r < B; ++r) stats->sum_entropy[r] = res.entropy[r] * N;
-    stats->votes = res.votes;
-  } else {
-    stats->mean = res.mean;
-    stats->m2.assign(res.mean.size(), 0.0);
+  }
+  if (classification) {
+    stats->votes.assign(res.votes.begin(), res.votes.end());
   }
   res.stats = std::move(stats);
 }

@@ -20,10 +20,12 @@
 // rate are computed once per row. Masks come from a counter-based generator
 // (ARS-4x32-7) keyed by (seed, row, sample, layer, unit) (mask.h). Tiles run
 // on the engine's thread pool; their per-sample outputs are folded into
-// double-precision running statistics in sample order, so memory is bounded
-// independent of T (apart from samples returned or kept for intervals) and a
-// seed gives bit-identical results whatever the number of threads or the tile
-// sizes.
+// double-precision running statistics in an order fixed by the passes'
+// indices (pass_stats.h: leaves of kLeafPasses in pass order, then a binary
+// tree), so memory is bounded independent of T (apart from samples returned
+// or kept for intervals) and a seed gives bit-identical results whatever the
+// number of threads, the tile sizes, or how the passes are split into rounds
+// or ranges run on other servers.
 
 #ifndef MCDROP_CORE_ENGINE_H_
 #define MCDROP_CORE_ENGINE_H_
@@ -39,6 +41,7 @@
 #include "absl/time/time.h"
 #include "core/intervals.h"
 #include "core/model.h"
+#include "core/pass_stats.h"
 #include "core/thread_pool.h"
 
 namespace mcdrop {
@@ -51,21 +54,6 @@ using InputMatrix = Eigen::Map<const RowMajorMatrixXf>;
 enum class PredictMode {
   kMonteCarlo,     // T passes with dropout on
   kDeterministic,  // one pass with dropout off: the standard network output
-};
-
-// The running statistics of a request's passes, row by row, from which
-// every figure of a Prediction is made: what a later request needs to
-// continue them exactly (PredictOptions::resume), as if its passes had been
-// part of this one. Regression: Welford's mean and sum of squared deviations
-// of the pass outputs, in pass order; classification: sums of the
-// probabilities, their squares and the per-pass entropies, and the votes.
-struct RunningStats {
-  int64_t passes = 0;
-  int rows = 0, outputs = 0;
-  std::vector<double> mean, m2;       // regression [B x D]
-  std::vector<double> sum_p, sum_p2;  // classification [B x D]
-  std::vector<double> sum_entropy;    // [B]
-  std::vector<int> votes;             // [B x D]
 };
 
 struct PredictOptions {
@@ -87,14 +75,18 @@ struct PredictOptions {
   // those rows' passes of the other (how adaptive rounds continue only the
   // rows that have not met their target).
   std::vector<uint32_t> row_ids;
-  // MC mode: continue these statistics (of `resume->passes` earlier passes
-  // of the same rows and model) instead of starting from none: the result
-  // covers resume->passes + samples passes, and equals bit for bit what one
-  // request of them all would give when the earlier passes were those of
-  // first_sample 0 .. resume->passes - 1 (rounds: first_sample =
-  // resume->passes). Its rows and outputs must match the request's.
+  // MC mode: continue these statistics (of the passes [resume->first_pass,
+  // first_sample) of the same rows and model: first_sample must be
+  // resume->first_pass + resume->passes) instead of starting from none: the
+  // result covers resume->passes + samples passes, and equals bit for bit
+  // what one request of them all gives (pass_stats.h: the order of the
+  // reduction depends on the passes' indices alone). Its rows and outputs
+  // must match the request's.
   std::shared_ptr<const RunningStats> resume;
-  // MC mode: return the statistics in Prediction::stats (for a later resume).
+  // MC mode: return the statistics in Prediction::stats (for a later resume,
+  // or to merge with other runs of the same request's passes: a request of
+  // first_sample a and samples b - a, with a and b multiples of kLeafPasses
+  // or b the whole request's T, is one range of it, pass_stats.h).
   bool keep_stats = false;
   // Regression: add the observation noise 1/tau to the variance (the
   // predictive variance); false gives the model (epistemic) part alone.
