@@ -14,7 +14,7 @@ PACKAGES=(
   librandom123-dev zlib1g-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libboost-dev libssl-dev
   clang clang-format libclang-rt-14-dev
-  prometheus curl python3 python3-grpcio python3-protobuf python3-pip python3-venv python3-setuptools python3-yaml python3-numpy python3-h5py python3-torch python3-onnx time
+  prometheus haproxy curl python3 python3-grpcio python3-protobuf python3-pip python3-venv python3-setuptools python3-yaml python3-numpy python3-h5py python3-torch python3-onnx time
 )
 
 # Optional extras: --with-plots adds gnuplot for the experiment figures.
