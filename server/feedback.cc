@@ -356,7 +356,10 @@ std::shared_ptr<const MonitoredQuantiles> FeedbackMonitor::Quantiles(
 }
 
 void FeedbackMonitor::Prepare(const ServedModel& model, PredictPlan* plan) {
-  if (!enabled() || plan->options.mode != PredictMode::kMonteCarlo) return;
+  if (!enabled() || plan->options.mode != PredictMode::kMonteCarlo ||
+      plan->range) {
+    return;  // a range of passes is not a prediction
+  }
   plan->monitored = Quantiles(model);
   // A fixed-T regression keeps its first max_points passes; an adaptive one
   // (rows of their own T) keeps passes only when the client asked for them.
@@ -369,7 +372,9 @@ std::string FeedbackMonitor::Record(const ServedModel& model,
                                     const PredictPlan& plan,
                                     const AdaptivePrediction& answer) {
   const PredictOptions& opt = plan.options;
-  if (!enabled() || opt.mode != PredictMode::kMonteCarlo) return "";
+  if (!enabled() || opt.mode != PredictMode::kMonteCarlo || plan.range) {
+    return "";
+  }
   const Prediction& p = answer.prediction;
   auto s = std::make_unique<Stored>();
   s->version = VersionOf(model);

@@ -132,6 +132,48 @@ absl::Status CheckSetLevels(const PredictRequest& req, const Model& model,
   return absl::OkStatus();
 }
 
+// A sample_range: checks it against the request and sets the plan's passes
+// to the range's.
+absl::Status CheckSampleRange(const PredictRequest& req, const Limits& limits,
+                              PredictPlan* plan) {
+  const int64_t T = req.samples(), a = req.sample_range().begin(),
+                b = req.sample_range().end();
+  if (req.mode() != mcdrop::v1::MONTE_CARLO || T < 1 || req.seed() == 0) {
+    return absl::InvalidArgumentError(
+        "a sample_range is a part of a MONTE_CARLO request of a stated T "
+        "(samples > 0) and seed (non-zero): every part must run the same "
+        "request");
+  }
+  if (req.has_target() || req.interval_levels_size() > 0 ||
+      req.set_levels_size() > 0) {
+    return absl::InvalidArgumentError(
+        "a sample_range is not run with a target, interval_levels or "
+        "set_levels: they need every pass in one place");
+  }
+  if (!(0 <= a && a < b && b <= T)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sample_range [", a, ", ", b,
+        ") is not a non-empty range of the request's ", T, " passes"));
+  }
+  if (a % kLeafPasses != 0 || (b % kLeafPasses != 0 && b != T)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sample_range [", a, ", ", b, "): begin and end must be multiples of ",
+        kLeafPasses, " (end may be samples, ", T,
+        "), so that the ranges merge exactly"));
+  }
+  if (b - a > limits.max_samples) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample_range [", a, ", ", b, ") has ", b - a,
+                     " passes, over the server's limit of ", limits.max_samples,
+                     " per request; split it into more ranges"));
+  }
+  plan->range = true;
+  plan->options.first_sample = static_cast<uint32_t>(a);
+  plan->options.samples = static_cast<int>(b - a);
+  plan->options.keep_stats = true;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidatePredictRequest(const PredictRequest& req,
@@ -214,7 +256,7 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
   if (t == 0)
     t = model.spec().default_samples > 0 ? model.spec().default_samples
                                          : limits.default_samples;
-  if (mc && t > limits.max_samples) {
+  if (mc && t > limits.max_samples && !req.has_sample_range()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "samples ", t, " exceed the server's limit of ", limits.max_samples));
   }
@@ -250,6 +292,12 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
     return sets;
   }
   if (adaptive->has_value()) t = (*adaptive)->max_samples;
+  if (req.has_sample_range()) {
+    if (absl::Status s = CheckSampleRange(req, limits, plan); !s.ok()) {
+      return s;
+    }
+    t = plan->options.samples;
+  }
   const int64_t keep = mc ? t : 1;
   if ((req.return_samples() || req.interval_levels_size() > 0) &&
       keep * b * model.output_size() * 4 > limits.max_message_bytes) {
@@ -284,8 +332,9 @@ void RunPlan(Engine& engine, std::shared_ptr<const Model> model,
              std::function<bool(const AdaptivePrediction&)> on_round) {
   const PredictOptions& opt = plan.options;
   absl::optional<AdaptiveOptions> adaptive = plan.adaptive;
-  if (!adaptive && rounds && opt.mode == PredictMode::kMonteCarlo &&
-      opt.samples >= 2 && opt.interval_levels.empty()) {
+  if (!adaptive && rounds && !plan.range &&
+      opt.mode == PredictMode::kMonteCarlo && opt.samples >= 2 &&
+      opt.interval_levels.empty()) {
     adaptive.emplace();  // no target: the T passes in rounds
     adaptive->max_samples = opt.samples;
     adaptive->min_samples = std::max(2, std::min(100, opt.samples / 64));
@@ -378,6 +427,30 @@ void AddPredictionSets(const PredictRequest& req, const Model& model,
   }
 }
 
+void FillPassStatistics(const PredictRequest& req, const Prediction& p,
+                        double noise, mcdrop::v1::PassStatistics* out) {
+  const RunningStats& stats = *p.stats;
+  out->set_leaf_passes(static_cast<int32_t>(kLeafPasses));
+  out->set_begin(req.sample_range().begin());
+  out->set_end(req.sample_range().end());
+  out->set_rows(stats.rows);
+  out->set_outputs(stats.outputs);
+  out->set_noise_variance(noise);
+  out->mutable_votes()->Add(stats.votes.begin(), stats.votes.end());
+  for (const PassBlock& b : stats.blocks) {
+    auto* block = out->add_blocks();
+    block->set_level(b.level);
+    block->set_index(b.index);
+    block->set_passes(b.passes);
+    block->mutable_mean()->Add(b.mean.begin(), b.mean.end());
+    block->mutable_m2()->Add(b.m2.begin(), b.m2.end());
+    block->mutable_sum_p()->Add(b.sum_p.begin(), b.sum_p.end());
+    block->mutable_sum_p2()->Add(b.sum_p2.begin(), b.sum_p2.end());
+    block->mutable_sum_entropy()->Add(b.sum_entropy.begin(),
+                                      b.sum_entropy.end());
+  }
+}
+
 }  // namespace
 
 void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
@@ -398,9 +471,17 @@ void FillPredictResponse(const PredictRequest& req, const ServedModel& served,
   resp->set_final(answer.finished);
   resp->set_row_passes(answer.row_passes);
   const int D = p.outputs;
+  if (plan.range && p.stats != nullptr) {
+    FillPassStatistics(
+        req, p,
+        regression && opt.include_noise ? 1.0 / served.model.tau() : 0.0,
+        resp->mutable_pass_statistics());
+  }
   const std::vector<std::vector<double>> conformal =
       ConformalQuantiles(served.model, plan);
-  for (int r = 0; r < p.rows; ++r) {
+  // A range's figures are the client's to make, from the merged statistics.
+  const int rows = plan.range ? 0 : p.rows;
+  for (int r = 0; r < rows; ++r) {
     auto* row = resp->add_rows();
     row->set_samples(answer.samples_per_row[r]);
     if (plan.adaptive) row->set_target_met(answer.target_met[r]);

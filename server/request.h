@@ -61,6 +61,9 @@ struct PredictPlan {
   // monitored one uses them instead of the calibration's (they differ when
   // adaptive conformal inference is on). Null: the calibration's.
   std::shared_ptr<const MonitoredQuantiles> monitored;
+  // With a sample_range: options.first_sample and options.samples are the
+  // range's, keep_stats is set, and the response carries the statistics.
+  bool range = false;
 };
 
 // Checks `request` against `model` and `limits`: shape [B, Q] or [Q] with
@@ -71,7 +74,11 @@ struct PredictPlan {
 // most 16, with rows x outputs x T x levels within max_interval_work), a
 // target (finite errors >= 0, 2 <= min_samples <= max_samples <=
 // limits.max_samples; not with intervals or DETERMINISTIC), and the samples
-// kept for intervals or return_samples within max_message_bytes. On success
+// kept for intervals or return_samples within max_message_bytes. A
+// sample_range (proto) needs MONTE_CARLO, explicit samples and seed, no
+// target, interval or set levels, 0 <= begin < end <= samples with both
+// multiples of kLeafPasses (end may be samples), and end - begin within
+// max_samples (samples itself may exceed it). On success
 // fills `plan` (a fresh non-zero seed when the request's is 0). Input
 // values are checked for NaN/Inf by the engine. Never crashes on any
 // request.
