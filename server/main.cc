@@ -123,6 +123,12 @@ ABSL_FLAG(double, adaptive_conformal_rate, 0,
           "conformal levels follow the feedback's misses; 0: off");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(10),
           "On SIGTERM/SIGINT: time in-flight calls get to finish");
+ABSL_FLAG(absl::Duration, max_connection_age, absl::ZeroDuration(),
+          "Close a gRPC connection gracefully (GOAWAY) once it is this old, so "
+          "that clients reconnect and re-resolve (client-side balancing over a "
+          "headless Service finds new pods); 0: never");
+ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(30),
+          "Time the calls of a connection closed for its age get to finish");
 ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
           "On SIGTERM/SIGINT, before --grace_period: time during which health "
           "says NOT_SERVING (and HTTP readiness 'not ready') while calls are "
@@ -223,6 +229,9 @@ int main(int argc, char** argv) {
   options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
   options.memory_quota_bytes = absl::GetFlag(FLAGS_memory_quota_bytes);
+  options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
+  options.max_connection_age_grace =
+      absl::GetFlag(FLAGS_max_connection_age_grace);
   options.memory_return_period = absl::GetFlag(FLAGS_memory_return_period);
   options.feedback.store_bytes = absl::GetFlag(FLAGS_feedback_store_mb) << 20;
   options.feedback.max_age = absl::GetFlag(FLAGS_feedback_max_age);

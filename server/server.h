@@ -67,6 +67,13 @@ struct ServerOptions {
   // peer does not answer within keepalive_timeout (a vanished client).
   absl::Duration keepalive_time = absl::Seconds(60);
   absl::Duration keepalive_timeout = absl::Seconds(20);
+  // When > 0, a connection is closed gracefully (GOAWAY; its calls get
+  // max_connection_age_grace to finish) once it is this old, so clients
+  // reconnect and re-resolve their target: client-side balancing over a
+  // headless Service then finds pods added since (gRPC's DNS resolver looks
+  // again only when a connection ends).
+  absl::Duration max_connection_age = absl::ZeroDuration();
+  absl::Duration max_connection_age_grace = absl::Seconds(30);
   // Memory gRPC may use for all connections' buffers together (0: no cap).
   int64_t memory_quota_bytes = int64_t{2} << 30;
   // Free heap pages go back to the system this often (MemoryReturner);
