@@ -3,7 +3,11 @@
 in the container args is a flag of the server binary; probes, Services,
 PodMonitor and HPA refer to ports and names that exist; the ports are the
 ones the args set; the readiness probe names the service the server registers
-in grpc.health.v1; the user matches the Dockerfile's.
+in grpc.health.v1; the user matches the Dockerfile's. The drain fits: the
+termination grace covers any preStop sleep, --drain_delay and --grace_period;
+the readiness probe sees NOT_SERVING within the drain delay; rolling updates
+keep capacity; the PodDisruptionBudget leaves a replica; the HPA's custom
+metric is one the server exports and the Prometheus adapter serves.
   check.py MCDROP_SERVER"""
 import os
 import re
@@ -15,7 +19,8 @@ import yaml
 here = os.path.dirname(os.path.abspath(__file__))
 server = sys.argv[1]
 docs = {}
-for f in ("deployment.yaml", "service.yaml", "hpa.yaml", "podmonitor.yaml"):
+for f in ("deployment.yaml", "service.yaml", "hpa.yaml", "podmonitor.yaml", "pdb.yaml",
+          "prometheus-adapter.yaml"):
     for d in yaml.safe_load_all(open(os.path.join(here, f))):
         docs[(d["kind"], d["metadata"]["name"])] = d
 
@@ -43,8 +48,43 @@ assert "USER 10001:10001" in dockerfile
 assert pod["spec"]["securityContext"]["runAsUser"] == 10001
 assert c["securityContext"]["readOnlyRootFilesystem"] is True
 assert int(args["threads"]) <= int(c["resources"]["limits"]["cpu"])
-# The grace period fits in the pod's termination grace.
-assert int(args["grace_period"].rstrip("s")) < pod["spec"]["terminationGracePeriodSeconds"]
+
+
+def seconds(d):
+    """An absl/Go duration such as 20s, 1.5s, 500ms, 1m, 1m30s."""
+    total = 0.0
+    for value, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", d):
+        total += float(value) * {"ms": 1e-3, "s": 1, "m": 60, "h": 3600}[unit]
+    assert re.fullmatch(r"([0-9.]+(ms|s|m|h))+", d), f"not a duration: {d}"
+    return total
+
+
+# The drain fits in the pod's termination grace: kubelet runs any preStop
+# hook, then sends SIGTERM; the server says NOT_SERVING for --drain_delay
+# while still answering, then gives calls in flight --grace_period. A 2 s
+# margin for the process to exit.
+pre_stop = 0.0
+hook = c.get("lifecycle", {}).get("preStop", {})
+if "sleep" in hook:
+    pre_stop = float(hook["sleep"]["seconds"])
+elif "exec" in hook:
+    command = " ".join(hook["exec"]["command"])
+    m = re.search(r"sleep ([0-9.]+)", command)
+    pre_stop = float(m.group(1)) if m else 0.0
+drain = seconds(args.get("drain_delay", "0s"))
+grace = seconds(args["grace_period"])
+tgps = pod["spec"]["terminationGracePeriodSeconds"]
+assert pre_stop + drain + grace + 2 <= tgps, (
+    f"preStop {pre_stop} s + --drain_delay {drain} s + --grace_period {grace} s + 2 s "
+    f"exceed terminationGracePeriodSeconds {tgps}")
+# The readiness probe fails within the drain delay (or the preStop sleep), so
+# the pod leaves the Services' endpoints before it refuses calls.
+rp = c["readinessProbe"]
+assert rp["periodSeconds"] * rp.get("failureThreshold", 3) <= max(drain, pre_stop), (
+    "the readiness probe would notice the drain after it began refusing calls")
+# Rolling updates keep every replica until its successor is ready.
+ru = dep["spec"]["strategy"]["rollingUpdate"]
+assert dep["spec"]["strategy"]["type"] == "RollingUpdate" and ru["maxUnavailable"] == 0, ru
 labels = pod["metadata"]["labels"]
 for kind, name in (("Service", "mcdrop"), ("Service", "mcdrop-headless")):
     svc = docs[(kind, name)]["spec"]
@@ -52,8 +92,29 @@ for kind, name in (("Service", "mcdrop"), ("Service", "mcdrop-headless")):
     for p in svc["ports"]:
         assert p["targetPort"] in ports and ports[p["targetPort"]] == p["port"], (name, p)
 assert docs[("Service", "mcdrop-headless")]["spec"]["clusterIP"] == "None"
-hpa = docs[("HorizontalPodAutoscaler", "mcdrop")]["spec"]["scaleTargetRef"]
+hpa_spec = docs[("HorizontalPodAutoscaler", "mcdrop")]["spec"]
+hpa = hpa_spec["scaleTargetRef"]
 assert (hpa["kind"], hpa["name"]) == ("Deployment", "mcdrop")
+# The HPA scales on CPU and on a per-pod metric that the server exports and
+# the Prometheus adapter's rules serve under that name.
+kinds = {m["type"] for m in hpa_spec["metrics"]}
+assert {"Resource", "Pods"} <= kinds, kinds
+metrics_src = open(os.path.join(here, "..", "..", "server", "metrics.cc")).read()
+adapter = yaml.safe_load(
+    docs[("ConfigMap", "mcdrop-prometheus-adapter")]["data"]["config.yaml"])
+served = {r["name"]["as"]: r for r in adapter["rules"]}
+for m in hpa_spec["metrics"]:
+    if m["type"] != "Pods":
+        continue
+    name = m["pods"]["metric"]["name"]
+    assert name in served, f"the adapter serves no metric {name}"
+    series = re.match(r"([a-z_]+)\{", served[name]["seriesQuery"]).group(1)
+    base = re.sub(r"_(count|sum|bucket)$", "", series)
+    assert f'.Name("{base}")' in metrics_src, f"the server exports no {base}"
+# Disruptions leave at least one replica of the HPA's minimum.
+pdb = docs[("PodDisruptionBudget", "mcdrop")]["spec"]
+assert pdb["selector"]["matchLabels"].items() <= labels.items()
+assert pdb["maxUnavailable"] < hpa_spec["minReplicas"], (pdb, hpa_spec["minReplicas"])
 pm = docs[("PodMonitor", "mcdrop")]["spec"]
 assert pm["selector"]["matchLabels"].items() <= labels.items()
 assert all(e["port"] in ports for e in pm["podMetricsEndpoints"])
