@@ -6,7 +6,7 @@
 //                 (--input "1,2,3;4,5,6" | --file rows.csv | --file -)
 //                 [--samples T] [--seed S] [--intervals 0.9,0.95]
 //                 [--deterministic] [--exclude_noise] [--return_samples]
-//                 [--json]
+//                 [--json] [--replicas HOST:PORT,... [--ranges N]]
 //   mcdrop-client health [--target HOST:PORT] [--service NAME]
 //   mcdrop-client models [--target HOST:PORT] [--json]
 //   mcdrop-client bench [--rpc predict|health] [--concurrency N]
@@ -42,6 +42,7 @@
 #include "client/client.h"
 #include "client/evaluation.h"
 #include "client/load_generator.h"
+#include "client/sharded.h"
 #include "client/validation.h"
 #include "core/file_util.h"
 #include "train/dataset.h"
@@ -71,6 +72,12 @@ ABSL_FLAG(
 ABSL_FLAG(int, samples, 0, "T stochastic passes (0: the model's default)");
 ABSL_FLAG(uint64_t, seed, 0,
           "mask seed (0: the server picks one and reports it)");
+ABSL_FLAG(std::vector<std::string>, replicas, {},
+          "predict: spread the T passes over these servers (HOST:PORT,...): "
+          "each computes a range and the client merges them to the answer "
+          "one server gives for the seed (no intervals; docs/api.md)");
+ABSL_FLAG(int, ranges, 0,
+          "predict with --replicas: ranges T is cut into (0: one per replica)");
 ABSL_FLAG(std::vector<std::string>, intervals, {"0.95"},
           "central interval levels (regression)");
 ABSL_FLAG(bool, deterministic, false, "one pass with dropout off");
@@ -158,7 +165,7 @@ int Fail(const absl::Status& s) {
   return 1;
 }
 
-absl::StatusOr<std::unique_ptr<mcdrop::Client>> MakeClient() {
+absl::StatusOr<mcdrop::ClientOptions> ClientOptionsFromFlags() {
   mcdrop::ClientOptions o;
   o.target = absl::GetFlag(FLAGS_target);
   o.load_balancing = absl::GetFlag(FLAGS_lb);
@@ -181,7 +188,37 @@ absl::StatusOr<std::unique_ptr<mcdrop::Client>> MakeClient() {
   } else if (const char* env = std::getenv("MCDROP_AUTH_TOKEN")) {
     o.auth_token = env;
   }
-  return mcdrop::Client::Connect(o);
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<mcdrop::Client>> MakeClient() {
+  auto o = ClientOptionsFromFlags();
+  if (!o.ok()) return o.status();
+  // predict --replicas: the metadata from the first replica.
+  const std::vector<std::string> replicas = absl::GetFlag(FLAGS_replicas);
+  if (!replicas.empty()) o->target = replicas[0];
+  return mcdrop::Client::Connect(*o);
+}
+
+// predict --replicas: the request's ranges over the replicas, merged; a line
+// per range on stderr.
+absl::StatusOr<mcdrop::v1::PredictResponse> PredictSharded(
+    const mcdrop::v1::PredictRequest& req) {
+  auto o = ClientOptionsFromFlags();
+  if (!o.ok()) return o.status();
+  auto fleet =
+      mcdrop::ShardedClient::Connect(absl::GetFlag(FLAGS_replicas), *o);
+  if (!fleet.ok()) return fleet.status();
+  std::vector<mcdrop::RangeReport> report;
+  auto resp =
+      (*fleet)->Predict(req, {.ranges = absl::GetFlag(FLAGS_ranges)}, &report);
+  for (const mcdrop::RangeReport& r : report) {
+    absl::FPrintF(stderr,
+                  "passes [%d, %d): replica %d, %d call(s), %.3f s%s%s\n",
+                  r.begin, r.end, r.replica, r.attempts, r.seconds,
+                  r.errors.empty() ? "" : "; failed: ", r.errors);
+  }
+  return resp;
 }
 
 std::string ToJson(const google::protobuf::Message& m) {
@@ -296,7 +333,11 @@ int Predict() {
   // --intervals levels.
   const bool sets = !regression && meta->has_calibration() &&
                     !absl::GetFlag(FLAGS_deterministic);
-  if ((regression && !target && !absl::GetFlag(FLAGS_stream)) || sets) {
+  const bool sharded = !absl::GetFlag(FLAGS_replicas).empty();
+  if (sharded) {
+    // Intervals and sets need every pass in one place; the version is
+    // pinned above.
+  } else if ((regression && !target && !absl::GetFlag(FLAGS_stream)) || sets) {
     for (const std::string& l : absl::GetFlag(FLAGS_intervals)) {
       double level;
       if (!absl::SimpleAtod(l, &level)) {
@@ -310,7 +351,8 @@ int Predict() {
       }
     }
   }
-  auto resp = absl::GetFlag(FLAGS_stream)
+  auto resp = sharded ? PredictSharded(req)
+              : absl::GetFlag(FLAGS_stream)
                   ? (*client)->PredictStream(req, PrintEstimate)
                   : (*client)->Predict(req);
   if (!resp.ok()) return Fail(resp.status());

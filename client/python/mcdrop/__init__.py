@@ -18,5 +18,6 @@ from .safetensors import write_layer_list, write_model  # noqa: F401,E402
 
 try:  # the client needs grpcio and the generated stubs; the exporters do not
     from .client import Client, Prediction  # noqa: F401
+    from .sharded import ShardedClient  # noqa: F401
 except ImportError as e:  # pragma: no cover
     _client_error = e
