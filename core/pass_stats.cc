@@ -255,19 +255,24 @@ absl::StatusOr<RunningStats> MergeRuns(const std::vector<RunningStats>& parts,
         absl::StrCat("part 0 has ", out.rows, " rows x ", out.outputs,
                      " outputs; at least 1 x 1 is needed"));
   }
-  if (task == Task::kClassification) {
-    out.votes.assign(static_cast<size_t>(out.rows) * out.outputs, 0);
-  }
-  for (size_t k = 0; k < parts.size(); ++k) {
+  // Every part checked before anything is sized by what they say.
+  for (size_t k = 0, begin = 0; k < parts.size(); ++k) {
     const RunningStats& part = parts[k];
     absl::Status s = CheckRun(part, task, out.rows, out.outputs);
     if (s.ok()) {
-      s = CheckPlace(part, out.passes, last_pass, k + 1 == parts.size());
+      s = CheckPlace(part, static_cast<int64_t>(begin), last_pass,
+                     k + 1 == parts.size());
     }
     if (!s.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("part ", k, ": ", s.message()));
     }
+    begin += static_cast<size_t>(part.passes);
+  }
+  if (task == Task::kClassification) {
+    out.votes.assign(static_cast<size_t>(out.rows) * out.outputs, 0);
+  }
+  for (const RunningStats& part : parts) {
     for (const PassBlock& b : part.blocks) PushBlock(b, &out.blocks);
     for (size_t i = 0; i < part.votes.size(); ++i)
       out.votes[i] += part.votes[i];

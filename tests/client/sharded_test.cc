@@ -9,8 +9,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -228,6 +231,108 @@ TEST_F(ShardedTest, ServerRefusesRangesThatDoNotFit) {
   }
   // T itself may exceed --max_samples: a range within it is run.
   EXPECT_TRUE(call(range(huge, 1999872, 2000000)).ok());
+}
+
+// Whatever a replica answers, the merge returns an answer or an error: it
+// never crashes or reads out of bounds (run under ASan in CI).
+TEST_F(ShardedTest, MergeSurvivesCorruptedStatistics) {
+  for (const v1::PredictRequest& whole : {Concrete(2000), Digits(2000)}) {
+    std::vector<v1::PredictResponse> good;
+    ClientOptions o;
+    o.target = targets_[0];
+    auto c = Client::Connect(o);
+    ASSERT_TRUE(c.ok());
+    for (auto [a, b] : {std::pair<int64_t, int64_t>{0, 768}, {768, 2000}}) {
+      v1::PredictRequest r = whole;
+      r.mutable_sample_range()->set_begin(a);
+      r.mutable_sample_range()->set_end(b);
+      grpc::ClientContext ctx;
+      v1::PredictResponse resp;
+      ASSERT_TRUE((*c)->stub().Predict(&ctx, r, &resp).ok());
+      good.push_back(resp);
+    }
+    ASSERT_TRUE(MergeRanges(whole, good).ok());
+    std::mt19937_64 rng(17);
+    auto any = [&](int64_t lo, int64_t hi) {
+      return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+    };
+    auto wild = [&] {
+      const int64_t picks[] = {-1,
+                               0,
+                               1,
+                               2,
+                               255,
+                               256,
+                               767,
+                               768,
+                               2000,
+                               1 << 30,
+                               std::numeric_limits<int64_t>::max(),
+                               std::numeric_limits<int64_t>::min()};
+      return picks[any(0, 11)];
+    };
+    int refused = 0;
+    for (int it = 0; it < 3000; ++it) {
+      std::vector<v1::PredictResponse> bad = good;
+      for (int m = any(1, 3); m > 0; --m) {
+        v1::PassStatistics* p = bad[any(0, 1)].mutable_pass_statistics();
+        v1::PassBlock* b = p->blocks_size()
+                               ? p->mutable_blocks(any(0, p->blocks_size() - 1))
+                               : p->add_blocks();
+        switch (any(0, 13)) {
+          case 0:
+            b->set_level(static_cast<int32_t>(wild()));
+            break;
+          case 1:
+            b->set_index(wild());
+            break;
+          case 2:
+            b->set_passes(wild());
+            break;
+          case 3:
+            b->add_mean(std::nan(""));
+            break;
+          case 4:
+            b->clear_m2();
+            break;
+          case 5:
+            b->mutable_sum_p()->Clear();
+            break;
+          case 6:
+            b->add_sum_entropy(1e308);
+            break;
+          case 7:
+            p->set_rows(static_cast<int32_t>(wild()));
+            break;
+          case 8:
+            p->set_outputs(static_cast<int32_t>(wild()));
+            break;
+          case 9:
+            p->set_begin(wild());
+            break;
+          case 10:
+            p->set_end(wild());
+            break;
+          case 11:
+            p->add_votes(wild());
+            break;
+          case 12:
+            *p->add_blocks() = *b;
+            break;
+          case 13:
+            p->mutable_blocks()->RemoveLast();
+            break;
+        }
+      }
+      auto merged = MergeRanges(whole, bad);
+      if (!merged.ok()) {
+        ++refused;
+        continue;
+      }
+      EXPECT_EQ(merged->rows_size(), 2);
+    }
+    EXPECT_GT(refused, 2500);
+  }
 }
 
 TEST(SplitPassesTest, EqualRangesOnLeafBoundaries) {
