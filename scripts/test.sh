@@ -40,7 +40,7 @@ if [ -z "${MCDROP_SKIP_SANITIZERS:-}" ]; then
     -DMCDROP_SANITIZE=thread -DMCDROP_BUILD_BENCH=OFF >/dev/null
   cmake --build build-tsan -j "$jobs" --target core_test
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/core/core_test \
-    --gtest_filter='ThreadPoolTest.*:EngineTest.*:*ReferenceTest*:LayerListTest.*:AdaptiveTest.*:RoundsTest.*'
+    --gtest_filter='ThreadPoolTest.*:EngineTest.*:*ReferenceTest*:LayerListTest.*:AdaptiveTest.*:RoundsTest.*:PassStatsTest.*'
 fi
 
 if [ -z "${MCDROP_SKIP_FUZZ:-}" ]; then
