@@ -515,7 +515,11 @@ class Fleet:
             "calls_per_second": round(report["requests_per_second"]),
             "inflight_at_fault": inflight_at_fault,
         })
+        # Calls answered per second in each phase (by completion time).
+        spans = {"before": t_fault - start, "during": t_end - t_fault,
+                 "after": start + report["seconds"] - t_end}
         for name, lat in phases.items():
+            fig[f"rate_{name}"] = round(len(lat) / spans[name]) if spans[name] > 0 else None
             fig[f"p50_{name}_ms"] = round(1e3 * percentile(lat, 0.5), 2) if lat else None
             fig[f"p99_{name}_ms"] = round(1e3 * percentile(lat, 0.99), 2) if lat else None
             fig[f"max_{name}_ms"] = round(1e3 * max(lat), 1) if lat else None
@@ -580,17 +584,21 @@ def fmt(v, digits=1):
 
 def table(figures):
     head = ["route", "fault", "sent", "failed", "retried", "in flight",
-            "p50 before/during/after ms", "p99 before/during/after ms",
+            "calls/s before/during/after", "p50 before/during/after ms", "p99 before/during/after ms",
             "slowest s", "rebalanced s", "targets"]
     rows = []
     for f in figures:
         rows.append([
-            f["route"], f["fault"], f"{f['sent']:,}", str(f["failed"]), str(f["retried"]),
+            f["route"], f["fault"], f"{f['sent']:,}", str(f["failed"]),
+            str(f["retried"]) + (f" (+{f['redispatched']} redispatched)"
+                                 if f.get("redispatched") else ""),
             fmt(f["inflight_at_fault"]),
+            "/".join(fmt(f[f"rate_{p}"]) for p in ("before", "during", "after")),
             "/".join(fmt(f[f"p50_{p}_ms"]) for p in ("before", "during", "after")),
             "/".join(fmt(f[f"p99_{p}_ms"]) for p in ("before", "during", "after")),
             fmt(max(v for v in (f["max_during_ms"], f["max_after_ms"]) if v is not None) / 1e3, 2),
-            fmt(f["rebalance_seconds"], 2),
+            ("< %.2f" % SAMPLE if f["rebalance_seconds"] is not None
+             and f["rebalance_seconds"] < SAMPLE else fmt(f["rebalance_seconds"], 2)),
             ", ".join(("held: " if ok else "MISSED: ") + w for w, ok in f["targets"]) or "(report only)",
         ])
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
