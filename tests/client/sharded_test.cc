@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <random>
@@ -163,6 +164,59 @@ TEST_F(ShardedTest, AReplicaThatDiesMidRequestIsRetriedElsewhere) {
   EXPECT_EQ(report[1].attempts, 2)
       << report[1].errors << " after " << report[1].seconds << " s";
   EXPECT_EQ(report[1].replica, 2);
+}
+
+// A rolling update half done: replica B holds version 2, replica A only 1.
+// The range B answered with version 2 is asked again, pinned to range 0's
+// version, and the answer is version 1's.
+TEST(ShardedVersionTest, RangesOfAnotherVersionAreAskedAgain) {
+  const std::string root = ::testing::TempDir() + "/sharded_versions";
+  std::filesystem::remove_all(root);
+  for (const char* dir : {"/a/concrete/1", "/b/concrete/1", "/b/concrete/2"}) {
+    std::filesystem::create_directories(root + dir);
+    std::filesystem::copy_file(kModels + "concrete.safetensors",
+                               root + dir + "/model.safetensors");
+  }
+  std::vector<std::unique_ptr<server::Server>> servers;
+  std::vector<std::string> targets;
+  for (const char* replica : {"/a", "/b"}) {
+    server::ServerOptions o;
+    o.model_repository = root + replica;
+    o.repository_poll = absl::ZeroDuration();
+    o.host = "127.0.0.1";
+    o.port = 0;
+    o.threads = 1;
+    auto s = server::Server::Start(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    targets.push_back("127.0.0.1:" + std::to_string((*s)->port()));
+    servers.push_back(*std::move(s));
+  }
+  auto fleet = ShardedClient::Connect(targets, {});
+  ASSERT_TRUE(fleet.ok());
+  v1::PredictRequest req;
+  req.set_model("concrete");
+  req.add_shape(8);
+  for (float v : {540.f, 0.f, 0.f, 162.f, 2.5f, 1040.f, 676.f, 28.f}) {
+    req.add_inputs(v);
+  }
+  req.set_samples(2000);
+  req.set_seed(3);
+  std::vector<RangeReport> report;
+  auto merged = (*fleet)->Predict(req, {}, &report);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ(merged->version(), 1);
+  ASSERT_EQ(report.size(), 2u);
+  EXPECT_EQ(report[1].attempts, 2);  // version 2 on B, then 1 on A
+  EXPECT_EQ(report[1].replica, 0);
+  v1::PredictRequest v1_req = req;
+  v1_req.set_version(1);
+  ClientOptions o;
+  o.target = targets[0];
+  auto single = Client::Connect(o);
+  ASSERT_TRUE(single.ok());
+  auto want = (*single)->Predict(v1_req);
+  ASSERT_TRUE(want.ok()) << want.status();
+  ExpectSameAnswer(*merged, *want);
 }
 
 TEST_F(ShardedTest, NoReplicaLeftIsAClearError) {
