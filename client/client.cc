@@ -5,7 +5,9 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/validate_service_config.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -23,9 +25,8 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
-absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
+absl::StatusOr<grpc::ChannelArguments> ChannelArgumentsOf(
     const ClientOptions& options) {
-  if (options.target.empty()) return absl::InvalidArgumentError("empty target");
   if (!options.load_balancing.empty() &&
       options.load_balancing != "round_robin" &&
       options.load_balancing != "pick_first") {
@@ -33,16 +34,46 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
         absl::StrCat("unknown load balancing \"", options.load_balancing,
                      "\" (round_robin or pick_first)"));
   }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  if (!options.service_config.empty()) {
+    const std::string error =
+        grpc::experimental::ValidateServiceConfigJSON(options.service_config);
+    if (!error.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid service config: ", error));
+    }
+    args.SetServiceConfigJSON(options.service_config);
+  }
+  if (!options.load_balancing.empty()) {
+    args.SetLoadBalancingPolicyName(options.load_balancing);
+  }
+  auto ms = [](absl::Duration d) {
+    return static_cast<int>(absl::ToInt64Milliseconds(d));
+  };
+  if (options.keepalive_time > absl::ZeroDuration()) {
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ms(options.keepalive_time));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms(options.keepalive_timeout));
+  }
+  if (options.max_reconnect_backoff > absl::ZeroDuration()) {
+    const int most = std::max(1, ms(options.max_reconnect_backoff));
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, most);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::min(1000, most));
+  }
+  return args;
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
+    const ClientOptions& options) {
+  if (options.target.empty()) return absl::InvalidArgumentError("empty target");
   auto c = std::make_unique<Client>();
   c->options_ = options;
   if (!options.auth_token.empty()) {
     c->authorization_ = "Bearer " + options.auth_token;
   }
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(options.max_message_bytes);
-  args.SetMaxSendMessageSize(options.max_message_bytes);
-  if (!options.load_balancing.empty())
-    args.SetLoadBalancingPolicyName(options.load_balancing);
+  MCDROP_ASSIGN_OR_RETURN(grpc::ChannelArguments args,
+                          ChannelArgumentsOf(options));
   std::shared_ptr<grpc::ChannelCredentials> credentials =
       grpc::InsecureChannelCredentials();
   if (options.tls || !options.tls_ca.empty() || !options.tls_cert.empty() ||

@@ -16,6 +16,7 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include <functional>
 #include <memory>
@@ -47,7 +48,26 @@ struct ClientOptions {
   // Sent as "authorization: Bearer <auth_token>" on every call (empty:
   // none); the server's health service does not ask for it.
   std::string auth_token;
+  // A gRPC service config (JSON): load balancing, health checking, retry
+  // policy, as deploy/grpc-service-config.json (docs/deploy.md). Empty:
+  // none, `load_balancing` alone.
+  std::string service_config;
+  // Client keepalive pings every keepalive_time (0: none): a server that
+  // stops answering is dropped after about keepalive_time +
+  // keepalive_timeout, and its calls fail (or are retried) then, not at
+  // their deadline.
+  absl::Duration keepalive_time = absl::ZeroDuration();
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  // Longest wait between reconnection attempts (0: gRPC's, up to 120 s): a
+  // restarted server gets calls again within about this.
+  absl::Duration max_reconnect_backoff = absl::ZeroDuration();
 };
+
+// The channel arguments `options` ask for (message sizes, load balancing,
+// service config, keepalive, reconnect backoff): InvalidArgument, with
+// gRPC's reason, for a service config gRPC rejects or an unknown policy.
+absl::StatusOr<grpc::ChannelArguments> ChannelArgumentsOf(
+    const ClientOptions& options);
 
 // Thread-safe: one Client may serve many threads.
 class Client {

@@ -257,35 +257,18 @@ double SamplesOf(const std::string& body) {
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeLoadChannel(
     const LoadChannelOptions& options) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(options.max_message_bytes);
-  args.SetMaxSendMessageSize(options.max_message_bytes);
-  if (!options.service_config.empty()) {
-    const std::string error =
-        grpc::experimental::ValidateServiceConfigJSON(options.service_config);
-    if (!error.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("invalid service config: ", error));
-    }
-    args.SetServiceConfigJSON(options.service_config);
-  }
-  if (!options.load_balancing.empty()) {
-    args.SetLoadBalancingPolicyName(options.load_balancing);
-  }
-  auto ms = [](absl::Duration d) {
-    return static_cast<int>(absl::ToInt64Milliseconds(d));
-  };
-  if (options.keepalive_time > absl::ZeroDuration()) {
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ms(options.keepalive_time));
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms(options.keepalive_timeout));
-  }
-  if (options.max_reconnect_backoff > absl::ZeroDuration()) {
-    const int most = std::max(1, ms(options.max_reconnect_backoff));
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, most);
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::min(1000, most));
-  }
+  ClientOptions o;
+  o.target = options.target;
+  o.service_config = options.service_config;
+  o.load_balancing = options.load_balancing;
+  o.keepalive_time = options.keepalive_time;
+  o.keepalive_timeout = options.keepalive_timeout;
+  o.max_reconnect_backoff = options.max_reconnect_backoff;
+  o.max_message_bytes = options.max_message_bytes;
+  auto args = ChannelArgumentsOf(o);
+  if (!args.ok()) return args.status();
   auto channel = grpc::CreateCustomChannel(
-      options.target, grpc::InsecureChannelCredentials(), args);
+      options.target, grpc::InsecureChannelCredentials(), *args);
   if (channel == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot make a channel to \"", options.target, "\""));

@@ -76,10 +76,10 @@ struct LoadReport {
   std::vector<LoadCall> calls;  // with LoadOptions::keep_calls
 };
 
-// A channel of its own for the load, with what ClientOptions does not
-// carry: a service config (load balancing, health checking, retry policy),
-// client keepalive pings, which find a peer that stopped answering, and a
-// cap on the reconnect backoff. Plaintext.
+// A channel of its own for the load (plaintext), with a service config
+// (load balancing, health checking, retry policy), client keepalive pings,
+// which find a peer that stopped answering, and a cap on the reconnect
+// backoff (as ClientOptions, ChannelArgumentsOf).
 struct LoadChannelOptions {
   std::string target;
   std::string service_config;  // JSON; empty: none

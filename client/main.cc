@@ -130,16 +130,16 @@ ABSL_FLAG(
     "bench: rows per request (default 1); eval: rows per batch (default 64)");
 ABSL_FLAG(bool, allow_errors, false, "bench: exit 0 even if some calls failed");
 ABSL_FLAG(std::string, service_config, "",
-          "bench: gRPC service config, JSON or @FILE (load balancing, "
-          "healthCheckConfig, retryPolicy; see docs/deploy.md); plaintext");
+          "gRPC service config, JSON or @FILE (load balancing, "
+          "healthCheckConfig, retryPolicy; see docs/deploy.md)");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::ZeroDuration(),
-          "bench: ping each connection this often and drop it when a ping "
+          "ping each connection this often and drop it when a ping "
           "goes unanswered for --keepalive_timeout (finds a stopped server); "
           "0: off");
 ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
-          "bench: see --keepalive_time");
+          "see --keepalive_time");
 ABSL_FLAG(absl::Duration, max_reconnect_backoff, absl::ZeroDuration(),
-          "bench: longest wait between reconnection attempts to a server "
+          "longest wait between reconnection attempts to a server "
           "(0: gRPC's 120 s)");
 ABSL_FLAG(absl::Duration, series_interval, absl::ZeroDuration(),
           "bench: with --json, also the calls, errors and p50/p99 per "
@@ -188,6 +188,15 @@ absl::StatusOr<mcdrop::ClientOptions> ClientOptionsFromFlags() {
   } else if (const char* env = std::getenv("MCDROP_AUTH_TOKEN")) {
     o.auth_token = env;
   }
+  o.service_config = absl::GetFlag(FLAGS_service_config);
+  if (absl::StartsWith(o.service_config, "@")) {
+    auto text = mcdrop::ReadFileToString(o.service_config.substr(1));
+    if (!text.ok()) return text.status();
+    o.service_config = *std::move(text);
+  }
+  o.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  o.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  o.max_reconnect_backoff = absl::GetFlag(FLAGS_max_reconnect_backoff);
   return o;
 }
 
@@ -524,41 +533,10 @@ absl::StatusOr<std::vector<mcdrop::v1::PredictRequest>> BenchRequests(
   return out;
 }
 
-// The load's own channel when a flag asks for what ClientOptions does not
-// carry (a service config, keepalive, reconnect backoff); nullptr otherwise.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> BenchChannel() {
-  mcdrop::LoadChannelOptions c;
-  c.target = absl::GetFlag(FLAGS_target);
-  c.load_balancing = absl::GetFlag(FLAGS_lb);
-  c.service_config = absl::GetFlag(FLAGS_service_config);
-  c.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
-  c.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
-  c.max_reconnect_backoff = absl::GetFlag(FLAGS_max_reconnect_backoff);
-  if (c.service_config.empty() && c.keepalive_time <= absl::ZeroDuration() &&
-      c.max_reconnect_backoff <= absl::ZeroDuration()) {
-    return std::shared_ptr<grpc::Channel>();
-  }
-  if (absl::GetFlag(FLAGS_tls) || !absl::GetFlag(FLAGS_tls_ca).empty() ||
-      !absl::GetFlag(FLAGS_tls_cert).empty()) {
-    return absl::InvalidArgumentError(
-        "--service_config, --keepalive_time and --max_reconnect_backoff are "
-        "plaintext only for now");
-  }
-  if (absl::StartsWith(c.service_config, "@")) {
-    auto text = mcdrop::ReadFileToString(c.service_config.substr(1));
-    if (!text.ok()) return text.status();
-    c.service_config = *std::move(text);
-  }
-  return mcdrop::MakeLoadChannel(c);
-}
-
 int Bench() {
   auto client = MakeClient();
   if (!client.ok()) return Fail(client.status());
   mcdrop::LoadOptions o;
-  auto channel = BenchChannel();
-  if (!channel.ok()) return Fail(channel.status());
-  o.channel = *std::move(channel);
   o.interval = absl::GetFlag(FLAGS_series_interval);
   const std::string calls_csv = absl::GetFlag(FLAGS_calls_csv);
   o.keep_calls = !calls_csv.empty();

@@ -86,6 +86,16 @@ try:
           cli)
     check("mcdrop-client reports each range", out.stderr.count("passes [") == 4, out.stderr)
 
+    # The deployment's service config (round robin, health checking,
+    # retries) from the Python client, over every replica in one channel.
+    import os
+    config = open(os.path.join(os.path.dirname(__file__), "..", "..", "deploy",
+                               "grpc-service-config.json")).read()
+    balanced = Client("ipv4:" + ",".join(targets), service_config=config, keepalive_ms=1000)
+    p = balanced.predict(x, model="concrete", samples=5000, seed=11)
+    check("Client with the deployment's service config", np.array_equal(
+        p.mean[:, 0], [r.outputs[0].mean for r in one_server("concrete", x, 5000, 11).rows]))
+
     # A replica that is down: its range goes to the next.
     down = ShardedClient([targets[0], f"127.0.0.1:{free_port()}", targets[2]])
     want = one_server("concrete", x, 3000, 3)

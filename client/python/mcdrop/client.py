@@ -66,14 +66,23 @@ class Prediction:
 class Client:
     def __init__(self, target="localhost:50051", timeout=30.0, load_balancing=None,
                  max_message_bytes=64 << 20, tls=False, tls_ca=None, tls_cert=None, tls_key=None,
-                 auth_token=None):
+                 auth_token=None, service_config=None, keepalive_ms=0):
         """tls / tls_ca / tls_cert / tls_key: TLS (tls_ca: PEM file of the CA to
         verify the server by, else the system's roots; tls_cert and tls_key:
         the client's certificate for mutual TLS). auth_token: sent as
-        "authorization: Bearer <token>" with every call."""
+        "authorization: Bearer <token>" with every call. service_config: a
+        gRPC service config (dict or JSON: round robin, health checking, a
+        retry policy, as deploy/grpc-service-config.json); keepalive_ms:
+        client pings that find a server that stopped answering."""
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
-        if load_balancing:
+        if keepalive_ms:
+            options += [("grpc.keepalive_time_ms", keepalive_ms),
+                        ("grpc.keepalive_timeout_ms", keepalive_ms)]
+        if service_config is not None:
+            options.append(("grpc.service_config", service_config if isinstance(service_config, str)
+                            else json.dumps(service_config)))
+        elif load_balancing:
             options.append(("grpc.service_config",
                             json.dumps({"loadBalancingConfig": [{load_balancing: {}}]})))
         if (tls_cert is None) != (tls_key is None):
