@@ -255,27 +255,6 @@ double SamplesOf(const std::string& body) {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeLoadChannel(
-    const LoadChannelOptions& options) {
-  ClientOptions o;
-  o.target = options.target;
-  o.service_config = options.service_config;
-  o.load_balancing = options.load_balancing;
-  o.keepalive_time = options.keepalive_time;
-  o.keepalive_timeout = options.keepalive_timeout;
-  o.max_reconnect_backoff = options.max_reconnect_backoff;
-  o.max_message_bytes = options.max_message_bytes;
-  auto args = ChannelArgumentsOf(o);
-  if (!args.ok()) return args.status();
-  auto channel = grpc::CreateCustomChannel(
-      options.target, grpc::InsecureChannelCredentials(), *args);
-  if (channel == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot make a channel to \"", options.target, "\""));
-  }
-  return channel;
-}
-
 LoadReport Tally::Finish() {
   for (size_t i = 0; i < buckets.size(); ++i) {
     LoadInterval& out = report.series.emplace_back();
@@ -324,8 +303,7 @@ absl::StatusOr<LoadReport> RunLoad(
   }
   grpc::CompletionQueue cq;
   const grpc::health::v1::HealthCheckRequest health_request;
-  const std::shared_ptr<grpc::Channel>& channel =
-      options.channel != nullptr ? options.channel : client.channel();
+  const std::shared_ptr<grpc::Channel>& channel = client.channel();
   auto stub = v1::Inference::NewStub(channel);
   auto health_stub = grpc::health::v1::Health::NewStub(channel);
   auto oip_stub = inference::GRPCInferenceService::NewStub(channel);

@@ -37,9 +37,6 @@ struct LoadOptions {
   // When > 0, the report's `series` has the measured calls per interval of
   // this length, by completion time.
   absl::Duration interval = absl::ZeroDuration();
-  // The channel the calls go over (gRPC only); empty: the client's. The
-  // client still sets each call's deadline and authorization.
-  std::shared_ptr<grpc::Channel> channel;
   // Keep every measured call in the report's `calls`.
   bool keep_calls = false;
 };
@@ -75,25 +72,6 @@ struct LoadReport {
   std::vector<LoadInterval> series;
   std::vector<LoadCall> calls;  // with LoadOptions::keep_calls
 };
-
-// A channel of its own for the load (plaintext), with a service config
-// (load balancing, health checking, retry policy), client keepalive pings,
-// which find a peer that stopped answering, and a cap on the reconnect
-// backoff (as ClientOptions, ChannelArgumentsOf).
-struct LoadChannelOptions {
-  std::string target;
-  std::string service_config;  // JSON; empty: none
-  std::string load_balancing;  // "" or a policy name, as ClientOptions'
-  absl::Duration keepalive_time = absl::ZeroDuration();  // 0: no pings
-  absl::Duration keepalive_timeout = absl::Seconds(20);
-  // Longest wait between reconnection attempts (0: gRPC's 120 s).
-  absl::Duration max_reconnect_backoff = absl::ZeroDuration();
-  int max_message_bytes = 64 << 20;
-};
-
-// InvalidArgument (with gRPC's reason) for a service config gRPC rejects.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeLoadChannel(
-    const LoadChannelOptions& options);
 
 // Runs the load against `client`. Predict calls cycle through `requests`
 // (which must not be empty for Rpc::kPredict). InvalidArgument for bad

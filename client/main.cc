@@ -219,8 +219,9 @@ absl::StatusOr<mcdrop::v1::PredictResponse> PredictSharded(
       mcdrop::ShardedClient::Connect(absl::GetFlag(FLAGS_replicas), *o);
   if (!fleet.ok()) return fleet.status();
   std::vector<mcdrop::RangeReport> report;
-  auto resp =
-      (*fleet)->Predict(req, {.ranges = absl::GetFlag(FLAGS_ranges)}, &report);
+  mcdrop::ShardOptions ranges;
+  ranges.ranges = absl::GetFlag(FLAGS_ranges);
+  auto resp = (*fleet)->Predict(req, ranges, &report);
   for (const mcdrop::RangeReport& r : report) {
     absl::FPrintF(stderr,
                   "passes [%d, %d): replica %d, %d call(s), %.3f s%s%s\n",

@@ -7,6 +7,7 @@
 
 #include "client/load_generator.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -63,16 +64,16 @@ TEST(LoadGeneratorTest, HealthCheckedRoundRobinSkipsANotServingReplica) {
   ASSERT_TRUE(a != nullptr && b != nullptr);
   const std::string target = "ipv4:127.0.0.1:" + std::to_string(a->port()) +
                              ",127.0.0.1:" + std::to_string(b->port());
-  auto client = Client::Connect({.target = target});
-  ASSERT_TRUE(client.ok());
   auto config = ReadFileToString(std::string(MCDROP_SOURCE_DIR) +
                                  "/deploy/grpc-service-config.json");
   ASSERT_TRUE(config.ok()) << config.status();
-  auto channel = MakeLoadChannel({.target = target, .service_config = *config});
-  ASSERT_TRUE(channel.ok()) << channel.status();
+  ClientOptions co;
+  co.target = target;
+  co.service_config = *config;
+  auto client = Client::Connect(co);
+  ASSERT_TRUE(client.ok()) << client.status();
 
   LoadOptions o;
-  o.channel = *channel;
   o.concurrency = 4;
   o.requests = 400;
   o.warmup = absl::ZeroDuration();
@@ -108,10 +109,14 @@ TEST(LoadGeneratorTest, HealthCheckedRoundRobinSkipsANotServingReplica) {
 }
 
 TEST(LoadGeneratorTest, BadServiceConfigIsRefused) {
-  auto channel = MakeLoadChannel(
-      {.target = "127.0.0.1:1", .service_config = "{\"methodConfig\": 3}"});
-  ASSERT_FALSE(channel.ok());
-  EXPECT_EQ(channel.status().code(), absl::StatusCode::kInvalidArgument);
+  ClientOptions co;
+  co.target = "127.0.0.1:1";
+  co.service_config = "{\"methodConfig\": 3}";
+  auto client = Client::Connect(co);
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(client.status().message()),
+              ::testing::HasSubstr("invalid service config"));
 }
 
 }  // namespace

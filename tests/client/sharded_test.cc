@@ -28,6 +28,24 @@ using ::testing::HasSubstr;
 
 const std::string kModels = std::string(MCDROP_SOURCE_DIR) + "/models/";
 
+ShardOptions Ranges(int n) {
+  ShardOptions o;
+  o.ranges = n;
+  return o;
+}
+
+ShardOptions Ends(std::vector<int64_t> ends) {
+  ShardOptions o;
+  o.ends = std::move(ends);
+  return o;
+}
+
+ShardOptions Attempts(int n) {
+  ShardOptions o;
+  o.max_attempts = n;
+  return o;
+}
+
 class ShardedTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -111,9 +129,8 @@ TEST_F(ShardedTest, RegressionRangesMergeToOneServersBits) {
   auto fleet = Fleet(targets_);
   const v1::PredictRequest req = Concrete(5000);
   const v1::PredictResponse single = Single(req);
-  for (const ShardOptions& o : {ShardOptions{}, ShardOptions{.ranges = 7},
-                                ShardOptions{.ends = {256, 3840, 5000}},
-                                ShardOptions{.ends = {4864, 5000}}}) {
+  for (const ShardOptions& o : {ShardOptions(), Ranges(7),
+                                Ends({256, 3840, 5000}), Ends({4864, 5000})}) {
     std::vector<RangeReport> report;
     auto merged = fleet->Predict(req, o, &report);
     ASSERT_TRUE(merged.ok()) << merged.status();
@@ -126,7 +143,7 @@ TEST_F(ShardedTest, ClassificationRangesMergeToOneServersBits) {
   auto fleet = Fleet(targets_);
   v1::PredictRequest req = Digits(3000);
   req.set_return_samples(true);
-  auto merged = fleet->Predict(req, {.ends = {512, 1024, 3000}});
+  auto merged = fleet->Predict(req, Ends({512, 1024, 3000}));
   ASSERT_TRUE(merged.ok()) << merged.status();
   ExpectSameAnswer(*merged, Single(req));
 }
@@ -136,7 +153,7 @@ TEST_F(ShardedTest, AReplicaThatIsDownIsSkipped) {
   auto fleet = Fleet({targets_[0], "127.0.0.1:1", targets_[2]});
   const v1::PredictRequest req = Concrete(3000);
   std::vector<RangeReport> report;
-  auto merged = fleet->Predict(req, {.ranges = 3}, &report);
+  auto merged = fleet->Predict(req, Ranges(3), &report);
   ASSERT_TRUE(merged.ok()) << merged.status();
   ExpectSameAnswer(*merged, Single(req));
   ASSERT_EQ(report.size(), 3u);
@@ -157,7 +174,7 @@ TEST_F(ShardedTest, AReplicaThatDiesMidRequestIsRetriedElsewhere) {
     servers_[1]->Shutdown(absl::ZeroDuration());
   });
   std::vector<RangeReport> report;
-  auto merged = fleet->Predict(req, {.ranges = 3}, &report);
+  auto merged = fleet->Predict(req, Ranges(3), &report);
   killer.join();
   ASSERT_TRUE(merged.ok()) << merged.status();
   ExpectSameAnswer(*merged, Single(req));
@@ -221,7 +238,7 @@ TEST(ShardedVersionTest, RangesOfAnotherVersionAreAskedAgain) {
 
 TEST_F(ShardedTest, NoReplicaLeftIsAClearError) {
   auto fleet = Fleet({"127.0.0.1:1", "127.0.0.1:2"});
-  auto merged = fleet->Predict(Concrete(1000), {.max_attempts = 2});
+  auto merged = fleet->Predict(Concrete(1000), Attempts(2));
   ASSERT_FALSE(merged.ok());
   EXPECT_EQ(merged.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(merged.status().message(), HasSubstr("2 call(s) failed"));
@@ -235,8 +252,7 @@ TEST_F(ShardedTest, ClientRefusesWhatCannotBeSharded) {
               HasSubstr("every pass in one place"));
   req = Concrete(1000);
   EXPECT_THAT(
-      std::string(
-          fleet->Predict(req, {.ends = {300, 1000}}).status().message()),
+      std::string(fleet->Predict(req, Ends({300, 1000})).status().message()),
       HasSubstr("multiples of 256"));
 }
 
