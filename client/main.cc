@@ -77,7 +77,8 @@ ABSL_FLAG(std::vector<std::string>, replicas, {},
           "each computes a range and the client merges them to the answer "
           "one server gives for the seed (no intervals; docs/api.md)");
 ABSL_FLAG(int, ranges, 0,
-          "predict with --replicas: ranges T is cut into (0: one per replica)");
+          "predict with --replicas: ranges T is cut into (0: one per replica, "
+          "or more so that none exceeds 100,000 passes)");
 ABSL_FLAG(std::vector<std::string>, intervals, {"0.95"},
           "central interval levels (regression)");
 ABSL_FLAG(bool, deterministic, false, "one pass with dropout off");

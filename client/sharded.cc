@@ -3,6 +3,7 @@
 #include "client/sharded.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -44,21 +45,22 @@ std::vector<double> Doubles(const google::protobuf::RepeatedField<double>& f) {
 }
 
 // A range's statistics as the engine holds them (checked by MergeRuns).
+// `samples` is the request's T; the range must lie within it.
 absl::StatusOr<RunningStats> FromProto(const v1::PassStatistics& p,
-                                       int64_t begin, int64_t end) {
+                                       int64_t samples) {
   if (p.leaf_passes() != kLeafPasses) {
     return absl::InvalidArgumentError(
         absl::StrCat("its leaves are of ", p.leaf_passes(),
                      " passes; this client merges leaves of ", kLeafPasses));
   }
-  if (p.begin() != begin || p.end() != end) {
+  if (!(0 <= p.begin() && p.begin() < p.end() && p.end() <= samples)) {
     return absl::InvalidArgumentError(
         absl::StrCat("it holds passes [", p.begin(), ", ", p.end(),
-                     "), not the range asked for, [", begin, ", ", end, ")"));
+                     "), not a range of the request's ", samples));
   }
   RunningStats s;
-  s.first_pass = begin;
-  s.passes = end - begin;
+  s.first_pass = p.begin();
+  s.passes = p.end() - p.begin();
   s.rows = p.rows();
   s.outputs = p.outputs();
   s.votes.assign(p.votes().begin(), p.votes().end());
@@ -131,7 +133,12 @@ absl::StatusOr<std::vector<int64_t>> RangeEnds(int64_t T,
                                                const ShardOptions& options,
                                                int replicas) {
   if (options.ends.empty()) {
-    return SplitPasses(T, options.ranges > 0 ? options.ranges : replicas);
+    int64_t n = options.ranges;
+    if (n <= 0) {
+      const int64_t most = std::max<int64_t>(1, options.max_range_passes);
+      n = std::max<int64_t>(replicas, (T + most - 1) / most);
+    }
+    return SplitPasses(T, static_cast<int>(std::min<int64_t>(n, 1 << 20)));
   }
   int64_t previous = 0;
   for (size_t i = 0; i < options.ends.size(); ++i) {
@@ -146,6 +153,14 @@ absl::StatusOr<std::vector<int64_t>> RangeEnds(int64_t T,
     previous = e;
   }
   return options.ends;
+}
+
+absl::Status FirstError(
+    const std::vector<absl::StatusOr<v1::PredictResponse>>& answers) {
+  for (const auto& a : answers) {
+    if (!a.ok()) return a.status();
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -190,7 +205,7 @@ absl::StatusOr<v1::PredictResponse> MergeRanges(
                               "); range 0 by ", first.model(), " version ",
                               first.version(), " (seed ", first.seed(), ")"));
     }
-    auto part = FromProto(p, p.begin(), p.end());
+    auto part = FromProto(p, request.samples());
     if (!part.ok()) return bad(part.status().message());
     parts.push_back(*std::move(part));
     queue = std::max(queue, r.queue_seconds());
@@ -285,6 +300,53 @@ absl::StatusOr<v1::PredictResponse> ShardedClient::RunRange(
                    " call(s) failed: ", report->errors));
 }
 
+void ShardedClient::RunRanges(
+    const v1::PredictRequest& request, const std::vector<int64_t>& ends,
+    const std::vector<size_t>& which, const std::function<int(size_t)>& first,
+    const ShardOptions& options,
+    std::vector<absl::StatusOr<v1::PredictResponse>>* answers,
+    std::vector<RangeReport>* reports) const {
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k; (k = next.fetch_add(1)) < which.size();) {
+      const size_t i = which[k];
+      const int64_t begin = i == 0 ? 0 : ends[i - 1];
+      (*answers)[i] = RunRange(request, begin, ends[i], first(i),
+                               options.max_attempts, &(*reports)[i]);
+    }
+  };
+  const size_t workers = std::min<size_t>(
+      which.size(), static_cast<size_t>(std::max(1, options.max_concurrent)));
+  std::vector<std::thread> threads;
+  for (size_t w = 1; w < workers; ++w) threads.emplace_back(work);
+  work();
+  for (std::thread& t : threads) t.join();
+}
+
+absl::Status ShardedClient::RerunOtherVersions(
+    v1::PredictRequest* request, const std::vector<int64_t>& ends,
+    const ShardOptions& options,
+    std::vector<absl::StatusOr<v1::PredictResponse>>* answers,
+    std::vector<RangeReport>* reports) const {
+  const v1::PredictResponse& first = *(*answers)[0];
+  std::vector<size_t> again;
+  for (size_t i = 1; i < answers->size(); ++i) {
+    if ((*answers)[i]->model() != first.model() ||
+        (*answers)[i]->version() != first.version()) {
+      again.push_back(i);
+    }
+  }
+  if (again.empty()) return absl::OkStatus();
+  request->set_model(first.model());
+  request->set_version(first.version());
+  // From the replica that answered range 0, which has that version.
+  const int holder = (*reports)[0].replica;
+  RunRanges(
+      *request, ends, again, [holder](size_t) { return holder; }, options,
+      answers, reports);
+  return FirstError(*answers);
+}
+
 absl::StatusOr<v1::PredictResponse> ShardedClient::Predict(
     const v1::PredictRequest& request, const ShardOptions& options,
     std::vector<RangeReport>* report) const {
@@ -296,45 +358,18 @@ absl::StatusOr<v1::PredictResponse> ShardedClient::Predict(
   const size_t n = ends->size();
   std::vector<absl::StatusOr<v1::PredictResponse>> answers(n);
   std::vector<RangeReport> reports(n);
-  // Runs the ranges `which`, range i from replica first(i) on, at once.
-  auto run_all = [&](const std::vector<size_t>& which, auto first) {
-    std::vector<std::thread> threads;
-    for (size_t i : which) {
-      threads.emplace_back([&, i] {
-        const int64_t begin = i == 0 ? 0 : (*ends)[i - 1];
-        answers[i] = RunRange(req, begin, (*ends)[i], first(i),
-                              options.max_attempts, &reports[i]);
-      });
-    }
-    for (std::thread& t : threads) t.join();
-  };
   std::vector<size_t> all(n);
   for (size_t i = 0; i < n; ++i) all[i] = i;
-  run_all(all, [this](size_t i) { return static_cast<int>(i % replicas()); });
+  RunRanges(
+      req, *ends, all,
+      [this](size_t i) { return static_cast<int>(i % replicas()); }, options,
+      &answers, &reports);
+  absl::Status status = FirstError(answers);
+  if (status.ok()) {
+    status = RerunOtherVersions(&req, *ends, options, &answers, &reports);
+  }
   if (report != nullptr) *report = reports;
-  for (const auto& a : answers) {
-    if (!a.ok()) return a.status();
-  }
-  // A rolling update may leave replicas on different versions: ask again,
-  // pinned to range 0's model and version, for the ranges that differ.
-  std::vector<size_t> again;
-  for (size_t i = 1; i < n; ++i) {
-    if (answers[i]->model() != answers[0]->model() ||
-        answers[i]->version() != answers[0]->version()) {
-      again.push_back(i);
-    }
-  }
-  if (!again.empty()) {
-    req.set_model(answers[0]->model());
-    req.set_version(answers[0]->version());
-    // From the replica that answered range 0, which has that version.
-    const int holder = reports[0].replica;
-    run_all(again, [holder](size_t) { return holder; });
-    if (report != nullptr) *report = reports;
-    for (const auto& a : answers) {
-      if (!a.ok()) return a.status();
-    }
-  }
+  if (!status.ok()) return status;
   std::vector<v1::PredictResponse> ranges;
   for (auto& a : answers) ranges.push_back(*std::move(a));
   return MergeRanges(req, ranges);

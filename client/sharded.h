@@ -18,6 +18,7 @@
 #define MCDROP_CLIENT_SHARDED_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,8 +31,14 @@ namespace mcdrop {
 
 struct ShardOptions {
   // How many ranges T is cut into (equal, at multiples of the leaf of 256
-  // passes); 0: one per replica.
+  // passes); 0: one per replica, or more when T / replicas would exceed
+  // max_range_passes.
   int ranges = 0;
+  // The most passes a range may have: the servers' --max_samples (default
+  // 100,000), which each range must respect.
+  int64_t max_range_passes = 100000;
+  // Calls in flight at once, at most (ranges beyond wait for a free one).
+  int max_concurrent = 64;
   // Instead: the ranges' ends, ascending, each a multiple of 256 but the
   // last, which is T ({768, 2000} for T = 2000: [0, 768) and [768, 2000)).
   std::vector<int64_t> ends;
@@ -75,10 +82,10 @@ class ShardedClient {
 
   // The answer to `request` (MONTE_CARLO, samples > 0; no target, interval
   // or set levels; seed 0 draws one here, so that every range shares it),
-  // its ranges computed at once on the replicas, range i first on replica
-  // i mod N. Ranges answered by another model version than the first
-  // range's are asked again, pinned to that version. `report`, if given,
-  // receives one entry per range.
+  // its ranges computed at once on the replicas (up to max_concurrent calls
+  // at a time), range i first on replica i mod N. Ranges answered by another
+  // model version than the first range's are asked again, pinned to that
+  // version. `report`, if given, receives one entry per range.
   absl::StatusOr<v1::PredictResponse> Predict(
       const v1::PredictRequest& request, const ShardOptions& options = {},
       std::vector<RangeReport>* report = nullptr) const;
@@ -86,6 +93,22 @@ class ShardedClient {
   int replicas() const { return static_cast<int>(replicas_.size()); }
 
  private:
+  // Runs ranges `which` (indices into `ends`) at once, range i from replica
+  // first(i) on, into answers[i] and reports[i].
+  void RunRanges(const v1::PredictRequest& request,
+                 const std::vector<int64_t>& ends,
+                 const std::vector<size_t>& which,
+                 const std::function<int(size_t)>& first,
+                 const ShardOptions& options,
+                 std::vector<absl::StatusOr<v1::PredictResponse>>* answers,
+                 std::vector<RangeReport>* reports) const;
+  // Where ranges were answered by another model or version than range 0,
+  // pins `request` to range 0's and asks those ranges again.
+  absl::Status RerunOtherVersions(
+      v1::PredictRequest* request, const std::vector<int64_t>& ends,
+      const ShardOptions& options,
+      std::vector<absl::StatusOr<v1::PredictResponse>>* answers,
+      std::vector<RangeReport>* reports) const;
   // Range [begin, end) of `request`, from replica `first` on.
   absl::StatusOr<v1::PredictResponse> RunRange(
       const v1::PredictRequest& request, int64_t begin, int64_t end, int first,

@@ -72,7 +72,9 @@ absl::Status CheckVotes(const RunningStats& run) {
     int64_t sum = 0;
     for (int d = 0; d < run.outputs && sum >= 0; ++d) {
       const int64_t v = run.votes[static_cast<size_t>(r) * run.outputs + d];
+      // sum <= passes before the addition, so it cannot overflow.
       sum = v < 0 || v > run.passes ? -1 : sum + v;
+      if (sum > run.passes) sum = -1;
     }
     if (sum != run.passes) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -92,7 +94,7 @@ absl::Status CheckRun(const RunningStats& run, Task task, int rows,
                      " outputs, not ", rows, " x ", outputs));
   }
   if (run.first_pass < 0 || run.passes < 1 ||
-      run.passes > (int64_t{1} << 40) - run.first_pass) {
+      run.passes > kMaxPasses - run.first_pass) {
     return absl::InvalidArgumentError(
         absl::StrCat("its passes [", run.first_pass, ", +", run.passes,
                      ") are not a run of at least one pass"));

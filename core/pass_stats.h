@@ -17,15 +17,19 @@
 // statistics are those of the smallest block covering every pass.
 //
 // Any run of passes [a, b) with a a multiple of L is held as its maximal
-// blocks, left to right (PushBlock keeps that form): the canonical
-// decomposition of the run, at most 2 log2(T / L) + 2 blocks. Runs that meet
-// end to end merge by pushing the right one's blocks after the left one's.
+// blocks, left to right: the canonical decomposition of the run, at most
+// 2 log2(T / L) + 2 blocks, whose last may be a leaf still filling, kept
+// apart (CanonicalBlocks). Runs that meet end to end merge by pushing the
+// right one's blocks after the left one's (PushBlock: a leaf still filling
+// may then be combined with its left sibling, which changes no bit of the
+// total, as the right-to-left fold nests the same way).
 //
 // Combine (Chan, Golub and LeVeque's pairwise update for regression, sums for
 // classification) and the figures (Figures) are compiled without fused
 // multiply-adds, so that a client that merges ranges in another language
 // (client/python/mcdrop/sharded.py) reproduces the bits with plain IEEE
-// double arithmetic.
+// double arithmetic (and the same libm log for the entropy: the same bits
+// where the client's log is glibc's, as the server's is).
 
 #ifndef MCDROP_CORE_PASS_STATS_H_
 #define MCDROP_CORE_PASS_STATS_H_
@@ -40,6 +44,8 @@ namespace mcdrop {
 
 // L: the passes of one leaf. Rounds and ranges split at multiples of it.
 inline constexpr int64_t kLeafPasses = 256;
+// Pass indices are below this (the engine's are 32-bit).
+inline constexpr int64_t kMaxPasses = int64_t{1} << 32;
 
 // The statistics of one block of passes (or of a leaf still filling), for
 // every row and output of a request.
@@ -84,7 +90,7 @@ PassBlock Total(const std::vector<PassBlock>& blocks);
 // decomposition of passes [first, first + passes).
 std::vector<PassBlock> CanonicalBlocks(int64_t first, int64_t passes);
 
-// The rows `rows` of `stats`, in that order.
+// The rows `rows` of `stats`, in that order; each in [0, stats.rows).
 RunningStats SelectRows(const RunningStats& stats,
                         const std::vector<int>& rows);
 

@@ -111,6 +111,18 @@ TEST(PassStatsTest, ClassificationRangesMergeToTheBitsOfOneRequest) {
   ExpectRangesMergeExactly(model, 1024, {0, 768, 1024});
 }
 
+// Without dropout every pass is the same, and the figures still come from
+// the blocks: ranges merge to the bits of one request (the mean of p over
+// ranges need not round back to p).
+TEST(PassStatsTest, ModelsWithoutDropoutMergeToo) {
+  for (Task task : {Task::kClassification, Task::kRegression}) {
+    const Model model = MustCreate(
+        RandomSpec({6, 20, 4}, {0.0f, 0.0f}, task, Activation::kTanh, 8));
+    ExpectRangesMergeExactly(model, 3000, {0, 768, 2816, 3000});
+    ExpectRangesMergeExactly(model, 300, {0, 256, 300});
+  }
+}
+
 TEST(PassStatsTest, CanonicalBlocksAreTheMaximalAlignedBlocks) {
   // Leaves 3 .. 9 and a leaf filling: 3 | 4-7 | 8-9 | 10 (filling).
   std::vector<PassBlock> b = CanonicalBlocks(3 * L, 7 * L + 5);

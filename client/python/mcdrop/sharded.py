@@ -15,8 +15,8 @@ as the C++ code is compiled without fused multiply-adds).
 """
 import math
 import random
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -120,9 +120,8 @@ def _check_range(i, stats, begin, end, task, rows, outputs, last):
             bad(f"block (level {b.level}, index {b.index}) holds values of sizes {sizes}, not {want}")
     if task == "classification":
         votes = list(stats.votes)
-        if len(votes) != cells or any(
-                v < 0 or sum(votes[r * outputs:(r + 1) * outputs]) != end - begin
-                for r in range(rows) for v in votes[r * outputs:(r + 1) * outputs]):
+        rows_votes = [votes[r * outputs:(r + 1) * outputs] for r in range(rows)]
+        if len(votes) != cells or any(min(v) < 0 or sum(v) != end - begin for v in rows_votes):
             bad("its votes do not add up to its passes row by row")
     elif stats.votes:
         bad("votes belong to classification")
@@ -133,9 +132,15 @@ def merge_ranges(request, responses):
     with samples and seed), from its ranges' answers in range order. Raises
     ValueError if they do not fit together."""
     first = responses[0]
+    if not first.HasField("pass_statistics"):
+        raise ValueError("range 0: the answer carries no pass statistics")
     task = inference_pb2.Task.Name(first.task).lower()
     st0 = first.pass_statistics
     rows, outputs, T = st0.rows, st0.outputs, request.samples
+    shape = list(request.shape)
+    want_rows = 1 if len(shape) in (1, 3) else (shape[0] if shape else 0)
+    if rows != want_rows or outputs < 1:
+        raise ValueError(f"range 0: {rows} rows x {outputs} outputs; the request has {want_rows} rows")
     blocks, votes, begin = [], [0] * (rows * outputs), 0
     out = inference_pb2.PredictResponse()
     for i, r in enumerate(responses):
@@ -146,6 +151,9 @@ def merge_ranges(request, responses):
                 first.model, first.version, first.task, first.seed, st0.noise_variance):
             raise ValueError(f"range {i}: answered by {r.model} version {r.version} (seed {r.seed}); "
                              f"range 0 by {first.model} version {first.version} (seed {first.seed})")
+        if not begin < s.end <= T:
+            raise ValueError(f"range {i}: it holds passes [{s.begin}, {s.end}), "
+                             f"not a range from {begin} within T = {T}")
         _check_range(i, s, begin, s.end, task, rows, outputs, i + 1 == len(responses))
         for b in s.blocks:
             _push(blocks, _Block(b.level, b.index, b.passes, b.mean, b.m2, b.sum_p, b.sum_p2,
@@ -176,15 +184,15 @@ def _fill_rows(out, total, votes, task, rows, outputs, noise):
     for r in range(rows):
         row = out.rows.add(samples=total.passes)
         at = r * outputs
-        se = []
         if task == "regression":
             for d in range(outputs):
                 mv = total.m2[at + d] / T
                 var = mv + noise
-                se = math.sqrt(mv / (T - 1.0)) if total.passes >= 2 else 0.0
                 row.outputs.add(mean=total.mean[at + d], variance=var, std=math.sqrt(var),
-                                model_variance=mv, standard_error=se)
+                                model_variance=mv,
+                                standard_error=math.sqrt(mv / (T - 1.0)) if total.passes >= 2 else 0.0)
             continue
+        se = []
         c = row.classification
         h, best, modal, probs = 0.0, 0, 0, []
         for d in range(outputs):
@@ -210,13 +218,17 @@ class ShardedClient:
     A range whose call fails for a reason another replica may not have goes
     to the next replica, up to max_attempts calls; `report` then lists, per
     range, {begin, end, replica, attempts, seconds, errors}, and `response`
-    is the last merged PredictResponse."""
+    is the last merged PredictResponse (so one ShardedClient serves one
+    thread at a time). By default T is cut into one range per replica, or
+    more when a range would exceed max_range_passes (the servers'
+    --max_samples, 100,000 unless set)."""
 
-    def __init__(self, targets, max_attempts=3, **client_options):
+    def __init__(self, targets, max_attempts=3, max_range_passes=100000, **client_options):
         if not targets:
             raise ValueError("give at least one replica")
         self.replicas = [Client(t, **client_options) for t in targets]
         self.max_attempts = max_attempts
+        self.max_range_passes = max_range_passes  # the servers' --max_samples
         self.report = []
 
     def close(self):
@@ -233,14 +245,16 @@ class ShardedClient:
                 return_samples=False, ranges=0, ends=None):
         """As Client.predict with a fixed T (samples) and no intervals or sets:
         the answer one server gives for the seed (0: one drawn here, the same
-        for every range). ranges: how many (0: one per replica); ends: the
+        for every range). ranges: how many (0: see the class); ends: the
         ranges' ends instead (multiples of 256 ascending, the last T)."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim in (1, 3):
             x = x[None]
         if samples < 1:
             raise ValueError("a request spread over servers states T (samples >= 1)")
-        ends = list(ends) if ends else split_passes(samples, ranges or len(self.replicas))
+        if not ranges:
+            ranges = max(len(self.replicas), -(-samples // self.max_range_passes))
+        ends = list(ends) if ends else split_passes(samples, ranges)
         for i, e in enumerate(ends):
             last = i + 1 == len(ends)
             if e <= (ends[i - 1] if i else 0) or (e != samples if last else e % LEAF):
@@ -267,11 +281,9 @@ class ShardedClient:
         return Prediction(self.response)
 
     def _all(self, run, which, first):
-        threads = [threading.Thread(target=run, args=(i, first(i))) for i in which]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        which = list(which)
+        with ThreadPoolExecutor(max_workers=max(1, min(64, len(which)))) as pool:
+            list(pool.map(lambda i: run(i, first(i)), which))
         failed = [r for r in (self.report[i] for i in which) if r["replica"] < 0]
         if failed:
             raise RuntimeError(f"passes [{failed[0]['begin']}, {failed[0]['end']}): "
