@@ -1084,10 +1084,11 @@ void ConstantPassFigures(Engine::Request& req, bool mc) {
           static_cast<int>(N);
     }
   }
-  if (!mc) return;
-  // Every pass gives the same output: each block holds its passes of it, and
-  // the figures come from the blocks as for any model, so that ranges of
-  // the request merge to the same bits (pass_stats.h).
+  if (!mc || !req.options.keep_stats) return;
+  // Every pass gives the same output: each block holds its passes of it.
+  // The figures above stay exact (no spread, no mutual information); the
+  // server does not split such a model's passes into ranges
+  // (server/request.cc), whose merge would round them.
   auto stats = std::make_shared<RunningStats>();
   stats->first_pass = req.options.resume ? req.options.resume->first_pass
                                          : req.options.first_sample;
@@ -1111,8 +1112,7 @@ void ConstantPassFigures(Engine::Request& req, bool mc) {
   if (classification) {
     stats->votes.assign(res.votes.begin(), res.votes.end());
   }
-  SetFigures(*stats, req);
-  if (req.options.keep_stats) res.stats = std::move(stats);
+  res.stats = std::move(stats);
 }
 
 }  // namespace

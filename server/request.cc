@@ -134,8 +134,14 @@ absl::Status CheckSetLevels(const PredictRequest& req, const Model& model,
 
 // A sample_range: checks it against the request and sets the plan's passes
 // to the range's.
-absl::Status CheckSampleRange(const PredictRequest& req, const Limits& limits,
-                              PredictPlan* plan) {
+absl::Status CheckSampleRange(const PredictRequest& req, const Model& model,
+                              const Limits& limits, PredictPlan* plan) {
+  if (model.first_stochastic_layer() == model.num_stages()) {
+    return absl::InvalidArgumentError(
+        "this model has no dropout: every pass gives the same output, so "
+        "there are no passes to spread over servers (send the request "
+        "without sample_range)");
+  }
   const int64_t T = req.samples(), a = req.sample_range().begin(),
                 b = req.sample_range().end();
   if (req.mode() != mcdrop::v1::MONTE_CARLO || T < 1 || req.seed() == 0) {
@@ -293,7 +299,7 @@ absl::Status ValidatePredictRequest(const PredictRequest& req,
   }
   if (adaptive->has_value()) t = (*adaptive)->max_samples;
   if (req.has_sample_range()) {
-    if (absl::Status s = CheckSampleRange(req, limits, plan); !s.ok()) {
+    if (absl::Status s = CheckSampleRange(req, model, limits, plan); !s.ok()) {
       return s;
     }
     t = plan->options.samples;

@@ -111,15 +111,30 @@ TEST(PassStatsTest, ClassificationRangesMergeToTheBitsOfOneRequest) {
   ExpectRangesMergeExactly(model, 1024, {0, 768, 1024});
 }
 
-// Without dropout every pass is the same, and the figures still come from
-// the blocks: ranges merge to the bits of one request (the mean of p over
-// ranges need not round back to p).
-TEST(PassStatsTest, ModelsWithoutDropoutMergeToo) {
+// Without dropout every pass is the same: the statistics kept for a later
+// round are well formed, and resuming them continues the exact figures.
+TEST(PassStatsTest, ModelsWithoutDropoutKeepWellFormedStatistics) {
   for (Task task : {Task::kClassification, Task::kRegression}) {
     const Model model = MustCreate(
         RandomSpec({6, 20, 4}, {0.0f, 0.0f}, task, Activation::kTanh, 8));
-    ExpectRangesMergeExactly(model, 3000, {0, 768, 2816, 3000});
-    ExpectRangesMergeExactly(model, 300, {0, 256, 300});
+    const RowMajorMatrixXf x = RandomInputs(2, 6, 5);
+    Engine engine({.threads = 1});
+    PredictOptions opt;
+    opt.samples = 700;
+    opt.keep_stats = true;
+    auto first = engine.Predict(model, View(x), opt);
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_TRUE(CheckRun(*first->stats, task, 2, model.output_size()).ok());
+    opt.first_sample = 700;
+    opt.samples = 300;
+    opt.resume = first->stats;
+    auto more = engine.Predict(model, View(x), opt);
+    ASSERT_TRUE(more.ok()) << more.status();
+    EXPECT_EQ(more->samples, 1000);
+    EXPECT_EQ(more->mean, first->mean);
+    if (task == Task::kClassification) {
+      EXPECT_EQ(more->mutual_information, std::vector<double>(2, 0.0));
+    }
   }
 }
 
